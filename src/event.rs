@@ -1,0 +1,461 @@
+//! Decoding a Kinesis Lambda event straight into the model's `[N, F]` input buffer.
+//!
+//! The event JSON is parsed once into borrowed envelopes (only `data`, `sequenceNumber` and
+//! `partitionKey` of each record are kept). Each record's base64 `data` is decoded into one
+//! scratch buffer reused for the whole batch, and its JSON payload
+//! `{"features": {...}, "pred_id": ...}` is parsed without building a map: each feature value is
+//! written into its column of the record's row as it is read. A record that cannot be predicted
+//! becomes a [`Rejection`] with its sequence number and a [`RejectReason`]; it never fails the
+//! batch.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+/// The event could not be read as a Kinesis event at all. Lambda never sends such an event to
+/// a function behind a Kinesis event source mapping, so this fails the invocation.
+#[derive(Debug, Error)]
+#[error("the event is not a Kinesis event: {0}")]
+pub struct EventError(#[from] serde_json::Error);
+
+/// Why a record cannot be predicted.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RejectReason {
+    /// `kinesis.data` is not valid base64.
+    #[error("data is not valid base64")]
+    InvalidBase64,
+    /// The decoded data is not UTF-8 text.
+    #[error("data is not UTF-8 text")]
+    NotUtf8,
+    /// The decoded data is not JSON.
+    #[error("data is not valid JSON: {0}")]
+    NotJson(String),
+    /// The payload is JSON but not an object.
+    #[error("data is not a JSON object")]
+    NotAnObject,
+    /// The payload has no `features` key.
+    #[error("`features` is missing")]
+    MissingFeatures,
+    /// `features` is not a JSON object.
+    #[error("`features` is not a JSON object")]
+    FeaturesNotAnObject,
+    /// The payload has no `pred_id` key.
+    #[error("`pred_id` is missing")]
+    MissingPredId,
+    /// `pred_id` is neither a number nor a string.
+    #[error("`pred_id` must be a number or a string")]
+    InvalidPredId,
+    /// A feature the model needs is absent.
+    #[error("feature `{0}` is missing")]
+    MissingFeature(String),
+    /// A feature the model needs is not a number (a string, bool, null, array or object).
+    #[error("feature `{0}` is not a number")]
+    NonNumericFeature(String),
+    /// A feature is a number too large for a float32.
+    #[error("feature `{0}` is not a finite number in float32 range")]
+    NonFiniteFeature(String),
+    /// A feature's value is not valid JSON, such as Python's `NaN` or `Infinity`.
+    #[error("feature `{name}` is not valid JSON ({detail}); NaN and Infinity are not JSON numbers")]
+    InvalidFeatureJson {
+        /// The feature.
+        name: String,
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// The model returned NaN or infinity for the record, which JSON cannot carry.
+    #[error("the model returned a non-finite prediction")]
+    NonFinitePrediction,
+}
+
+impl RejectReason {
+    /// A short stable code for the reason, for counting and alerting.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBase64 => "invalid_base64",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotJson(_) => "not_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingFeatures => "missing_features",
+            Self::FeaturesNotAnObject => "features_not_an_object",
+            Self::MissingPredId => "missing_pred_id",
+            Self::InvalidPredId => "invalid_pred_id",
+            Self::MissingFeature(_) => "missing_feature",
+            Self::NonNumericFeature(_) => "non_numeric_feature",
+            Self::NonFiniteFeature(_) => "non_finite_feature",
+            Self::InvalidFeatureJson { .. } => "invalid_feature_json",
+            Self::NonFinitePrediction => "non_finite_prediction",
+        }
+    }
+}
+
+/// A record of the batch that can be predicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted<'e> {
+    /// The record's Kinesis sequence number.
+    pub sequence_number: Cow<'e, str>,
+    /// Where the record's `pred_id` JSON text is in [`Batch::pred_id`].
+    pred_id: Range<usize>,
+}
+
+/// A record of the batch that cannot be predicted, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection<'e> {
+    /// The record's Kinesis sequence number.
+    pub sequence_number: Cow<'e, str>,
+    /// The record's Kinesis partition key.
+    pub partition_key: Cow<'e, str>,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+}
+
+/// A decoded event: the accepted records' features as one row-major `[N, F]` buffer, and the
+/// rejected records with their reasons. Borrows the sequence numbers from the event bytes.
+#[derive(Debug, Default)]
+pub struct Batch<'e> {
+    /// Row `i` (columns in the model's order) belongs to `accepted[i]`.
+    pub features: Vec<f32>,
+    /// Records that can be predicted, in event order.
+    pub accepted: Vec<Accepted<'e>>,
+    /// Records that cannot, in event order.
+    pub rejected: Vec<Rejection<'e>>,
+    /// The accepted records' `pred_id` JSON texts, end to end (one allocation per batch).
+    pred_ids: String,
+}
+
+impl Batch<'_> {
+    /// The `pred_id` of an accepted record, as the JSON text it had in the record (a number or a
+    /// quoted string), so that it is echoed unchanged.
+    pub fn pred_id(&self, record: &Accepted<'_>) -> &str {
+        &self.pred_ids[record.pred_id.clone()]
+    }
+
+    /// Number of records in the event.
+    pub fn len(&self) -> usize {
+        self.accepted.len() + self.rejected.len()
+    }
+
+    /// Whether the event had no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The parts of a Lambda Kinesis event the service uses; the rest is skipped unparsed.
+#[derive(Deserialize)]
+struct KinesisEvent<'e> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<KinesisEventRecord<'e>>,
+}
+
+#[derive(Deserialize)]
+struct KinesisEventRecord<'e> {
+    #[serde(borrow)]
+    kinesis: KinesisRecord<'e>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KinesisRecord<'e> {
+    #[serde(borrow)]
+    data: Cow<'e, str>,
+    #[serde(borrow)]
+    sequence_number: Cow<'e, str>,
+    #[serde(borrow)]
+    partition_key: Cow<'e, str>,
+}
+
+/// Decodes a raw Lambda Kinesis event; `columns` are the model's input feature names in order.
+pub fn decode<'e>(event: &'e [u8], columns: &[String]) -> Result<Batch<'e>, EventError> {
+    let event: KinesisEvent<'e> = serde_json::from_slice(event)?;
+    let mut batch = Batch {
+        features: Vec::with_capacity(event.records.len() * columns.len()),
+        accepted: Vec::with_capacity(event.records.len()),
+        rejected: Vec::new(),
+        pred_ids: String::new(),
+    };
+    let mut parser = PayloadParser::new(columns);
+    for KinesisEventRecord { kinesis: record } in event.records {
+        let row_start = batch.features.len();
+        batch.features.resize(row_start + columns.len(), f32::NAN);
+        let pred_id_start = batch.pred_ids.len();
+        match parser.parse(
+            &record.data,
+            &mut batch.features[row_start..],
+            &mut batch.pred_ids,
+        ) {
+            Ok(()) => batch.accepted.push(Accepted {
+                sequence_number: record.sequence_number,
+                pred_id: pred_id_start..batch.pred_ids.len(),
+            }),
+            Err(reason) => {
+                batch.features.truncate(row_start);
+                batch.pred_ids.truncate(pred_id_start);
+                batch.rejected.push(Rejection {
+                    sequence_number: record.sequence_number,
+                    partition_key: record.partition_key,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// Scratch state for parsing record payloads, reused across the records of one batch.
+struct PayloadParser<'c> {
+    columns: &'c [String],
+    /// Decoded bytes of the current record.
+    data: Vec<u8>,
+    /// Which columns of the current row have been set.
+    filled: Vec<bool>,
+}
+
+impl<'c> PayloadParser<'c> {
+    fn new(columns: &'c [String]) -> Self {
+        Self {
+            columns,
+            data: Vec::new(),
+            filled: vec![false; columns.len()],
+        }
+    }
+
+    /// Decodes one record's base64 `data`, writes its features into `row` and appends its
+    /// `pred_id` JSON text to `pred_ids`.
+    fn parse(
+        &mut self,
+        data: &str,
+        row: &mut [f32],
+        pred_ids: &mut String,
+    ) -> Result<(), RejectReason> {
+        self.data.clear();
+        BASE64
+            .decode_vec(data, &mut self.data)
+            .map_err(|_| RejectReason::InvalidBase64)?;
+        let text = std::str::from_utf8(&self.data).map_err(|_| RejectReason::NotUtf8)?;
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => RejectReason::NotAnObject,
+                Err(error) => RejectReason::NotJson(error.to_string()),
+            });
+        }
+
+        self.filled.fill(false);
+        let mut found = Found::default();
+        let mut reason = None;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let visitor = PayloadVisitor {
+            columns: self.columns,
+            row,
+            filled: &mut self.filled,
+            pred_id_start: pred_ids.len(),
+            pred_ids,
+            found: &mut found,
+            reason: &mut reason,
+        };
+        let parsed = deserializer
+            .deserialize_map(visitor)
+            .and_then(|()| deserializer.end());
+        if let Some(reason) = reason {
+            return Err(reason);
+        }
+        parsed.map_err(|error| RejectReason::NotJson(error.to_string()))?;
+        if !found.features {
+            return Err(RejectReason::MissingFeatures);
+        }
+        if !found.pred_id {
+            return Err(RejectReason::MissingPredId);
+        }
+        match self.filled.iter().position(|filled| !filled) {
+            Some(missing) => Err(RejectReason::MissingFeature(self.columns[missing].clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which top-level keys of the payload were seen.
+#[derive(Default)]
+struct Found {
+    features: bool,
+    pred_id: bool,
+}
+
+/// Visits the payload object. On a problem it records the most specific [`RejectReason`] it
+/// knows in `reason` and returns an error to stop parsing.
+struct PayloadVisitor<'a, 'c> {
+    columns: &'c [String],
+    row: &'a mut [f32],
+    filled: &'a mut [bool],
+    pred_ids: &'a mut String,
+    /// Where this record's `pred_id` starts in `pred_ids`.
+    pred_id_start: usize,
+    found: &'a mut Found,
+    reason: &'a mut Option<RejectReason>,
+}
+
+impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with `features` and `pred_id`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed(&["features", "pred_id"]))? {
+            match key {
+                Some(0) => {
+                    self.found.features = true;
+                    let seed = FeaturesSeed {
+                        columns: self.columns,
+                        row: self.row,
+                        filled: self.filled,
+                        reason: self.reason,
+                    };
+                    map.next_value_seed(seed)?;
+                }
+                Some(_) => {
+                    self.found.pred_id = true;
+                    let pred_id: &RawValue = map.next_value()?;
+                    let text = pred_id.get();
+                    let is_number_or_string =
+                        matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+                    if !is_number_or_string {
+                        *self.reason = Some(RejectReason::InvalidPredId);
+                        return Err(de::Error::custom("invalid pred_id"));
+                    }
+                    // A repeated key replaces the earlier value, as in Python's `json`.
+                    self.pred_ids.truncate(self.pred_id_start);
+                    self.pred_ids.push_str(text);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes the `features` object into the row.
+struct FeaturesSeed<'a, 'c> {
+    columns: &'c [String],
+    row: &'a mut [f32],
+    filled: &'a mut [bool],
+    reason: &'a mut Option<RejectReason>,
+}
+
+impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of feature values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(column) = map.next_key_seed(KeySeed(self.columns))? {
+            let Some(column) = column else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let name = &self.columns[column];
+            let value = match map.next_value::<serde_json::Value>() {
+                Ok(value) => value,
+                Err(error) => {
+                    *self.reason = Some(RejectReason::InvalidFeatureJson {
+                        name: name.clone(),
+                        detail: error.to_string(),
+                    });
+                    return Err(error);
+                }
+            };
+            let Some(value) = value.as_f64() else {
+                *self.reason = Some(RejectReason::NonNumericFeature(name.clone()));
+                return Err(de::Error::custom("non-numeric feature"));
+            };
+            let value = value as f32;
+            if !value.is_finite() {
+                *self.reason = Some(RejectReason::NonFiniteFeature(name.clone()));
+                return Err(de::Error::custom("non-finite feature"));
+            }
+            self.row[column] = value;
+            self.filled[column] = true;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.not_an_object()
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_an_object()
+    }
+}
+
+impl FeaturesSeed<'_, '_> {
+    fn not_an_object<E: de::Error>(self) -> Result<(), E> {
+        *self.reason = Some(RejectReason::FeaturesNotAnObject);
+        Err(E::custom("`features` is not an object"))
+    }
+}
+
+/// Deserializes an object key into its index in a list of known names, or `None` for a key
+/// the service does not use, without allocating.
+struct KeySeed<'n, N>(&'n [N]);
+
+impl<'de, N: AsRef<str>> DeserializeSeed<'de> for KeySeed<'_, N> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, N: AsRef<str>> Visitor<'de> for KeySeed<'_, N> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| name.as_ref() == key))
+    }
+}
+
+#[cfg(test)]
+mod tests;

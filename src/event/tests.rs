@@ -1,0 +1,221 @@
+use base64::Engine as _;
+
+use super::*;
+
+fn columns() -> Vec<String> {
+    ["t1", "t2", "hum", "weather_code"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// A Kinesis event whose records carry `data` exactly as given (already base64).
+fn event_with_data(data: &[&str]) -> Vec<u8> {
+    let records: Vec<String> = data
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            format!(
+                r#"{{"kinesis":{{"kinesisSchemaVersion":"1.0","partitionKey":"pk{i}","sequenceNumber":"{i}","data":"{data}","approximateArrivalTimestamp":1665200574.31}},"eventSource":"aws:kinesis","eventID":"shardId-000000000000:{i}"}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"Records":[{}]}}"#, records.join(",")).into_bytes()
+}
+
+fn event_with_payloads(payloads: &[&[u8]]) -> Vec<u8> {
+    let data: Vec<String> = payloads.iter().map(|p| BASE64.encode(p)).collect();
+    event_with_data(&data.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+const GOOD: &[u8] =
+    br#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 123}"#;
+
+#[test]
+fn seed_event_decodes_into_one_row() {
+    let event = include_bytes!("../../events/sample.json");
+    let batch = decode(event, &columns()).unwrap();
+    assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
+    assert_eq!(batch.features, [2.0, 3.0, 50.0, 2.0]);
+    assert_eq!(
+        batch.accepted[0].sequence_number,
+        "123456789123456789123456789"
+    );
+    assert_eq!(batch.pred_id(&batch.accepted[0]), "123");
+}
+
+#[test]
+fn features_are_placed_in_model_column_order_whatever_the_key_order() {
+    let payload = br#"{"pred_id": "x-1", "features": {"weather_code": 4, "hum": 81.5, "t2": -1, "t1": 0.25, "windspeed": 9}}"#;
+    let event = event_with_payloads(&[payload]);
+    let batch = decode(&event, &columns()).unwrap();
+    assert_eq!(batch.features, [0.25, -1.0, 81.5, 4.0]);
+    assert_eq!(batch.pred_id(&batch.accepted[0]), r#""x-1""#);
+}
+
+#[test]
+fn escaped_keys_and_string_pred_ids_are_read() {
+    let payload =
+        br#"{"pred_id": "a\"b", "features": {"t\u0031": 1, "t2": 2, "hum": 3, "weather_code": 4}}"#;
+    let event = event_with_payloads(&[payload]);
+    let batch = decode(&event, &columns()).unwrap();
+    assert_eq!(batch.features, [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(batch.pred_id(&batch.accepted[0]), r#""a\"b""#);
+}
+
+/// Each bad record sits between two good ones; it alone is rejected, with its reason.
+fn assert_rejected_between_good_records(bad_data: &str, expected: RejectReason) {
+    let good = BASE64.encode(GOOD);
+    let event = event_with_data(&[&good, bad_data, &good]);
+    let batch = decode(&event, &columns()).unwrap();
+    assert_eq!(batch.rejected.len(), 1, "{bad_data}: {:?}", batch.rejected);
+    let rejection = &batch.rejected[0];
+    assert_eq!(rejection.sequence_number, "1");
+    assert_eq!(rejection.partition_key, "pk1");
+    assert_eq!(rejection.reason, expected, "{bad_data}");
+    let accepted: Vec<&str> = batch
+        .accepted
+        .iter()
+        .map(|r| r.sequence_number.as_ref())
+        .collect();
+    assert_eq!(accepted, ["0", "2"]);
+    assert_eq!(batch.features, [2.0, 3.5, 50.0, 2.0, 2.0, 3.5, 50.0, 2.0]);
+    assert_eq!(batch.pred_id(&batch.accepted[1]), "123");
+}
+
+fn assert_payload_rejected(payload: &[u8], expected: RejectReason) {
+    assert_rejected_between_good_records(&BASE64.encode(payload), expected);
+}
+
+#[test]
+fn bad_base64_record_is_reported_not_fatal() {
+    assert_rejected_between_good_records("not base64!", RejectReason::InvalidBase64);
+}
+
+#[test]
+fn non_utf8_record_is_rejected() {
+    assert_payload_rejected(b"{\"features\": \xff}", RejectReason::NotUtf8);
+}
+
+#[test]
+fn non_json_record_is_rejected() {
+    let good = BASE64.encode(GOOD);
+    let event = event_with_data(&[&good, &BASE64.encode("hello")]);
+    let batch = decode(&event, &columns()).unwrap();
+    assert!(matches!(batch.rejected[0].reason, RejectReason::NotJson(_)));
+    assert_payload_rejected(
+        b"{\"features\": {",
+        RejectReason::NotJson("EOF while parsing an object at line 1 column 14".into()),
+    );
+    assert_payload_rejected(
+        &[GOOD, b" trailing"].concat(),
+        RejectReason::NotJson("trailing characters at line 1 column 82".into()),
+    );
+}
+
+#[test]
+fn json_that_is_not_an_object_is_rejected() {
+    for payload in ["[1, 2]", "42", "\"text\"", "null", " true"] {
+        assert_payload_rejected(payload.as_bytes(), RejectReason::NotAnObject);
+    }
+}
+
+#[test]
+fn missing_features_or_pred_id_is_rejected() {
+    assert_payload_rejected(br#"{"pred_id": 1}"#, RejectReason::MissingFeatures);
+    assert_payload_rejected(
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}}"#,
+        RejectReason::MissingPredId,
+    );
+}
+
+#[test]
+fn features_that_are_not_an_object_are_rejected() {
+    for features in ["null", "[1, 2, 3, 4]", "\"t1\"", "3", "true"] {
+        let payload = format!(r#"{{"features": {features}, "pred_id": 1}}"#);
+        assert_payload_rejected(payload.as_bytes(), RejectReason::FeaturesNotAnObject);
+    }
+}
+
+#[test]
+fn pred_id_that_is_not_a_number_or_string_is_rejected() {
+    for pred_id in ["null", "{}", "[1]", "true"] {
+        let payload = format!(
+            r#"{{"features": {{"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}}, "pred_id": {pred_id}}}"#
+        );
+        assert_payload_rejected(payload.as_bytes(), RejectReason::InvalidPredId);
+    }
+}
+
+#[test]
+fn missing_feature_is_named() {
+    assert_payload_rejected(
+        br#"{"features": {"t1": 2, "t2": 3, "weather_code": 2}, "pred_id": 1}"#,
+        RejectReason::MissingFeature("hum".into()),
+    );
+}
+
+#[test]
+fn non_numeric_feature_is_named() {
+    for value in ["\"2\"", "true", "null", "[2]", "{}"] {
+        let payload = format!(
+            r#"{{"features": {{"t1": 2, "t2": {value}, "hum": 50, "weather_code": 2}}, "pred_id": 1}}"#
+        );
+        assert_payload_rejected(
+            payload.as_bytes(),
+            RejectReason::NonNumericFeature("t2".into()),
+        );
+    }
+}
+
+#[test]
+fn nan_and_infinite_features_are_rejected() {
+    for value in ["NaN", "Infinity", "-Infinity", "1e400"] {
+        let payload = format!(
+            r#"{{"features": {{"t1": 2, "t2": 3, "hum": {value}, "weather_code": 2}}, "pred_id": 1}}"#
+        );
+        let good = BASE64.encode(GOOD);
+        let event = event_with_data(&[&good, &BASE64.encode(&payload), &good]);
+        let batch = decode(&event, &columns()).unwrap();
+        assert_eq!(batch.accepted.len(), 2);
+        match &batch.rejected[0].reason {
+            RejectReason::InvalidFeatureJson { name, .. } => assert_eq!(name, "hum", "{value}"),
+            other => panic!("{value}: {other:?}"),
+        }
+    }
+    assert_payload_rejected(
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 1e308, "weather_code": 2}, "pred_id": 1}"#,
+        RejectReason::NonFiniteFeature("hum".into()),
+    );
+}
+
+#[test]
+fn repeated_pred_id_keeps_the_last_value() {
+    let payload = br#"{"pred_id": 1, "features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "last"}"#;
+    let event = event_with_payloads(&[payload]);
+    let batch = decode(&event, &columns()).unwrap();
+    assert_eq!(batch.pred_id(&batch.accepted[0]), r#""last""#);
+}
+
+#[test]
+fn empty_record_list_gives_an_empty_batch() {
+    let batch = decode(br#"{"Records": []}"#, &columns()).unwrap();
+    assert!(batch.is_empty());
+    assert!(batch.features.is_empty());
+}
+
+#[test]
+fn event_that_is_not_a_kinesis_event_is_an_error() {
+    for event in [
+        &b"not json"[..],
+        b"{}",
+        b"[]",
+        br#"{"Records": [{"kinesis": {}}]}"#,
+        br#"{"Records": 1}"#,
+    ] {
+        assert!(
+            decode(event, &columns()).is_err(),
+            "{}",
+            String::from_utf8_lossy(event)
+        );
+    }
+}
