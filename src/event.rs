@@ -133,7 +133,9 @@ impl Batch<'_> {
     /// The `pred_id` of an accepted record, as the JSON text it had in the record (a number or a
     /// quoted string), so that it is echoed unchanged.
     pub fn pred_id(&self, record: &Accepted<'_>) -> &str {
-        &self.pred_ids[record.pred_id.clone()]
+        self.pred_ids
+            .get(record.pred_id.clone())
+            .unwrap_or_default()
     }
 
     /// Number of records in the event.
@@ -183,13 +185,11 @@ pub fn decode<'e>(event: &'e [u8], columns: &[String]) -> Result<Batch<'e>, Even
     let mut parser = PayloadParser::new(columns);
     for KinesisEventRecord { kinesis: record } in event.records {
         let row_start = batch.features.len();
+        // NaN marks a column not set yet: stored feature values are always finite.
         batch.features.resize(row_start + columns.len(), f32::NAN);
+        let row = batch.features.get_mut(row_start..).unwrap_or_default();
         let pred_id_start = batch.pred_ids.len();
-        match parser.parse(
-            &record.data,
-            &mut batch.features[row_start..],
-            &mut batch.pred_ids,
-        ) {
+        match parser.parse(&record.data, row, &mut batch.pred_ids) {
             Ok(()) => batch.accepted.push(Accepted {
                 sequence_number: record.sequence_number,
                 pred_id: pred_id_start..batch.pred_ids.len(),
@@ -213,8 +213,6 @@ struct PayloadParser<'c> {
     columns: &'c [String],
     /// Decoded bytes of the current record.
     data: Vec<u8>,
-    /// Which columns of the current row have been set.
-    filled: Vec<bool>,
 }
 
 impl<'c> PayloadParser<'c> {
@@ -222,12 +220,11 @@ impl<'c> PayloadParser<'c> {
         Self {
             columns,
             data: Vec::new(),
-            filled: vec![false; columns.len()],
         }
     }
 
-    /// Decodes one record's base64 `data`, writes its features into `row` and appends its
-    /// `pred_id` JSON text to `pred_ids`.
+    /// Decodes one record's base64 `data`, writes its features into `row` (all NaN on entry)
+    /// and appends its `pred_id` JSON text to `pred_ids`.
     fn parse(
         &mut self,
         data: &str,
@@ -246,14 +243,12 @@ impl<'c> PayloadParser<'c> {
             });
         }
 
-        self.filled.fill(false);
         let mut found = Found::default();
         let mut reason = None;
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let visitor = PayloadVisitor {
             columns: self.columns,
-            row,
-            filled: &mut self.filled,
+            row: &mut *row,
             pred_id_start: pred_ids.len(),
             pred_ids,
             found: &mut found,
@@ -272,8 +267,13 @@ impl<'c> PayloadParser<'c> {
         if !found.pred_id {
             return Err(RejectReason::MissingPredId);
         }
-        match self.filled.iter().position(|filled| !filled) {
-            Some(missing) => Err(RejectReason::MissingFeature(self.columns[missing].clone())),
+        let unset = self
+            .columns
+            .iter()
+            .zip(row.iter())
+            .find(|(_, value)| value.is_nan());
+        match unset {
+            Some((missing, _)) => Err(RejectReason::MissingFeature(missing.clone())),
             None => Ok(()),
         }
     }
@@ -291,7 +291,6 @@ struct Found {
 struct PayloadVisitor<'a, 'c> {
     columns: &'c [String],
     row: &'a mut [f32],
-    filled: &'a mut [bool],
     pred_ids: &'a mut String,
     /// Where this record's `pred_id` starts in `pred_ids`.
     pred_id_start: usize,
@@ -314,7 +313,6 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
                     let seed = FeaturesSeed {
                         columns: self.columns,
                         row: self.row,
-                        filled: self.filled,
                         reason: self.reason,
                     };
                     map.next_value_seed(seed)?;
@@ -346,7 +344,6 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
 struct FeaturesSeed<'a, 'c> {
     columns: &'c [String],
     row: &'a mut [f32],
-    filled: &'a mut [bool],
     reason: &'a mut Option<RejectReason>,
 }
 
@@ -367,11 +364,12 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(column) = map.next_key_seed(KeySeed(self.columns))? {
-            let Some(column) = column else {
+            let known =
+                column.and_then(|column| self.columns.get(column).zip(self.row.get_mut(column)));
+            let Some((name, slot)) = known else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let name = &self.columns[column];
             let value = match map.next_value::<serde_json::Value>() {
                 Ok(value) => value,
                 Err(error) => {
@@ -391,8 +389,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
                 *self.reason = Some(RejectReason::NonFiniteFeature(name.clone()));
                 return Err(de::Error::custom("non-finite feature"));
             }
-            self.row[column] = value;
-            self.filled[column] = true;
+            *slot = value;
         }
         Ok(())
     }

@@ -50,14 +50,20 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Everything an invocation needs, built once at cold start.
 pub struct Handler {
-    // Declared before the runtime so that the session is dropped before the library's environment.
     model: Model,
     encoder: EventEncoder,
-    _runtime: OnnxRuntime,
 }
 
 impl Handler {
-    /// Loads ONNX Runtime and the model named by `config`.
+    /// A handler predicting with `model`, stamping events with `model_name` and `run_id`.
+    pub fn new(model: Model, model_name: &str, run_id: &str) -> Self {
+        Self {
+            model,
+            encoder: EventEncoder::new(model_name, run_id),
+        }
+    }
+
+    /// Loads ONNX Runtime and the model named by `config`. Call once per process.
     pub fn load(config: &Config) -> Result<Self, ModelError> {
         let started = Instant::now();
         let runtime = OnnxRuntime::load(&config.ort_library)?;
@@ -71,11 +77,7 @@ impl Handler {
             load_ms = started.elapsed().as_secs_f64() * 1e3,
             "model loaded"
         );
-        Ok(Self {
-            model,
-            encoder: EventEncoder::new(&config.model_name, &config.run_id),
-            _runtime: runtime,
-        })
+        Ok(Self::new(model, &config.model_name, &config.run_id))
     }
 
     /// Handles one raw Kinesis event and returns the JSON response.

@@ -16,6 +16,16 @@
 //!
 //! `src/main.rs` only wires these together for the Lambda runtime and the local `invoke` command.
 #![warn(missing_docs)]
+// Input must never crash the function: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod artifact;
 pub mod config;

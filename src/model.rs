@@ -74,7 +74,10 @@ pub enum InferenceError {
     },
 }
 
-/// The loaded ONNX Runtime library. Keep it alive as long as any [`Model`] built from it.
+/// The loaded ONNX Runtime library and its environment.
+///
+/// ONNX Runtime allows one environment per process: load it once at start-up and build every
+/// [`Model`] from it.
 pub struct OnnxRuntime {
     environment: Environment,
 }
@@ -116,6 +119,7 @@ impl OnnxRuntime {
             session: Mutex::new(session),
             input_name,
             artifact,
+            _environment: self.environment.clone(),
         })
     }
 }
@@ -141,7 +145,7 @@ fn check_signature(session: &Session, artifact: &ModelArtifact) -> Result<String
             ty: TensorElementType::Float32,
             shape,
             ..
-        } if shape.len() == 2 && (shape[1] < 0 || shape[1] as usize == width) => {}
+        } if matches!(**shape, [_, columns] if columns < 0 || columns as usize == width) => {}
         other => {
             return Err(incompatible(format!(
                 "input `{}` is {other}, but the service fills a float32 [N, {width}] tensor \
@@ -169,6 +173,8 @@ pub struct Model {
     session: Mutex<Session>,
     input_name: String,
     artifact: ModelArtifact,
+    // Declared after the session so that the session is dropped first.
+    _environment: Environment,
 }
 
 impl Model {
@@ -194,7 +200,13 @@ impl Model {
             // A panic elsewhere while the lock was held cannot leave the session half-updated.
             let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
             let outputs = session.run(ort::inputs![self.input_name.as_str() => input])?;
-            let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+            let Some((_, output)) = outputs.iter().next() else {
+                return Err(InferenceError::OutputLength {
+                    rows: chunk_rows,
+                    got: 0,
+                });
+            };
+            let (_, values) = output.try_extract_tensor::<f32>()?;
             if values.len() != chunk_rows {
                 return Err(InferenceError::OutputLength {
                     rows: chunk_rows,

@@ -88,7 +88,7 @@ impl PredictionEvents {
         self.records
             .iter()
             .zip(starts.zip(self.ends.iter().copied()))
-            .map(|(&record, (start, end))| (record, &self.json[start..end]))
+            .map(|(&record, (start, end))| (record, self.json.get(start..end).unwrap_or_default()))
     }
 
     /// Number of events.

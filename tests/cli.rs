@@ -1,0 +1,160 @@
+//! The binary's local `invoke` command, as a user runs it.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use common::{kinesis_event, payload, reference, root};
+
+fn bike_prediction(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bike-prediction"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env_remove("MODEL_URI")
+        .env_remove("TEST_RUN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout holds only the JSON response")
+}
+
+#[test]
+fn invoke_predicts_the_seed_event_with_the_bundled_model() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("RUN_ID", "abc123")],
+    );
+    let response = stdout_json(&output);
+    let predictions = response["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 1);
+    assert_eq!(predictions[0]["model"], "bike-demand");
+    assert_eq!(predictions[0]["version"], "abc123");
+    assert_eq!(predictions[0]["prediction"]["pred_id"], 123);
+    assert!(
+        predictions[0]["prediction"]["cnt"]
+            .as_f64()
+            .unwrap()
+            .is_finite()
+    );
+    assert_eq!(response["rejected"], serde_json::json!([]));
+    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+}
+
+#[test]
+fn invoke_reads_stdin_and_reports_bad_records_beside_good_ones() {
+    let reference = reference();
+    let good = payload(
+        &reference.columns,
+        &reference.rows[0],
+        &serde_json::json!("a"),
+    );
+    let event = kinesis_event(&[good.clone(), b"{\"features\": 1}".to_vec(), good]);
+    let output = bike_prediction(&["invoke", "--event", "-"], &event, &[]);
+    let response = stdout_json(&output);
+    assert_eq!(response["predictions"].as_array().unwrap().len(), 2);
+    let rejected = response["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["code"], "features_not_an_object");
+    assert_eq!(rejected[0]["partitionKey"], "1");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("record rejected"), "{logs}");
+}
+
+#[test]
+fn invoke_handles_ten_thousand_records() {
+    let reference = reference();
+    let payloads: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| {
+            payload(
+                &reference.columns,
+                &reference.rows[i % reference.rows.len()],
+                &serde_json::json!(i),
+            )
+        })
+        .collect();
+    let output = bike_prediction(&["invoke", "--event", "-"], &kinesis_event(&payloads), &[]);
+    let response = stdout_json(&output);
+    assert_eq!(response["predictions"].as_array().unwrap().len(), 10_000);
+}
+
+#[test]
+fn invoke_of_an_event_that_is_not_kinesis_fails_clearly() {
+    let output = bike_prediction(&["invoke", "--event", "-"], b"{\"hello\": 1}", &[]);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("not a Kinesis event"), "{logs}");
+}
+
+#[test]
+fn missing_onnx_runtime_library_is_a_clear_error() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("cannot load the ONNX Runtime library from /nonexistent/libonnxruntime.so"),
+        "{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[test]
+fn file_that_is_not_a_library_is_a_clear_error() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("ORT_DYLIB_PATH", "Cargo.toml")],
+    );
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("cannot load the ONNX Runtime library from Cargo.toml"),
+        "{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[test]
+fn bad_configuration_names_the_variable() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("TEST_RUN", "perhaps")],
+    );
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("TEST_RUN"), "{logs}");
+}
+
+#[test]
+fn model_uri_selects_another_model_directory() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[
+            ("MODEL_URI", "models/bike-linear"),
+            ("MODEL_NAME", "linear"),
+        ],
+    );
+    let response = stdout_json(&output);
+    assert_eq!(response["predictions"][0]["model"], "linear");
+}

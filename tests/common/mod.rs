@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use aws_lambda_events::kinesis::{KinesisEvent, KinesisEventRecord};
+use bike_prediction::artifact::ModelArtifact;
+use bike_prediction::model::{Model, ModelError, OnnxRuntime};
+use serde::Deserialize;
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A model directory under `models/`.
+pub fn bundled_model(name: &str) -> PathBuf {
+    root().join("models").join(name)
+}
+
+/// ONNX Runtime, loaded once per test binary (it allows one environment per process) from
+/// `ORT_DYLIB_PATH`, which `.cargo/config.toml` points at the library `scripts/setup-ort.sh`
+/// installs.
+pub fn runtime() -> &'static OnnxRuntime {
+    static RUNTIME: OnceLock<OnnxRuntime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let path =
+            std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH is set by .cargo/config.toml");
+        OnnxRuntime::load(Path::new(&path)).expect("run scripts/setup-ort.sh first")
+    })
+}
+
+/// Loads the model in `dir` into the shared runtime.
+pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
+    runtime().load_model(ModelArtifact::read_dir(dir)?)
+}
+
+/// Rows of real data and the predictions Python onnxruntime gives on them
+/// (`tests/fixtures/reference.json`, written by `models/train.py`).
+#[derive(Deserialize)]
+pub struct Reference {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<f32>>,
+    pub models: std::collections::HashMap<String, Vec<f32>>,
+}
+
+pub fn reference() -> Reference {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The record payload the Python service's producers send.
+pub fn payload(columns: &[String], row: &[f32], pred_id: &serde_json::Value) -> Vec<u8> {
+    let features: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .zip(row)
+        .map(|(name, value)| (name.clone(), serde_json::json!(value)))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"features": features, "pred_id": pred_id})).unwrap()
+}
+
+/// A Lambda Kinesis event carrying `payloads`, built with the `aws_lambda_events` types so that
+/// it has every field Lambda sends.
+pub fn kinesis_event(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut event = KinesisEvent::default();
+    for (index, payload) in payloads.iter().enumerate() {
+        let sequence_number =
+            format!("4963393087354304839602317346744072016014077354057{index:07}");
+        let mut record = KinesisEventRecord::default();
+        record.aws_region = Some("us-east-1".into());
+        record.event_id = Some(format!("shardId-000000000000:{sequence_number}"));
+        record.event_name = Some("aws:kinesis:record".into());
+        record.event_source = Some("aws:kinesis".into());
+        record.event_source_arn =
+            Some("arn:aws:kinesis:us-east-1:123456789012:stream/passenger_events".into());
+        record.event_version = Some("1.0".into());
+        record.invoke_identity_arn = Some("arn:aws:iam::123456789012:role/lambda-kinesis".into());
+        *record.kinesis.data = payload.clone();
+        record.kinesis.partition_key = index.to_string();
+        record.kinesis.sequence_number = sequence_number;
+        record.kinesis.kinesis_schema_version = Some("1.0".into());
+        event.records.push(record);
+    }
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// Whether `actual` is within `relative` of `expected`, measured against `max(|expected|, 1)`
+/// so that predictions near zero are compared absolutely.
+pub fn close(actual: f64, expected: f64, relative: f64) -> bool {
+    (actual - expected).abs() <= relative * expected.abs().max(1.0)
+}
