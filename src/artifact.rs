@@ -53,6 +53,44 @@ pub enum ArtifactError {
         /// Model location.
         uri: String,
     },
+    /// A file of the model could not be found.
+    #[error("no model at {uri}: {object} does not exist")]
+    NotFound {
+        /// Model location.
+        uri: String,
+        /// The missing object or file.
+        object: String,
+    },
+    /// S3 answered with an error other than "not found", or could not be reached.
+    #[error("cannot read {object} (model at {uri})")]
+    S3 {
+        /// Model location.
+        uri: String,
+        /// The object that was tried.
+        object: String,
+        /// What the SDK said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The downloaded model could not be written to the local cache.
+    #[error("cannot write the model from {uri} to {path}")]
+    Cache {
+        /// Model location.
+        uri: String,
+        /// Where it was being written.
+        path: String,
+        /// Underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ONNX file cannot be parsed to find its external data files.
+    #[error("{object} is not an ONNX model: {detail}")]
+    NotOnnx {
+        /// The ONNX object.
+        object: String,
+        /// What the parser said.
+        detail: String,
+    },
     /// The model does not say which feature feeds which input column.
     #[error(
         "{uri}/MLmodel has no column-based input signature ({detail}): the service needs the \
@@ -69,7 +107,11 @@ pub enum ArtifactError {
 impl ModelArtifact {
     /// Reads and checks `MLmodel` in a local model directory.
     pub fn read_dir(dir: &Path) -> Result<Self, ArtifactError> {
-        let uri = dir.display().to_string();
+        Self::read_dir_from(dir, dir.display().to_string())
+    }
+
+    /// Reads and checks `MLmodel` in a local copy of the model at `uri`.
+    pub fn read_dir_from(dir: &Path, uri: String) -> Result<Self, ArtifactError> {
         let file = dir.join(MLMODEL_FILE);
         let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Unreadable {
             uri: uri.clone(),
@@ -109,7 +151,7 @@ impl MlModel {
                 .ok_or_else(|| ArtifactError::NoOnnxFlavor {
                     uri: uri.to_owned(),
                 })?;
-        if onnx_data.is_empty() || Path::new(&onnx_data).is_absolute() || onnx_data.contains("..") {
+        if !is_inside_directory(&onnx_data) {
             return Err(ArtifactError::Invalid {
                 uri: uri.to_owned(),
                 detail: format!(
@@ -119,6 +161,127 @@ impl MlModel {
         }
         let columns = signature_columns(file.signature, uri)?;
         Ok(Self { onnx_data, columns })
+    }
+}
+
+/// Whether `path` names a file inside a model directory (relative, no `..`), as data files
+/// and ONNX external-data locations must.
+pub fn is_inside_directory(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path).components().all(|part| {
+            matches!(
+                part,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+/// The external-data files an ONNX model refers to (ONNX can keep large tensors in separate
+/// files beside the model), relative to the model's directory, without duplicates.
+pub fn external_data_files(onnx: &[u8], object: &str) -> Result<Vec<String>, ArtifactError> {
+    use prost::Message as _;
+    let model = onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
+        object: object.to_owned(),
+        detail: error.to_string(),
+    })?;
+    let mut files = Vec::new();
+    if let Some(graph) = &model.graph {
+        graph.collect_external_files(&mut files);
+    }
+    if let Some(bad) = files.iter().find(|file| !is_inside_directory(file)) {
+        return Err(ArtifactError::NotOnnx {
+            object: object.to_owned(),
+            detail: format!("external data location {bad:?} is outside the model directory"),
+        });
+    }
+    Ok(files)
+}
+
+/// The few fields of ONNX's protobuf schema (onnx/onnx.proto) that say where tensor data lives;
+/// every other field is skipped while decoding.
+mod onnx_proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+    }
+
+    /// Node attributes can hold tensors (`Constant`) and subgraphs (`If`, `Loop`, `Scan`).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<TensorProto>,
+        #[prost(message, optional, boxed, tag = "6")]
+        pub g: Option<Box<GraphProto>>,
+        #[prost(message, repeated, tag = "10")]
+        pub tensors: Vec<TensorProto>,
+        #[prost(message, repeated, tag = "11")]
+        pub graphs: Vec<GraphProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    /// `TensorProto.DataLocation.EXTERNAL`.
+    const EXTERNAL: i32 = 1;
+
+    impl GraphProto {
+        pub fn collect_external_files(&self, files: &mut Vec<String>) {
+            let attributes = self.node.iter().flat_map(|node| &node.attribute);
+            let attribute_tensors = attributes
+                .clone()
+                .flat_map(|a| a.t.iter().chain(&a.tensors));
+            for tensor in self.initializer.iter().chain(attribute_tensors) {
+                tensor.collect_external_file(files);
+            }
+            for attribute in attributes {
+                for graph in attribute.g.as_deref().into_iter().chain(&attribute.graphs) {
+                    graph.collect_external_files(files);
+                }
+            }
+        }
+    }
+
+    impl TensorProto {
+        fn collect_external_file(&self, files: &mut Vec<String>) {
+            if self.data_location != EXTERNAL {
+                return;
+            }
+            let location = self
+                .external_data
+                .iter()
+                .find(|entry| entry.key == "location");
+            if let Some(entry) = location.filter(|entry| !files.contains(&entry.value)) {
+                files.push(entry.value.clone());
+            }
+        }
     }
 }
 
@@ -267,6 +430,65 @@ signature:
         let text = MLMODEL.replace(r#""type": "double""#, r#""type": "string""#);
         let error = MlModel::parse(&text, "m").unwrap_err().to_string();
         assert!(error.contains("input `b` has type `string`"), "{error}");
+    }
+
+    #[test]
+    fn paths_outside_the_model_directory_are_recognised() {
+        for inside in ["model.onnx", "data/weights.bin", "./model.onnx"] {
+            assert!(is_inside_directory(inside), "{inside}");
+        }
+        for outside in ["", "/etc/passwd", "../model.onnx", "data/../../x"] {
+            assert!(!is_inside_directory(outside), "{outside}");
+        }
+    }
+
+    #[test]
+    fn external_data_locations_are_found_in_the_onnx_graph() {
+        use onnx_proto::*;
+        use prost::Message as _;
+        let external = |location: &str| TensorProto {
+            external_data: vec![StringStringEntryProto {
+                key: "location".into(),
+                value: location.into(),
+            }],
+            data_location: 1,
+        };
+        let subgraph = GraphProto {
+            node: vec![],
+            initializer: vec![external("sub.bin")],
+        };
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    attribute: vec![AttributeProto {
+                        t: Some(external("const.bin")),
+                        g: Some(Box::new(subgraph)),
+                        ..Default::default()
+                    }],
+                }],
+                initializer: vec![
+                    external("weights.bin"),
+                    TensorProto::default(),
+                    external("weights.bin"),
+                ],
+            }),
+        };
+        let files = external_data_files(&model.encode_to_vec(), "m").unwrap();
+        assert_eq!(files, ["weights.bin", "const.bin", "sub.bin"]);
+    }
+
+    #[test]
+    fn onnx_without_external_data_needs_no_other_file() {
+        let onnx = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/bike-linear/model.onnx"
+        ))
+        .unwrap();
+        assert_eq!(
+            external_data_files(&onnx, "m").unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(external_data_files(b"\xff\xff not onnx", "m").is_err());
     }
 
     #[test]

@@ -16,22 +16,48 @@ pub const DEFAULT_RUN_ID: &str = "local";
 /// executable first, then by the system loader.
 pub const DEFAULT_ORT_LIBRARY: &str = "libonnxruntime.so";
 
+/// MLflow experiment used in S3 model paths when `MLFLOW_EXPERIMENT_ID` is not set.
+pub const DEFAULT_EXPERIMENT_ID: &str = "1";
+/// Run artifact path of the model when `MODEL_ARTIFACT_PATH` is not set.
+pub const DEFAULT_ARTIFACT_PATH: &str = "model";
+/// Local cache of models downloaded from S3 when `MODEL_CACHE_DIR` is not set. `/tmp` is the
+/// only writable place in Lambda, and it survives between invocations of one sandbox.
+pub const DEFAULT_MODEL_CACHE_DIR: &str = "/tmp/bike-prediction/models";
+
 /// Where the model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelLocation {
     /// A local MLflow model directory.
     Directory(PathBuf),
+    /// An MLflow model directory in S3: the objects under `s3://{bucket}/{prefix}/`.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix of the model directory, without leading or trailing `/`.
+        prefix: String,
+    },
+}
+
+impl std::fmt::Display for ModelLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Directory(dir) => write!(f, "{}", dir.display()),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
 }
 
 /// The service's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Where to load the model from (`MODEL_URI`).
+    /// Where to load the model from (`MODEL_URI`, or `MODEL_BUCKET` with `RUN_ID` or `MODEL_ID`).
     pub model: ModelLocation,
+    /// Where models downloaded from S3 are kept (`MODEL_CACHE_DIR`).
+    pub model_cache_dir: PathBuf,
     /// Model name on prediction events (`MODEL_NAME`).
     pub model_name: String,
-    /// Model version on prediction events: the MLflow run id (`RUN_ID`).
-    pub run_id: String,
+    /// Model version on prediction events: `RUN_ID`, else `MODEL_ID`.
+    pub version: String,
     /// Return predictions without publishing them (`TEST_RUN`).
     pub test_run: bool,
     /// Kinesis stream the prediction events go to (`OUTPUT_STREAM`).
@@ -53,6 +79,19 @@ pub enum ConfigError {
         /// What it should be.
         expected: &'static str,
     },
+    /// A variable needs another one that is not set.
+    #[error("{variable} is set, but {needs}")]
+    Incomplete {
+        /// The variable that is set.
+        variable: &'static str,
+        /// What else must be set.
+        needs: &'static str,
+    },
+    /// Publishing is on but there is nowhere to publish to.
+    #[error(
+        "OUTPUT_STREAM is not set: set it to the Kinesis stream for predictions, or set TEST_RUN=True to publish nothing"
+    )]
+    NoOutputStream,
 }
 
 impl Config {
@@ -65,16 +104,32 @@ impl Config {
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let model = match get("MODEL_URI") {
-            Some(uri) if uri.contains("://") => {
-                return Err(ConfigError::Invalid {
-                    variable: "MODEL_URI",
-                    value: uri,
-                    expected: "a local MLflow model directory",
-                });
+        let run_id = get("RUN_ID");
+        let model_id = get("MODEL_ID");
+        let model = match (get("MODEL_URI"), get("MODEL_BUCKET")) {
+            (Some(uri), _) => parse_model_uri(uri)?,
+            (None, Some(bucket)) => {
+                let experiment =
+                    get("MLFLOW_EXPERIMENT_ID").unwrap_or_else(|| DEFAULT_EXPERIMENT_ID.into());
+                let prefix = match (&model_id, &run_id) {
+                    // MLflow 3 keeps logged models outside the run.
+                    (Some(model_id), _) => format!("{experiment}/models/{model_id}/artifacts"),
+                    // MLflow 2 keeps them among the run's artifacts.
+                    (None, Some(run_id)) => {
+                        let path = get("MODEL_ARTIFACT_PATH")
+                            .unwrap_or_else(|| DEFAULT_ARTIFACT_PATH.into());
+                        format!("{experiment}/{run_id}/artifacts/{}", path.trim_matches('/'))
+                    }
+                    (None, None) => {
+                        return Err(ConfigError::Incomplete {
+                            variable: "MODEL_BUCKET",
+                            needs: "neither RUN_ID nor MODEL_ID names the model in it",
+                        });
+                    }
+                };
+                ModelLocation::S3 { bucket, prefix }
             }
-            Some(dir) => ModelLocation::Directory(dir.into()),
-            None => ModelLocation::Directory(DEFAULT_MODEL_DIR.into()),
+            (None, None) => ModelLocation::Directory(DEFAULT_MODEL_DIR.into()),
         };
         let test_run = match get("TEST_RUN") {
             Some(value) => parse_bool("TEST_RUN", value)?,
@@ -82,14 +137,55 @@ impl Config {
         };
         Ok(Self {
             model,
+            model_cache_dir: get("MODEL_CACHE_DIR")
+                .unwrap_or_else(|| DEFAULT_MODEL_CACHE_DIR.into())
+                .into(),
             model_name: get("MODEL_NAME").unwrap_or_else(|| DEFAULT_MODEL_NAME.into()),
-            run_id: get("RUN_ID").unwrap_or_else(|| DEFAULT_RUN_ID.into()),
+            version: run_id.or(model_id).unwrap_or_else(|| DEFAULT_RUN_ID.into()),
             test_run,
             output_stream: get("OUTPUT_STREAM"),
             ort_library: get("ORT_DYLIB_PATH")
                 .unwrap_or_else(|| DEFAULT_ORT_LIBRARY.into())
                 .into(),
         })
+    }
+}
+
+/// Parses `MODEL_URI`: `s3://bucket/prefix` or a local directory.
+fn parse_model_uri(uri: String) -> Result<ModelLocation, ConfigError> {
+    let Some(path) = uri.strip_prefix("s3://") else {
+        if uri.contains("://") {
+            return Err(ConfigError::Invalid {
+                variable: "MODEL_URI",
+                value: uri,
+                expected: "s3://bucket/prefix or a local MLflow model directory",
+            });
+        }
+        return Ok(ModelLocation::Directory(uri.into()));
+    };
+    match path.split_once('/') {
+        Some((bucket, prefix)) if !bucket.is_empty() && !prefix.trim_matches('/').is_empty() => {
+            Ok(ModelLocation::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+            })
+        }
+        _ => Err(ConfigError::Invalid {
+            variable: "MODEL_URI",
+            value: uri,
+            expected: "s3://bucket/prefix, with the model directory's prefix",
+        }),
+    }
+}
+
+impl Config {
+    /// The stream to publish predictions to, or `None` with `TEST_RUN`.
+    pub fn publish_stream(&self) -> Result<Option<&str>, ConfigError> {
+        match (&self.output_stream, self.test_run) {
+            (_, true) => Ok(None),
+            (Some(stream), false) => Ok(Some(stream)),
+            (None, false) => Err(ConfigError::NoOutputStream),
+        }
     }
 }
 
@@ -128,10 +224,103 @@ mod tests {
             ModelLocation::Directory(DEFAULT_MODEL_DIR.into())
         );
         assert_eq!(config.model_name, DEFAULT_MODEL_NAME);
-        assert_eq!(config.run_id, DEFAULT_RUN_ID);
+        assert_eq!(config.version, DEFAULT_RUN_ID);
+        assert_eq!(
+            config.model_cache_dir,
+            PathBuf::from(DEFAULT_MODEL_CACHE_DIR)
+        );
         assert!(!config.test_run);
         assert_eq!(config.output_stream, None);
         assert_eq!(config.ort_library, PathBuf::from(DEFAULT_ORT_LIBRARY));
+    }
+
+    #[test]
+    fn run_id_gives_the_mlflow_2_run_artifact_path() {
+        let config = config(&[("MODEL_BUCKET", "models"), ("RUN_ID", "4302f22a")]).unwrap();
+        assert_eq!(
+            config.model.to_string(),
+            "s3://models/1/4302f22a/artifacts/model"
+        );
+        assert_eq!(config.version, "4302f22a");
+        let config = config_with_artifact_path();
+        assert_eq!(config.model.to_string(), "s3://models/7/r/artifacts/models");
+    }
+
+    fn config_with_artifact_path() -> Config {
+        config(&[
+            ("MODEL_BUCKET", "models"),
+            ("RUN_ID", "r"),
+            ("MLFLOW_EXPERIMENT_ID", "7"),
+            ("MODEL_ARTIFACT_PATH", "models/"),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn model_id_gives_the_mlflow_3_logged_model_path_and_wins_over_run_id() {
+        let config = config(&[
+            ("MODEL_BUCKET", "b"),
+            ("RUN_ID", "r"),
+            ("MODEL_ID", "m-123"),
+        ])
+        .unwrap();
+        assert_eq!(config.model.to_string(), "s3://b/1/models/m-123/artifacts");
+        assert_eq!(config.version, "r");
+        let config = super::tests::config(&[("MODEL_BUCKET", "b"), ("MODEL_ID", "m-123")]).unwrap();
+        assert_eq!(config.version, "m-123");
+    }
+
+    #[test]
+    fn model_uri_wins_over_bucket() {
+        let config = config(&[
+            ("MODEL_URI", "s3://other/some/prefix/"),
+            ("MODEL_BUCKET", "b"),
+            ("RUN_ID", "r"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.model,
+            ModelLocation::S3 {
+                bucket: "other".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bucket_without_run_or_model_id_is_refused() {
+        let error = config(&[("MODEL_BUCKET", "b")]).unwrap_err();
+        assert!(error.to_string().contains("RUN_ID"), "{error}");
+    }
+
+    #[test]
+    fn malformed_model_uri_is_refused() {
+        for uri in [
+            "s3://bucket",
+            "s3:///prefix",
+            "https://example.com/model",
+            "s3://bucket/",
+        ] {
+            let error = config(&[("MODEL_URI", uri)]).unwrap_err();
+            assert!(
+                error.to_string().starts_with("MODEL_URI="),
+                "{uri}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn publishing_needs_an_output_stream_unless_test_run() {
+        assert_eq!(
+            config(&[]).unwrap().publish_stream(),
+            Err(ConfigError::NoOutputStream)
+        );
+        assert_eq!(
+            config(&[("TEST_RUN", "True")]).unwrap().publish_stream(),
+            Ok(None)
+        );
+        let config = config(&[("OUTPUT_STREAM", "out")]).unwrap();
+        assert_eq!(config.publish_stream(), Ok(Some("out")));
     }
 
     #[test]
@@ -172,7 +361,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.model, ModelLocation::Directory("/opt/model".into()));
         assert_eq!(config.model_name, "m");
-        assert_eq!(config.run_id, "abc");
+        assert_eq!(config.version, "abc");
         assert_eq!(config.output_stream.as_deref(), Some("out"));
         assert_eq!(config.ort_library, PathBuf::from("/lib/ort.so"));
     }

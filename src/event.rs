@@ -49,8 +49,8 @@ pub enum RejectReason {
     /// The payload has no `pred_id` key.
     #[error("`pred_id` is missing")]
     MissingPredId,
-    /// `pred_id` is neither a number nor a string.
-    #[error("`pred_id` must be a number or a string")]
+    /// `pred_id` is neither a number nor a string that can be a Kinesis partition key.
+    #[error("`pred_id` must be a number or a string of 1 to 256 characters")]
     InvalidPredId,
     /// A feature the model needs is absent.
     #[error("feature `{0}` is missing")]
@@ -138,6 +138,12 @@ impl Batch<'_> {
             .unwrap_or_default()
     }
 
+    /// The Kinesis partition key for an accepted record's prediction event: its `pred_id` as
+    /// text, like Python's `str(pred_id)` for strings and integers.
+    pub fn partition_key(&self, record: &Accepted<'_>) -> Cow<'_, str> {
+        partition_key(self.pred_id(record)).unwrap_or_default()
+    }
+
     /// Number of records in the event.
     pub fn len(&self) -> usize {
         self.accepted.len() + self.rejected.len()
@@ -146,6 +152,21 @@ impl Batch<'_> {
     /// Whether the event had no records.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Longest Kinesis partition key, in Unicode characters.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// The text of a `pred_id` given as JSON text: a string's contents, or a number as written.
+fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
+    match pred_id
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(plain) if !plain.contains('\\') => Some(Cow::Borrowed(plain)),
+        Some(_) => serde_json::from_str::<String>(pred_id).ok().map(Cow::Owned),
+        None => Some(Cow::Borrowed(pred_id)),
     }
 }
 
@@ -323,7 +344,9 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
                     let text = pred_id.get();
                     let is_number_or_string =
                         matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
-                    if !is_number_or_string {
+                    let key_length = partition_key(text).map_or(0, |key| key.chars().count());
+                    if !is_number_or_string || !(1..=MAX_PARTITION_KEY_CHARS).contains(&key_length)
+                    {
                         *self.reason = Some(RejectReason::InvalidPredId);
                         return Err(de::Error::custom("invalid pred_id"));
                     }

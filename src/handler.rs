@@ -1,5 +1,5 @@
 //! One invocation: raw event bytes -> decoded batch -> one inference -> prediction events ->
-//! response bytes.
+//! publisher -> response bytes.
 
 use std::time::Instant;
 
@@ -7,10 +7,23 @@ use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
 use crate::artifact::ModelArtifact;
-use crate::config::{Config, ModelLocation};
+use crate::config::{Config, ConfigError, ModelLocation};
+use crate::download;
 use crate::event::{self, EventError};
 use crate::model::{InferenceError, Model, ModelError, OnnxRuntime};
 use crate::output::{self, EventEncoder};
+use crate::publish::{Outgoing, Publisher, RetryPolicy};
+
+/// Why the function could not start.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    /// The configuration is invalid.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// ONNX Runtime or the model could not be loaded.
+    #[error("cannot load the model")]
+    Model(#[from] ModelError),
+}
 
 /// Why an invocation failed as a whole. Bad records never fail it: they are rejected.
 #[derive(Debug, Error)]
@@ -52,36 +65,73 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct Handler {
     model: Model,
     encoder: EventEncoder,
+    /// `None` with `TEST_RUN`: predictions are only returned.
+    publisher: Option<Publisher>,
 }
 
 impl Handler {
-    /// A handler predicting with `model`, stamping events with `model_name` and `run_id`.
-    pub fn new(model: Model, model_name: &str, run_id: &str) -> Self {
+    /// A handler predicting with `model`, stamping events with `model_name` and `version`, and
+    /// publishing them with `publisher` if given.
+    pub fn new(
+        model: Model,
+        model_name: &str,
+        version: &str,
+        publisher: Option<Publisher>,
+    ) -> Self {
         Self {
             model,
-            encoder: EventEncoder::new(model_name, run_id),
+            encoder: EventEncoder::new(model_name, version),
+            publisher,
         }
     }
 
-    /// Loads ONNX Runtime and the model named by `config`. Call once per process.
-    pub fn load(config: &Config) -> Result<Self, ModelError> {
+    /// Loads ONNX Runtime and the model, and builds the AWS clients `config` needs, from the
+    /// standard AWS configuration chain (so `AWS_ENDPOINT_URL` points them at local servers).
+    /// With `publish` false nothing is ever published (the `invoke` command). Call once per
+    /// process.
+    pub async fn load(config: &Config, publish: bool) -> Result<Self, StartupError> {
         let started = Instant::now();
+        let stream = if publish {
+            config.publish_stream()?
+        } else {
+            None
+        };
+        // Reads only the environment and profile files; credentials are fetched on first use.
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let runtime = OnnxRuntime::load(&config.ort_library)?;
         let artifact = match &config.model {
-            ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir)?,
+            ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
+            ModelLocation::S3 { bucket, prefix } => {
+                let client = aws_sdk_s3::Client::new(&aws);
+                download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
+            }
         };
+        let artifact = artifact.map_err(ModelError::from)?;
         let model = runtime.load_model(artifact)?;
+        let publisher = stream.map(|stream| {
+            Publisher::new(
+                aws_sdk_kinesis::Client::new(&aws),
+                stream,
+                RetryPolicy::default(),
+            )
+        });
         tracing::info!(
             model_uri = model.uri(),
             columns = ?model.columns(),
-            load_ms = started.elapsed().as_secs_f64() * 1e3,
-            "model loaded"
+            output_stream = publisher.as_ref().map(Publisher::stream),
+            startup_ms = started.elapsed().as_secs_f64() * 1e3,
+            "ready"
         );
-        Ok(Self::new(model, &config.model_name, &config.run_id))
+        Ok(Self::new(
+            model,
+            &config.model_name,
+            &config.version,
+            publisher,
+        ))
     }
 
     /// Handles one raw Kinesis event and returns the JSON response.
-    pub fn handle(&self, event: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    pub async fn handle(&self, event: &[u8]) -> Result<Vec<u8>, HandlerError> {
         let started = Instant::now();
         let batch = event::decode(event, self.model.columns())?;
         let decoded = Instant::now();
@@ -98,13 +148,58 @@ impl Handler {
                 "record rejected"
             );
         }
-        let response = output::write_response(&events, &rejected, &[]);
+
+        let encoded = Instant::now();
+        let mut failures = Vec::new();
+        let mut published = 0;
+        if let Some(publisher) = &self.publisher {
+            let (records, outgoing): (Vec<usize>, Vec<Outgoing<'_>>) = events
+                .iter()
+                .filter_map(|(index, data)| {
+                    let record = batch.accepted.get(index)?;
+                    let partition_key = batch.partition_key(record);
+                    Some((
+                        index,
+                        Outgoing {
+                            data,
+                            partition_key,
+                        },
+                    ))
+                })
+                .unzip();
+            let report = publisher.publish(&outgoing).await;
+            published = report.published;
+            failures = report
+                .failed
+                .iter()
+                .filter_map(|&failed| {
+                    records
+                        .get(failed)
+                        .and_then(|&index| batch.accepted.get(index))
+                })
+                .map(|record| record.sequence_number.as_ref())
+                .collect();
+            if !failures.is_empty() {
+                tracing::error!(
+                    stream = publisher.stream(),
+                    unpublished = failures.len(),
+                    calls = report.calls,
+                    resent = report.resent,
+                    last_error = report.last_error.as_deref().unwrap_or_default(),
+                    "predictions not published; their records are reported for re-delivery"
+                );
+            }
+        }
+        let response = output::write_response(&events, &rejected, &failures);
         tracing::info!(
             records = batch.len(),
             predicted = events.len(),
             rejected = rejected.len(),
+            published,
+            redeliver = failures.len(),
             decode_ms = (decoded - started).as_secs_f64() * 1e3,
             inference_ms = (predicted - decoded).as_secs_f64() * 1e3,
+            publish_ms = encoded.elapsed().as_secs_f64() * 1e3,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "batch handled"
         );

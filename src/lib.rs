@@ -29,8 +29,10 @@
 
 pub mod artifact;
 pub mod config;
+pub mod download;
 pub mod event;
 pub mod handler;
 pub mod model;
 pub mod output;
+pub mod publish;
 pub mod telemetry;

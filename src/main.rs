@@ -36,15 +36,18 @@ enum Command {
 async fn main() -> ExitCode {
     telemetry::init();
     let cli = Cli::parse();
-    let handler = match Config::from_env()
-        .map_err(anyhow::Error::from)
-        .and_then(|config| Ok(Handler::load(&config)?))
-    {
+    // The local `invoke` command never publishes.
+    let publish = cli.command.is_none();
+    let handler = match Config::from_env() {
+        Ok(config) => Handler::load(&config, publish).await,
+        Err(error) => Err(error.into()),
+    };
+    let handler = match handler {
         Ok(handler) => handler,
-        Err(error) => return fail("cold start failed", error.as_ref()),
+        Err(error) => return fail("cold start failed", &error),
     };
     let result = match cli.command {
-        Some(Command::Invoke { event }) => invoke(&handler, &event),
+        Some(Command::Invoke { event }) => invoke(&handler, &event).await,
         None => serve(&handler).await,
     };
     match result {
@@ -53,7 +56,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
+async fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
     let event = if event.as_os_str() == "-" {
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes)?;
@@ -62,7 +65,7 @@ fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
         std::fs::read(event)
             .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", event.display()))?
     };
-    let mut response = handler.handle(&event)?;
+    let mut response = handler.handle(&event).await?;
     response.push(b'\n');
     std::io::Write::write_all(&mut std::io::stdout().lock(), &response)?;
     Ok(())
@@ -70,7 +73,7 @@ fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
 
 async fn serve(handler: &Handler) -> anyhow::Result<()> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| async move {
-        let response = handler.handle(event.payload.get().as_bytes())?;
+        let response = handler.handle(event.payload.get().as_bytes()).await?;
         let invalid = |error: &dyn std::error::Error| Diagnostic {
             error_type: "InvalidResponse".into(),
             error_message: error.to_string(),

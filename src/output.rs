@@ -52,7 +52,7 @@ impl EventEncoder {
             if !cnt.is_finite() {
                 rejected.push(Rejection {
                     sequence_number: record.sequence_number.clone(),
-                    partition_key: Cow::Owned(batch.pred_id(record).trim_matches('"').to_owned()),
+                    partition_key: Cow::Owned(batch.partition_key(record).into_owned()),
                     reason: RejectReason::NonFinitePrediction,
                 });
                 continue;

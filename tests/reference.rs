@@ -11,12 +11,12 @@ const TOLERANCE: f64 = 1e-4;
 
 /// Runs every reference row through the whole handler in one event and compares each record's
 /// prediction with Python onnxruntime's.
-fn predictions_match_python(model_name: &str) {
+async fn predictions_match_python(model_name: &str) {
     let reference = reference();
     let expected = &reference.models[model_name];
     let model = load_model(&bundled_model(model_name)).unwrap();
     assert_eq!(model.columns(), reference.columns);
-    let handler = Handler::new(model, model_name, "run-1");
+    let handler = Handler::new(model, model_name, "run-1", None);
 
     let payloads: Vec<Vec<u8>> = reference
         .rows
@@ -24,7 +24,7 @@ fn predictions_match_python(model_name: &str) {
         .enumerate()
         .map(|(index, row)| payload(&reference.columns, row, &serde_json::json!(index)))
         .collect();
-    let response = handler.handle(&kinesis_event(&payloads)).unwrap();
+    let response = handler.handle(&kinesis_event(&payloads)).await.unwrap();
     let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
 
     let predictions = response["predictions"].as_array().unwrap();
@@ -44,14 +44,14 @@ fn predictions_match_python(model_name: &str) {
     }
 }
 
-#[test]
-fn bundled_model_matches_python_onnxruntime_on_every_reference_row() {
-    predictions_match_python("bike-demand");
+#[tokio::test]
+async fn bundled_model_matches_python_onnxruntime_on_every_reference_row() {
+    predictions_match_python("bike-demand").await;
 }
 
-#[test]
-fn linear_model_matches_python_onnxruntime_on_every_reference_row() {
-    predictions_match_python("bike-linear");
+#[tokio::test]
+async fn linear_model_matches_python_onnxruntime_on_every_reference_row() {
+    predictions_match_python("bike-linear").await;
 }
 
 #[test]

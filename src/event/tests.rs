@@ -147,6 +147,34 @@ fn pred_id_that_is_not_a_number_or_string_is_rejected() {
 }
 
 #[test]
+fn pred_id_that_cannot_be_a_partition_key_is_rejected() {
+    let long = "x".repeat(MAX_PARTITION_KEY_CHARS + 1);
+    for pred_id in ["\"\"".to_owned(), format!("\"{long}\"")] {
+        let payload = format!(
+            r#"{{"features": {{"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}}, "pred_id": {pred_id}}}"#
+        );
+        assert_payload_rejected(payload.as_bytes(), RejectReason::InvalidPredId);
+    }
+}
+
+#[test]
+fn partition_key_is_the_pred_id_as_text() {
+    let payloads: [&[u8]; 3] = [
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 123}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "ride-7"}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "caf\u00e9 \"b\""}"#,
+    ];
+    let event = event_with_payloads(&payloads);
+    let batch = decode(&event, &columns()).unwrap();
+    let keys: Vec<_> = batch
+        .accepted
+        .iter()
+        .map(|r| batch.partition_key(r))
+        .collect();
+    assert_eq!(keys, ["123", "ride-7", "café \"b\""]);
+}
+
+#[test]
 fn missing_feature_is_named() {
     assert_payload_rejected(
         br#"{"features": {"t1": 2, "t2": 3, "weather_code": 2}, "pred_id": 1}"#,

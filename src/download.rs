@@ -1,0 +1,203 @@
+//! Fetching an MLflow model directory from S3 into a local cache at cold start.
+//!
+//! Only the files the service needs are fetched, each with `GetObject` (so the function needs
+//! no `ListBucket` permission): `MLmodel`, the onnx flavor's data file, and the external-data
+//! files the ONNX graph names. The copy is assembled in a temporary directory and renamed into
+//! place, so the cache never holds half a model; a process restarted in the same sandbox finds
+//! it there and fetches nothing.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+
+use crate::artifact::{self, ArtifactError, MLMODEL_FILE, MlModel, ModelArtifact};
+
+/// Returns the model at `s3://{bucket}/{prefix}`, fetching it into `cache_dir` unless a
+/// complete copy is already there.
+pub async fn fetch_model(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    cache_dir: &Path,
+) -> Result<ModelArtifact, ArtifactError> {
+    let source = S3Model {
+        client,
+        bucket,
+        prefix,
+        uri: format!("s3://{bucket}/{prefix}"),
+    };
+    let local = cache_dir.join(cache_key(&source.uri));
+    if local.join(MLMODEL_FILE).is_file() {
+        tracing::info!(model_uri = %source.uri, cache = %local.display(), "model found in the local cache");
+    } else {
+        source.download_to(&local).await?;
+    }
+    ModelArtifact::read_dir_from(&local, source.uri)
+}
+
+/// A readable, collision-resistant directory name for a model URI.
+fn cache_key(uri: &str) -> String {
+    let readable: String = uri
+        .trim_start_matches("s3://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut hasher = DefaultHasher::new();
+    uri.hash(&mut hasher);
+    format!("{readable}-{:016x}", hasher.finish())
+}
+
+struct S3Model<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    prefix: &'a str,
+    uri: String,
+}
+
+impl S3Model<'_> {
+    async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
+        let started = std::time::Instant::now();
+        let partial = partial_dir(local);
+        let cache_error = |path: &Path, source| ArtifactError::Cache {
+            uri: self.uri.clone(),
+            path: path.display().to_string(),
+            source,
+        };
+        // A leftover from a process that died mid-download is incomplete by construction.
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|error| cache_error(&partial, error))?;
+        }
+        std::fs::create_dir_all(&partial).map_err(|error| cache_error(&partial, error))?;
+
+        let mlmodel_bytes = self.get(MLMODEL_FILE).await?;
+        let mlmodel_text = String::from_utf8_lossy(&mlmodel_bytes);
+        let mlmodel = MlModel::parse(&mlmodel_text, &self.uri)?;
+        let onnx = self.get(&mlmodel.onnx_data).await?;
+        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
+        let mut bytes = onnx.len() + mlmodel_bytes.len();
+        write_file(&partial, MLMODEL_FILE, &mlmodel_bytes)
+            .map_err(|error| cache_error(&partial, error))?;
+        write_file(&partial, &mlmodel.onnx_data, &onnx)
+            .map_err(|error| cache_error(&partial, error))?;
+        for file in &external {
+            let data = self.get(file).await?;
+            bytes += data.len();
+            write_file(&partial, file, &data).map_err(|error| cache_error(&partial, error))?;
+        }
+
+        if let Err(error) = std::fs::rename(&partial, local) {
+            // Another process may have finished the same download first; its copy is complete.
+            if !local.join(MLMODEL_FILE).is_file() {
+                return Err(cache_error(local, error));
+            }
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        tracing::info!(
+            model_uri = %self.uri,
+            files = 2 + external.len(),
+            bytes,
+            download_ms = started.elapsed().as_secs_f64() * 1e3,
+            "model downloaded"
+        );
+        Ok(())
+    }
+
+    fn object_uri(&self, file: &str) -> String {
+        format!("{}/{file}", self.uri)
+    }
+
+    async fn get(&self, file: &str) -> Result<Vec<u8>, ArtifactError> {
+        let key = format!("{}/{file}", self.prefix);
+        let object_uri = self.object_uri(file);
+        let response = self
+            .client
+            .get_object()
+            .bucket(self.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let output = match response {
+            Ok(output) => output,
+            Err(error) => {
+                let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
+                    || error
+                        .raw_response()
+                        .is_some_and(|r| r.status().as_u16() == 404);
+                return Err(if missing {
+                    ArtifactError::NotFound {
+                        uri: self.uri.clone(),
+                        object: object_uri,
+                    }
+                } else {
+                    ArtifactError::S3 {
+                        uri: self.uri.clone(),
+                        object: object_uri,
+                        // The SDK's own `Display` is terse; this report includes the cause.
+                        source: aws_sdk_s3::error::DisplayErrorContext(error)
+                            .to_string()
+                            .into(),
+                    }
+                });
+            }
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|error| ArtifactError::S3 {
+                uri: self.uri.clone(),
+                object: object_uri,
+                source: Box::new(error),
+            })?;
+        Ok(body.into_bytes().to_vec())
+    }
+}
+
+/// Where a download is assembled before it is renamed to `local`.
+fn partial_dir(local: &Path) -> PathBuf {
+    let mut name = local.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".partial-{}", std::process::id()));
+    local.with_file_name(name)
+}
+
+fn write_file(dir: &Path, relative: &str, data: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_are_readable_and_distinct() {
+        let a = cache_key("s3://bucket/1/abc/artifacts/model");
+        let b = cache_key("s3://bucket/1/abc/artifacts/model2");
+        assert!(a.starts_with("bucket_1_abc_artifacts_model-"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, cache_key("s3://bucket/1/abc/artifacts/model"));
+    }
+
+    #[test]
+    fn partial_download_sits_beside_the_final_directory() {
+        let partial = partial_dir(Path::new("/tmp/cache/model-1"));
+        assert_eq!(partial.parent(), Some(Path::new("/tmp/cache")));
+        assert!(
+            partial
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("model-1.partial-")
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Publishing prediction events to the output Kinesis stream with `PutRecords`.
+//!
+//! Events go out in calls of at most [`MAX_RECORDS_PER_CALL`] records and
+//! [`MAX_BYTES_PER_CALL`] bytes. `PutRecords` succeeds or fails per entry, so every entry's
+//! result is checked and only the failed ones (throttling, internal failure) are sent again,
+//! with exponential backoff and full jitter, up to [`RetryPolicy::max_attempts`] times. Entries
+//! that still fail are returned to the caller, which reports their input records to Lambda for
+//! re-delivery: nothing is dropped silently, and delivery is at-least-once.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+/// Most records one `PutRecords` call accepts.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+/// Most bytes (data plus partition keys) one `PutRecords` call accepts: 5 MiB.
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+
+/// How failed entries are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Sends of one entry, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the first resend; doubled for each later one.
+    pub base_delay: Duration,
+    /// Longest backoff.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Five sends with backoffs of up to 0.1, 0.2, 0.4 and 0.8 s: at most 1.5 s of waiting,
+    /// well inside a Lambda timeout.
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff before resend number `retry` (1 for the first resend): a uniformly random
+    /// duration up to `min(max_delay, base_delay * 2^(retry - 1))` ("full jitter").
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << retry.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// One event to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// The event's JSON.
+    pub data: &'a [u8],
+    /// The Kinesis partition key: the record's `pred_id` as text.
+    pub partition_key: Cow<'a, str>,
+}
+
+/// What happened to one publish.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Events the stream accepted.
+    pub published: usize,
+    /// `PutRecords` calls made.
+    pub calls: usize,
+    /// Entries sent again after a failure.
+    pub resent: usize,
+    /// Indexes (into the events given) of events that could not be published.
+    pub failed: Vec<usize>,
+    /// The last error seen, for the log.
+    pub last_error: Option<String>,
+}
+
+/// Publishes prediction events to one Kinesis stream.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    client: Client,
+    stream: String,
+    retry: RetryPolicy,
+}
+
+impl Publisher {
+    /// A publisher to `stream`.
+    pub fn new(client: Client, stream: impl Into<String>, retry: RetryPolicy) -> Self {
+        Self {
+            client,
+            stream: stream.into(),
+            retry,
+        }
+    }
+
+    /// The stream events go to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Publishes `events`, resending failed entries; returns which could not be published.
+    pub async fn publish(&self, events: &[Outgoing<'_>]) -> PublishReport {
+        let mut report = PublishReport::default();
+        let mut pending: Vec<usize> = (0..events.len()).collect();
+        for attempt in 1..=self.retry.max_attempts {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 1 {
+                report.resent += pending.len();
+                tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+            }
+            let mut failed = Vec::new();
+            for call in calls(events, &pending) {
+                report.calls += 1;
+                self.put_records(events, call, &mut report, &mut failed)
+                    .await;
+            }
+            pending = failed;
+        }
+        report.failed = pending;
+        report
+    }
+
+    /// Sends one `PutRecords` call of the events at `indexes`; pushes the failed ones to `failed`.
+    async fn put_records(
+        &self,
+        events: &[Outgoing<'_>],
+        indexes: &[usize],
+        report: &mut PublishReport,
+        failed: &mut Vec<usize>,
+    ) {
+        let entries = indexes
+            .iter()
+            .filter_map(|&index| events.get(index))
+            .map(|event| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(event.data))
+                    .partition_key(event.partition_key.as_ref())
+                    .build()
+            });
+        let entries: Result<Vec<_>, _> = entries.collect();
+        let result = match entries {
+            Ok(entries) => self
+                .client
+                .put_records()
+                .stream_name(&self.stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .map_err(|error| aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match result {
+            Ok(output) => {
+                let results = output.records();
+                for (position, &index) in indexes.iter().enumerate() {
+                    match results.get(position) {
+                        Some(entry) if entry.error_code().is_none() => report.published += 1,
+                        entry => {
+                            // A missing result entry counts as a failure: it was not confirmed.
+                            if let Some(entry) = entry {
+                                report.last_error = Some(format!(
+                                    "{}: {}",
+                                    entry.error_code().unwrap_or_default(),
+                                    entry.error_message().unwrap_or_default()
+                                ));
+                            }
+                            failed.push(index);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                report.last_error = Some(error);
+                failed.extend_from_slice(indexes);
+            }
+        }
+    }
+}
+
+/// Splits `pending` (indexes into `events`) into calls within the record and byte limits.
+fn calls<'p>(events: &[Outgoing<'_>], pending: &'p [usize]) -> Vec<&'p [usize]> {
+    let mut calls = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (position, &index) in pending.iter().enumerate() {
+        let size = events
+            .get(index)
+            .map_or(0, |event| event.data.len() + event.partition_key.len());
+        let count = position - start;
+        if count > 0 && (count == MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL) {
+            calls.extend(pending.get(start..position));
+            start = position;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < pending.len() {
+        calls.extend(pending.get(start..));
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests;
