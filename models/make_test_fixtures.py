@@ -1,0 +1,87 @@
+"""Write the broken-on-purpose model directories that the Rust model-loading tests reject.
+
+The service accepts a model only if its graph has exactly one float32 input of shape [N, 4]
+and its MLmodel signature names the four columns of that input. Each directory under
+tests/fixtures/models/ holds an MLmodel and a model.onnx that break this in one way:
+
+  two-inputs/    two float32 inputs, a and b of shape [N, 2] (the graph adds them)
+  int-input/     one int64 input of shape [N, 4]
+  no-signature/  the bike-linear model, with no signature in MLmodel
+  wrong-width/   the bike-linear model, with a signature naming five columns
+
+Run it after models/train.py, whose bike-linear model two of them reuse; models/train.sh
+runs both.
+"""
+
+import onnx
+from onnx import TensorProto, helper
+
+import model_dir
+from train import FEATURES, LINEAR_MODEL, MODELS_DIR, REPO_ROOT, TARGET_OPSET
+
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "models"
+IR_VERSION = 8
+"""The IR version skl2onnx writes for the real models; onnxruntime 1.31 loads it."""
+
+
+def finish(graph):
+    """Check a graph and serialize it as a model the real models' runtime can load."""
+    model = helper.make_model(
+        graph,
+        producer_name="models/make_test_fixtures.py",
+        opset_imports=[helper.make_opsetid("", TARGET_OPSET[""])],
+        ir_version=IR_VERSION,
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def two_inputs_graph():
+    """A graph computing a + b from two float32 inputs a and b of shape [N, 2]."""
+    return finish(
+        helper.make_graph(
+            [helper.make_node("Add", ["a", "b"], ["sum"])],
+            "two-inputs",
+            inputs=[
+                helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 2]),
+                helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 2]),
+            ],
+            outputs=[helper.make_tensor_value_info("sum", TensorProto.FLOAT, [None, 2])],
+        )
+    )
+
+
+def int_input_graph():
+    """A graph summing each row of an int64 input [N, 4] into a float32 output [N, 1]."""
+    return finish(
+        helper.make_graph(
+            [
+                helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT),
+                helper.make_node("ReduceSum", ["as_float", "axes"], ["prediction"], keepdims=1),
+            ],
+            "int-input",
+            inputs=[
+                helper.make_tensor_value_info("input", TensorProto.INT64, [None, len(FEATURES)])
+            ],
+            outputs=[helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+            initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+        )
+    )
+
+
+def main():
+    """Write the four fixture directories."""
+    linear_onnx = (MODELS_DIR / LINEAR_MODEL / model_dir.ONNX_FILE).read_bytes()
+    fixtures = {
+        "two-inputs": (two_inputs_graph(), model_dir.signature(FEATURES)),
+        "int-input": (int_input_graph(), model_dir.signature(FEATURES)),
+        "no-signature": (linear_onnx, None),
+        "wrong-width": (linear_onnx, model_dir.signature(FEATURES + ("windspeed",))),
+    }
+    for name, (onnx_bytes, signature) in fixtures.items():
+        model_dir.write_model(FIXTURES_DIR / name, onnx_bytes, signature)
+    print(f"wrote {len(fixtures)} model directories under {FIXTURES_DIR.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
