@@ -61,6 +61,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
+/// The standard AWS configuration chain: environment, profile files, container or instance
+/// credentials. `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_KINESIS`)
+/// points the clients at local servers.
+async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
 /// Everything an invocation needs, built once at cold start.
 pub struct Handler {
     model: Model,
@@ -96,25 +103,29 @@ impl Handler {
         } else {
             None
         };
-        // Reads only the environment and profile files; credentials are fetched on first use.
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // AWS configuration is loaded only when AWS is used: outside AWS, with no region set,
+        // the SDK would go looking for one on the instance metadata service.
+        let mut aws = None;
         let runtime = OnnxRuntime::load(&config.ort_library)?;
         let artifact = match &config.model {
             ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
             ModelLocation::S3 { bucket, prefix } => {
-                let client = aws_sdk_s3::Client::new(&aws);
+                let client = aws_sdk_s3::Client::new(aws.insert(load_aws_config().await));
                 download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
             }
         };
-        let artifact = artifact.map_err(ModelError::from)?;
-        let model = runtime.load_model(artifact)?;
-        let publisher = stream.map(|stream| {
-            Publisher::new(
-                aws_sdk_kinesis::Client::new(&aws),
-                stream,
-                RetryPolicy::default(),
-            )
-        });
+        let model = runtime.load_model(artifact.map_err(ModelError::from)?)?;
+        let publisher = match (stream, aws) {
+            (None, _) => None,
+            (Some(stream), aws) => {
+                let aws = match aws {
+                    Some(aws) => aws,
+                    None => load_aws_config().await,
+                };
+                let client = aws_sdk_kinesis::Client::new(&aws);
+                Some(Publisher::new(client, stream, RetryPolicy::default()))
+            }
+        };
         tracing::info!(
             model_uri = model.uri(),
             columns = ?model.columns(),
