@@ -9,18 +9,28 @@ tests/fixtures/models/ holds an MLmodel and a model.onnx that break this in one 
   no-signature/  the bike-linear model, with no signature in MLmodel
   wrong-width/   the bike-linear model, with a signature naming five columns
 
+and one valid model stored the way ONNX stores large models, for the S3 download tests:
+
+  external-data/ the bike-linear model with its weights in weights.bin beside model.onnx
+
 Run it after models/train.py, whose bike-linear model two of them reuse; models/train.sh
 runs both.
 """
 
+import pathlib
+
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import model_dir
 from train import FEATURES, LINEAR_MODEL, MODELS_DIR, REPO_ROOT, TARGET_OPSET
 
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "models"
 IR_VERSION = 8
+EXTERNAL_WEIGHTS = [1.0, 2.0, 0.5, -3.0]
+"""external-data/ predicts t1 + 2 t2 + hum / 2 - 3 weather_code + 10."""
+EXTERNAL_BIAS = 10.0
 """The IR version skl2onnx writes for the real models; onnxruntime 1.31 loads it."""
 
 
@@ -69,6 +79,34 @@ def int_input_graph():
     )
 
 
+def external_data_model():
+    """A linear graph, input @ weights + bias, whose tensors live in weights.bin beside the
+    model file, as ONNX stores models too large for one protobuf: (onnx, weights.bin)."""
+    from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
+    import tempfile
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "weights"], ["product"]),
+            helper.make_node("Add", ["product", "bias"], ["prediction"]),
+        ],
+        "external-data",
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, len(FEATURES)])],
+        outputs=[helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        initializer=[
+            # Only tensors stored as raw bytes can move to an external file.
+            numpy_helper.from_array(np.array(EXTERNAL_WEIGHTS, np.float32).reshape(-1, 1), "weights"),
+            numpy_helper.from_array(np.array([EXTERNAL_BIAS], np.float32), "bias"),
+        ],
+    )
+    model = onnx.load_from_string(finish(graph))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = write_external_data_tensors(model, scratch)
+        weights = (pathlib.Path(scratch) / "weights.bin").read_bytes()
+    return model.SerializeToString(), weights
+
+
 def main():
     """Write the four fixture directories."""
     linear_onnx = (MODELS_DIR / LINEAR_MODEL / model_dir.ONNX_FILE).read_bytes()
@@ -80,7 +118,10 @@ def main():
     }
     for name, (onnx_bytes, signature) in fixtures.items():
         model_dir.write_model(FIXTURES_DIR / name, onnx_bytes, signature)
-    print(f"wrote {len(fixtures)} model directories under {FIXTURES_DIR.relative_to(REPO_ROOT)}")
+    external_onnx, weights = external_data_model()
+    model_dir.write_model(FIXTURES_DIR / "external-data", external_onnx, model_dir.signature(FEATURES))
+    (FIXTURES_DIR / "external-data" / "weights.bin").write_bytes(weights)
+    print(f"wrote {len(fixtures) + 1} model directories under {FIXTURES_DIR.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -65,48 +65,67 @@ impl S3Model<'_> {
     async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
         let started = std::time::Instant::now();
         let partial = partial_dir(local);
-        let cache_error = |path: &Path, source| ArtifactError::Cache {
-            uri: self.uri.clone(),
-            path: path.display().to_string(),
-            source,
-        };
         // A leftover from a process that died mid-download is incomplete by construction.
         if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|error| cache_error(&partial, error))?;
+            std::fs::remove_dir_all(&partial).map_err(|error| self.cache_error(&partial, error))?;
         }
-        std::fs::create_dir_all(&partial).map_err(|error| cache_error(&partial, error))?;
-
-        let mlmodel_bytes = self.get(MLMODEL_FILE).await?;
-        let mlmodel_text = String::from_utf8_lossy(&mlmodel_bytes);
-        let mlmodel = MlModel::parse(&mlmodel_text, &self.uri)?;
-        let onnx = self.get(&mlmodel.onnx_data).await?;
-        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
-        let mut bytes = onnx.len() + mlmodel_bytes.len();
-        write_file(&partial, MLMODEL_FILE, &mlmodel_bytes)
-            .map_err(|error| cache_error(&partial, error))?;
-        write_file(&partial, &mlmodel.onnx_data, &onnx)
-            .map_err(|error| cache_error(&partial, error))?;
-        for file in &external {
-            let data = self.get(file).await?;
-            bytes += data.len();
-            write_file(&partial, file, &data).map_err(|error| cache_error(&partial, error))?;
-        }
-
+        let bytes = match self.download_files(&partial).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(error);
+            }
+        };
         if let Err(error) = std::fs::rename(&partial, local) {
+            let _ = std::fs::remove_dir_all(&partial);
             // Another process may have finished the same download first; its copy is complete.
             if !local.join(MLMODEL_FILE).is_file() {
-                return Err(cache_error(local, error));
+                return Err(self.cache_error(local, error));
             }
-            let _ = std::fs::remove_dir_all(&partial);
         }
         tracing::info!(
             model_uri = %self.uri,
-            files = 2 + external.len(),
             bytes,
             download_ms = started.elapsed().as_secs_f64() * 1e3,
             "model downloaded"
         );
         Ok(())
+    }
+
+    /// Downloads `MLmodel`, the ONNX file and its external data into `dir`; returns the bytes.
+    async fn download_files(&self, dir: &Path) -> Result<usize, ArtifactError> {
+        let mlmodel_bytes = self.get(MLMODEL_FILE).await?;
+        let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel_bytes), &self.uri)?;
+        let onnx = self.get(&mlmodel.onnx_data).await?;
+        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
+        self.write(dir, MLMODEL_FILE, &mlmodel_bytes)?;
+        self.write(dir, &mlmodel.onnx_data, &onnx)?;
+        let mut bytes = mlmodel_bytes.len() + onnx.len();
+        for file in &external {
+            let data = self.get(file).await?;
+            self.write(dir, file, &data)?;
+            bytes += data.len();
+        }
+        Ok(bytes)
+    }
+
+    fn write(&self, dir: &Path, relative: &str, data: &[u8]) -> Result<(), ArtifactError> {
+        let path = dir.join(relative);
+        let written = match path.parent() {
+            Some(parent) => {
+                std::fs::create_dir_all(parent).and_then(|()| std::fs::write(&path, data))
+            }
+            None => std::fs::write(&path, data),
+        };
+        written.map_err(|error| self.cache_error(&path, error))
+    }
+
+    fn cache_error(&self, path: &Path, source: std::io::Error) -> ArtifactError {
+        ArtifactError::Cache {
+            uri: self.uri.clone(),
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     fn object_uri(&self, file: &str) -> String {
@@ -165,14 +184,6 @@ fn partial_dir(local: &Path) -> PathBuf {
     let mut name = local.file_name().unwrap_or_default().to_owned();
     name.push(format!(".partial-{}", std::process::id()));
     local.with_file_name(name)
-}
-
-fn write_file(dir: &Path, relative: &str, data: &[u8]) -> std::io::Result<()> {
-    let path = dir.join(relative);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, data)
 }
 
 #[cfg(test)]

@@ -1,0 +1,368 @@
+//! The AWS path against local servers that speak the AWS wire protocols (moto, started by
+//! `scripts/test.sh`, which exports `AWS_ENDPOINT_URL`): the model from S3, and publishing
+//! prediction events with `PutRecords`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bike_prediction::artifact::ArtifactError;
+use bike_prediction::config::{Config, ModelLocation};
+use bike_prediction::download::fetch_model;
+use bike_prediction::handler::Handler;
+use bike_prediction::publish::{Outgoing, Publisher, RetryPolicy};
+use common::{bundled_model, close, kinesis_event, payload, reference, root, runtime};
+
+/// The local services' configuration, from the environment `scripts/test.sh` sets.
+async fn aws() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|url| url.starts_with("http://127.0.0.1")),
+        "AWS_ENDPOINT_URL must point at the local services: run the tests with scripts/test.sh"
+    );
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A name no other test uses, for buckets and streams.
+fn unique(kind: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{kind}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a bucket and uploads every file of the model directory `dir` under `prefix`.
+async fn upload_model(s3: &aws_sdk_s3::Client, dir: &Path, prefix: &str) -> String {
+    let bucket = unique("models");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let key = format!("{prefix}/{}", path.file_name().unwrap().to_string_lossy());
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(&path)
+            .await
+            .unwrap();
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    bucket
+}
+
+/// Resolves the model location the function would use with these variables.
+fn location(vars: &[(&str, &str)]) -> (String, String) {
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value.to_string())
+    })
+    .unwrap();
+    match config.model {
+        ModelLocation::S3 { bucket, prefix } => (bucket, prefix),
+        other => panic!("expected an S3 location, got {other}"),
+    }
+}
+
+/// Predicts the first reference rows with `model` and checks them against Python's.
+fn assert_predicts_like_python(model: &bike_prediction::model::Model) {
+    let reference = reference();
+    let rows: Vec<f32> = reference.rows[..20].concat();
+    let predicted = model.predict(&rows).unwrap();
+    for (actual, expected) in predicted.iter().zip(&reference.models["bike-demand"]) {
+        assert!(
+            close(f64::from(*actual), f64::from(*expected), 1e-4),
+            "{actual} vs {expected}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn model_loads_from_s3_by_run_id_in_the_mlflow_2_layout_and_is_then_cached() {
+    let aws = aws().await;
+    let s3 = aws_sdk_s3::Client::new(&aws);
+    let run_id = "4302f22a1a7b4ce9a25a99b04bca2f0f";
+    let bucket = upload_model(
+        &s3,
+        &bundled_model("bike-demand"),
+        &format!("1/{run_id}/artifacts/model"),
+    )
+    .await;
+    let (bucket, prefix) = location(&[("MODEL_BUCKET", &bucket), ("RUN_ID", run_id)]);
+    let cache = tempfile::tempdir().unwrap();
+
+    let artifact = fetch_model(&s3, &bucket, &prefix, cache.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        artifact.uri,
+        format!("s3://{bucket}/1/{run_id}/artifacts/model")
+    );
+    assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
+
+    // A restarted process in the same sandbox finds the copy and does not reach S3 at all.
+    let unreachable = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let cached = fetch_model(&unreachable, &bucket, &prefix, cache.path())
+        .await
+        .unwrap();
+    assert_predicts_like_python(&runtime().load_model(cached).unwrap());
+}
+
+#[tokio::test]
+async fn model_loads_from_s3_by_model_id_in_the_mlflow_3_layout() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let model_id = "m-5a1c0f3e9b2d4c7e8f6a1b2c3d4e5f60";
+    let bucket = upload_model(
+        &s3,
+        &bundled_model("bike-demand"),
+        &format!("1/models/{model_id}/artifacts"),
+    )
+    .await;
+    let (bucket, prefix) = location(&[
+        ("MODEL_BUCKET", &bucket),
+        ("MODEL_ID", model_id),
+        ("RUN_ID", "r"),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let artifact = fetch_model(&s3, &bucket, &prefix, cache.path())
+        .await
+        .unwrap();
+    assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
+}
+
+#[tokio::test]
+async fn wrong_run_id_names_the_s3_uri_tried() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let bucket = upload_model(
+        &s3,
+        &bundled_model("bike-demand"),
+        "1/right/artifacts/model",
+    )
+    .await;
+    let (bucket, prefix) = location(&[("MODEL_BUCKET", &bucket), ("RUN_ID", "wrong")]);
+    let cache = tempfile::tempdir().unwrap();
+    let error = fetch_model(&s3, &bucket, &prefix, cache.path())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ArtifactError::NotFound { .. }), "{error}");
+    let expected = format!("no model at s3://{bucket}/1/wrong/artifacts/model");
+    assert!(error.to_string().starts_with(&expected), "{error}");
+    assert!(
+        std::fs::read_dir(cache.path()).unwrap().next().is_none(),
+        "nothing half-written stays in the cache"
+    );
+}
+
+#[tokio::test]
+async fn missing_bucket_names_the_s3_uri_tried() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let cache = tempfile::tempdir().unwrap();
+    let error = fetch_model(
+        &s3,
+        "no-such-bucket-here",
+        "1/r/artifacts/model",
+        cache.path(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("s3://no-such-bucket-here/1/r/artifacts/model"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn onnx_external_data_files_are_downloaded_with_the_model() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let fixture = root().join("tests/fixtures/models/external-data");
+    let bucket = upload_model(&s3, &fixture, "1/run/artifacts/model").await;
+    let cache = tempfile::tempdir().unwrap();
+    let artifact = fetch_model(&s3, &bucket, "1/run/artifacts/model", cache.path())
+        .await
+        .unwrap();
+    assert!(artifact.onnx_path.with_file_name("weights.bin").is_file());
+    let model = runtime().load_model(artifact).unwrap();
+    // The fixture computes t1 + 2 t2 + hum / 2 - 3 weather_code + 10 from weights in weights.bin.
+    assert_eq!(model.predict(&[2.0, 3.0, 50.0, 2.0]).unwrap(), [37.0]);
+}
+
+/// Every record on every shard of `stream`, as (partition key, data).
+async fn read_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Vec<u8>)> {
+    let mut records = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            for record in page.records() {
+                let key = record
+                    .partition_key()
+                    .map(str::to_owned)
+                    .unwrap_or_default();
+                records.push((key, record.data().as_ref().to_vec()));
+            }
+            match page.next_shard_iterator {
+                Some(next) if !page.records.is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    records
+}
+
+async fn create_stream(kinesis: &aws_sdk_kinesis::Client, shards: i32) -> String {
+    let stream = unique("predictions");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn two_thousand_events_are_published_in_at_least_four_calls_with_nothing_lost_or_duplicated()
+{
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let stream = create_stream(&kinesis, 2).await;
+    let data: Vec<Vec<u8>> = (0..2000)
+        .map(|i| format!("{{\"pred_id\":{i}}}").into_bytes())
+        .collect();
+    let events: Vec<Outgoing<'_>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Outgoing {
+            data,
+            partition_key: i.to_string().into(),
+        })
+        .collect();
+    let report = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default())
+        .publish(&events)
+        .await;
+    assert_eq!(report.published, 2000);
+    assert!(report.calls >= 4, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    let records = read_stream(&kinesis, &stream).await;
+    assert_eq!(records.len(), 2000);
+    let keys: HashSet<&str> = records.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys.len(), 2000, "no duplicates");
+    for (key, data) in &records {
+        assert_eq!(data, format!("{{\"pred_id\":{key}}}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn handler_publishes_one_event_per_good_record_keyed_by_pred_id() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let stream = create_stream(&kinesis, 1).await;
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default());
+    let handler = Handler::new(model, "bike-demand", "run-7", Some(publisher));
+    let reference = reference();
+    let good =
+        |i: usize, id: serde_json::Value| payload(&reference.columns, &reference.rows[i], &id);
+    let event = kinesis_event(&[
+        good(0, 123.into()),
+        b"{}".to_vec(),
+        good(1, "ride-9".into()),
+    ]);
+
+    let response: serde_json::Value =
+        serde_json::from_slice(&handler.handle(&event).await.unwrap()).unwrap();
+    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    assert_eq!(response["rejected"].as_array().unwrap().len(), 1);
+
+    let mut published = read_stream(&kinesis, &stream).await;
+    published.sort();
+    assert_eq!(published.len(), 2);
+    let events: Vec<serde_json::Value> = published
+        .iter()
+        .map(|(_, data)| serde_json::from_slice(data).unwrap())
+        .collect();
+    assert_eq!(published[0].0, "123");
+    assert_eq!(events[0]["prediction"]["pred_id"], 123);
+    assert_eq!(published[1].0, "ride-9");
+    assert_eq!(events[1]["prediction"]["pred_id"], "ride-9");
+    assert_eq!(events[1]["version"], "run-7");
+    let expected = reference.models["bike-demand"][1];
+    assert!(close(
+        events[1]["prediction"]["cnt"].as_f64().unwrap(),
+        f64::from(expected),
+        1e-4
+    ));
+}
+
+#[tokio::test]
+async fn records_whose_predictions_cannot_be_published_are_reported_for_redelivery() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let no_wait = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let publisher = Publisher::new(kinesis, "stream-that-does-not-exist", no_wait);
+    let handler = Handler::new(model, "bike-demand", "run-7", Some(publisher));
+    let reference = reference();
+    let payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            payload(
+                &reference.columns,
+                &reference.rows[i],
+                &serde_json::json!(i),
+            )
+        })
+        .collect();
+    let event = kinesis_event(&payloads);
+
+    let response: serde_json::Value =
+        serde_json::from_slice(&handler.handle(&event).await.unwrap()).unwrap();
+    let reported: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["itemIdentifier"].as_str().unwrap())
+        .collect();
+    let sent: serde_json::Value = serde_json::from_slice(&event).unwrap();
+    let sequence_numbers: Vec<&str> = sent["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["kinesis"]["sequenceNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(reported, sequence_numbers);
+}
