@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (idempotent, fast when already done), then runs
-# every test. Usage: scripts/test.sh [extra cargo test arguments]
+# The test command: installs and starts what the tests need (ONNX Runtime, the local AWS
+# services), runs every test, and stops what it started. Idempotent and fast when installed.
+# Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-ort.sh >/dev/null
+bash scripts/local/setup-tools.sh
+
+# Our own moto, stopped on exit; the tests only ever talk to it.
+export LOCAL_STATE_DIR=${LOCAL_STATE_DIR:-$PWD/.cache/test-services}
+trap 'bash scripts/local/services.sh stop' EXIT
+bash scripts/local/services.sh start
+eval "$(bash scripts/local/services.sh env)"
+
 cargo test --locked --all-targets "$@"
