@@ -1,29 +1,21 @@
-//! Decoding a Kinesis Lambda event straight into the model's `[N, F]` input buffer.
+//! Decoding record payloads straight into the model's `[N, F]` input buffer.
 //!
-//! The event JSON is parsed once into borrowed envelopes (only `data`, `sequenceNumber` and
-//! `partitionKey` of each record are kept). Each record's base64 `data` is decoded into one
-//! scratch buffer reused for the whole batch, and its JSON payload
-//! `{"features": {...}, "pred_id": ...}` is parsed without building a map: each feature value is
-//! written into its column of the record's row as it is read. A record that cannot be predicted
-//! becomes a [`Rejection`] with its sequence number and a [`RejectReason`]; it never fails the
-//! batch.
+//! Each record's data (already base64-decoded by [`crate::kinesis`]) is the JSON payload
+//! `{"features": {...}, "pred_id": ...}`. It is parsed without building a map: each feature
+//! value is written into its column of the record's row as it is read, and the `pred_id` text
+//! is copied into one buffer for the batch. A record that cannot be predicted becomes a
+//! [`Rejection`] with a [`RejectReason`]; it never fails the batch.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-/// The event could not be read as a Kinesis event at all. Lambda never sends such an event to
-/// a function behind a Kinesis event source mapping, so this fails the invocation.
-#[derive(Debug, Error)]
-#[error("the event is not a Kinesis event: {0}")]
-pub struct EventError(#[from] serde_json::Error);
+use crate::kinesis::{KeySeed, KinesisBatch, KinesisRecord};
 
 /// Why a record cannot be predicted.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -97,42 +89,51 @@ impl RejectReason {
 
 /// A record of the batch that can be predicted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted<'e> {
-    /// The record's Kinesis sequence number.
-    pub sequence_number: Cow<'e, str>,
+pub struct Accepted {
+    /// The record's position in the event.
+    pub record: usize,
     /// Where the record's `pred_id` JSON text is in [`Batch::pred_id`].
     pred_id: Range<usize>,
 }
 
 /// A record of the batch that cannot be predicted, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rejection<'e> {
-    /// The record's Kinesis sequence number.
-    pub sequence_number: Cow<'e, str>,
-    /// The record's Kinesis partition key.
-    pub partition_key: Cow<'e, str>,
+pub struct Rejection {
+    /// The record's position in the event.
+    pub record: usize,
     /// Why it was rejected.
     pub reason: RejectReason,
 }
 
 /// A decoded event: the accepted records' features as one row-major `[N, F]` buffer, and the
-/// rejected records with their reasons. Borrows the sequence numbers from the event bytes.
-#[derive(Debug, Default)]
+/// rejected records with their reasons.
+#[derive(Debug)]
 pub struct Batch<'e> {
+    /// The event's records.
+    pub records: &'e KinesisBatch,
     /// Row `i` (columns in the model's order) belongs to `accepted[i]`.
     pub features: Vec<f32>,
     /// Records that can be predicted, in event order.
-    pub accepted: Vec<Accepted<'e>>,
+    pub accepted: Vec<Accepted>,
     /// Records that cannot, in event order.
-    pub rejected: Vec<Rejection<'e>>,
+    pub rejected: Vec<Rejection>,
     /// The accepted records' `pred_id` JSON texts, end to end (one allocation per batch).
     pred_ids: String,
 }
 
-impl Batch<'_> {
+impl<'e> Batch<'e> {
+    /// The Kinesis record at `index` in the event.
+    pub fn record(&self, index: usize) -> KinesisRecord<'e> {
+        self.records.get(index).unwrap_or(KinesisRecord {
+            data: None,
+            sequence_number: "",
+            partition_key: "",
+        })
+    }
+
     /// The `pred_id` of an accepted record, as the JSON text it had in the record (a number or a
     /// quoted string), so that it is echoed unchanged.
-    pub fn pred_id(&self, record: &Accepted<'_>) -> &str {
+    pub fn pred_id(&self, record: &Accepted) -> &str {
         self.pred_ids
             .get(record.pred_id.clone())
             .unwrap_or_default()
@@ -140,18 +141,18 @@ impl Batch<'_> {
 
     /// The Kinesis partition key for an accepted record's prediction event: its `pred_id` as
     /// text, like Python's `str(pred_id)` for strings and integers.
-    pub fn partition_key(&self, record: &Accepted<'_>) -> Cow<'_, str> {
+    pub fn partition_key(&self, record: &Accepted) -> Cow<'_, str> {
         partition_key(self.pred_id(record)).unwrap_or_default()
     }
 
     /// Number of records in the event.
     pub fn len(&self) -> usize {
-        self.accepted.len() + self.rejected.len()
+        self.records.len()
     }
 
     /// Whether the event had no records.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.records.is_empty()
     }
 }
 
@@ -170,103 +171,69 @@ fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The parts of a Lambda Kinesis event the service uses; the rest is skipped unparsed.
-#[derive(Deserialize)]
-struct KinesisEvent<'e> {
-    #[serde(rename = "Records", borrow)]
-    records: Vec<KinesisEventRecord<'e>>,
-}
-
-#[derive(Deserialize)]
-struct KinesisEventRecord<'e> {
-    #[serde(borrow)]
-    kinesis: KinesisRecord<'e>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KinesisRecord<'e> {
-    #[serde(borrow)]
-    data: Cow<'e, str>,
-    #[serde(borrow)]
-    sequence_number: Cow<'e, str>,
-    #[serde(borrow)]
-    partition_key: Cow<'e, str>,
-}
-
-/// Decodes a raw Lambda Kinesis event; `columns` are the model's input feature names in order.
-pub fn decode<'e>(event: &'e [u8], columns: &[String]) -> Result<Batch<'e>, EventError> {
-    let event: KinesisEvent<'e> = serde_json::from_slice(event)?;
+/// Decodes every record's payload; `columns` are the model's input feature names in order.
+pub fn decode<'e>(records: &'e KinesisBatch, columns: &[String]) -> Batch<'e> {
     let mut batch = Batch {
-        features: Vec::with_capacity(event.records.len() * columns.len()),
-        accepted: Vec::with_capacity(event.records.len()),
+        records,
+        features: Vec::with_capacity(records.len() * columns.len()),
+        accepted: Vec::with_capacity(records.len()),
         rejected: Vec::new(),
-        pred_ids: String::new(),
+        pred_ids: String::with_capacity(records.len() * 8),
     };
-    let mut parser = PayloadParser::new(columns);
-    for KinesisEventRecord { kinesis: record } in event.records {
+    let parser = PayloadParser { columns };
+    for (index, record) in records.iter().enumerate() {
         let row_start = batch.features.len();
         // NaN marks a column not set yet: stored feature values are always finite.
         batch.features.resize(row_start + columns.len(), f32::NAN);
         let row = batch.features.get_mut(row_start..).unwrap_or_default();
         let pred_id_start = batch.pred_ids.len();
-        match parser.parse(&record.data, row, &mut batch.pred_ids) {
+        let parsed = match record.data {
+            Some(data) => parser.parse(data, row, &mut batch.pred_ids),
+            None => Err(RejectReason::InvalidBase64),
+        };
+        match parsed {
             Ok(()) => batch.accepted.push(Accepted {
-                sequence_number: record.sequence_number,
+                record: index,
                 pred_id: pred_id_start..batch.pred_ids.len(),
             }),
             Err(reason) => {
                 batch.features.truncate(row_start);
                 batch.pred_ids.truncate(pred_id_start);
                 batch.rejected.push(Rejection {
-                    sequence_number: record.sequence_number,
-                    partition_key: record.partition_key,
+                    record: index,
                     reason,
                 });
             }
         }
     }
-    Ok(batch)
+    batch
 }
 
-/// Scratch state for parsing record payloads, reused across the records of one batch.
+/// Parses record payloads for a model with these input columns.
 struct PayloadParser<'c> {
     columns: &'c [String],
-    /// Decoded bytes of the current record.
-    data: Vec<u8>,
 }
 
-impl<'c> PayloadParser<'c> {
-    fn new(columns: &'c [String]) -> Self {
-        Self {
-            columns,
-            data: Vec::new(),
-        }
-    }
-
-    /// Decodes one record's base64 `data`, writes its features into `row` (all NaN on entry)
-    /// and appends its `pred_id` JSON text to `pred_ids`.
+impl PayloadParser<'_> {
+    /// Writes the features of one record's payload into `row` (all NaN on entry) and appends
+    /// its `pred_id` JSON text to `pred_ids`.
     fn parse(
-        &mut self,
-        data: &str,
+        &self,
+        payload: &[u8],
         row: &mut [f32],
         pred_ids: &mut String,
     ) -> Result<(), RejectReason> {
-        self.data.clear();
-        BASE64
-            .decode_vec(data, &mut self.data)
-            .map_err(|_| RejectReason::InvalidBase64)?;
-        let text = std::str::from_utf8(&self.data).map_err(|_| RejectReason::NotUtf8)?;
-        if !text.trim_start().starts_with('{') {
-            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+        if payload.trim_ascii_start().first() != Some(&b'{') {
+            return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
                 Ok(_) => RejectReason::NotAnObject,
-                Err(error) => RejectReason::NotJson(error.to_string()),
+                Err(error) => not_json(payload, &error),
             });
         }
-
         let mut found = Found::default();
         let mut reason = None;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
+        // From bytes: serde_json checks UTF-8 in the strings it reads (keys, `pred_id`); the
+        // strings of fields the service ignores are skipped unchecked.
+        let mut deserializer = serde_json::Deserializer::from_slice(payload);
         let visitor = PayloadVisitor {
             columns: self.columns,
             row: &mut *row,
@@ -281,7 +248,7 @@ impl<'c> PayloadParser<'c> {
         if let Some(reason) = reason {
             return Err(reason);
         }
-        parsed.map_err(|error| RejectReason::NotJson(error.to_string()))?;
+        parsed.map_err(|error| not_json(payload, &error))?;
         if !found.features {
             return Err(RejectReason::MissingFeatures);
         }
@@ -297,6 +264,14 @@ impl<'c> PayloadParser<'c> {
             Some((missing, _)) => Err(RejectReason::MissingFeature(missing.clone())),
             None => Ok(()),
         }
+    }
+}
+
+/// The reason for a payload that failed to parse: not UTF-8, or else not JSON.
+fn not_json(payload: &[u8], error: &serde_json::Error) -> RejectReason {
+    match std::str::from_utf8(payload) {
+        Err(_) => RejectReason::NotUtf8,
+        Ok(_) => RejectReason::NotJson(error.to_string()),
     }
 }
 
@@ -363,6 +338,62 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
     }
 }
 
+/// A feature's value as the JSON has it: a number, or anything else (which is skipped).
+enum FeatureValue {
+    Number(f64),
+    NotANumber,
+}
+
+impl<'de> serde::Deserialize<'de> for FeatureValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FeatureValueVisitor)
+    }
+}
+
+struct FeatureValueVisitor;
+
+impl<'de> Visitor<'de> for FeatureValueVisitor {
+    type Value = FeatureValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a feature value")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::Number(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::Number(value as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::Number(value as f64))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::NotANumber)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::NotANumber)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<FeatureValue, E> {
+        Ok(FeatureValue::NotANumber)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<FeatureValue, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FeatureValue::NotANumber)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FeatureValue, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(FeatureValue::NotANumber)
+    }
+}
+
 /// Deserializes the `features` object into the row.
 struct FeaturesSeed<'a, 'c> {
     columns: &'c [String],
@@ -393,7 +424,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let value = match map.next_value::<serde_json::Value>() {
+            let value = match map.next_value::<FeatureValue>() {
                 Ok(value) => value,
                 Err(error) => {
                     *self.reason = Some(RejectReason::InvalidFeatureJson {
@@ -403,7 +434,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
                     return Err(error);
                 }
             };
-            let Some(value) = value.as_f64() else {
+            let FeatureValue::Number(value) = value else {
                 *self.reason = Some(RejectReason::NonNumericFeature(name.clone()));
                 return Err(de::Error::custom("non-numeric feature"));
             };
@@ -450,30 +481,6 @@ impl FeaturesSeed<'_, '_> {
     fn not_an_object<E: de::Error>(self) -> Result<(), E> {
         *self.reason = Some(RejectReason::FeaturesNotAnObject);
         Err(E::custom("`features` is not an object"))
-    }
-}
-
-/// Deserializes an object key into its index in a list of known names, or `None` for a key
-/// the service does not use, without allocating.
-struct KeySeed<'n, N>(&'n [N]);
-
-impl<'de, N: AsRef<str>> DeserializeSeed<'de> for KeySeed<'_, N> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de, N: AsRef<str>> Visitor<'de> for KeySeed<'_, N> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|name| name.as_ref() == key))
     }
 }
 

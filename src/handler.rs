@@ -9,7 +9,8 @@ use thiserror::Error;
 use crate::artifact::ModelArtifact;
 use crate::config::{Config, ConfigError, ModelLocation};
 use crate::download;
-use crate::event::{self, EventError};
+use crate::event;
+use crate::kinesis::{EventError, KinesisBatch};
 use crate::model::{InferenceError, Model, ModelError, OnnxRuntime};
 use crate::output::{self, EventEncoder};
 use crate::publish::{Outgoing, Publisher, RetryPolicy};
@@ -141,19 +142,25 @@ impl Handler {
         ))
     }
 
-    /// Handles one raw Kinesis event and returns the JSON response.
-    pub async fn handle(&self, event: &[u8]) -> Result<Vec<u8>, HandlerError> {
+    /// Handles one raw Kinesis event (JSON bytes) and returns the JSON response.
+    pub async fn handle_bytes(&self, event: &[u8]) -> Result<Vec<u8>, HandlerError> {
+        self.handle(&KinesisBatch::from_slice(event)?).await
+    }
+
+    /// Handles the records of one Kinesis event and returns the JSON response.
+    pub async fn handle(&self, records: &KinesisBatch) -> Result<Vec<u8>, HandlerError> {
         let started = Instant::now();
-        let batch = event::decode(event, self.model.columns())?;
+        let batch = event::decode(records, self.model.columns());
         let decoded = Instant::now();
         let predictions = self.model.predict(&batch.features)?;
         let predicted = Instant::now();
         let (events, mut rejected) = self.encoder.encode(&batch, &predictions);
         rejected.extend(batch.rejected.iter().cloned());
         for rejection in &rejected {
+            let record = batch.record(rejection.record);
             tracing::warn!(
-                sequence_number = %rejection.sequence_number,
-                partition_key = %rejection.partition_key,
+                sequence_number = record.sequence_number,
+                partition_key = record.partition_key,
                 code = rejection.reason.code(),
                 reason = %rejection.reason,
                 "record rejected"
@@ -164,7 +171,7 @@ impl Handler {
         let mut failures = Vec::new();
         let mut published = 0;
         if let Some(publisher) = &self.publisher {
-            let (records, outgoing): (Vec<usize>, Vec<Outgoing<'_>>) = events
+            let (records_of_events, outgoing): (Vec<usize>, Vec<Outgoing<'_>>) = events
                 .iter()
                 .filter_map(|(index, data)| {
                     let record = batch.accepted.get(index)?;
@@ -184,11 +191,11 @@ impl Handler {
                 .failed
                 .iter()
                 .filter_map(|&failed| {
-                    records
+                    records_of_events
                         .get(failed)
                         .and_then(|&index| batch.accepted.get(index))
                 })
-                .map(|record| record.sequence_number.as_ref())
+                .map(|accepted| batch.record(accepted.record).sequence_number)
                 .collect();
             if !failures.is_empty() {
                 tracing::error!(
@@ -201,7 +208,7 @@ impl Handler {
                 );
             }
         }
-        let response = output::write_response(&events, &rejected, &failures);
+        let response = output::write_response(&batch, &events, &rejected, &failures);
         tracing::info!(
             records = batch.len(),
             predicted = events.len(),

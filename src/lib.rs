@@ -32,6 +32,7 @@ pub mod config;
 pub mod download;
 pub mod event;
 pub mod handler;
+pub mod kinesis;
 pub mod model;
 pub mod output;
 pub mod publish;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use bike_prediction::config::Config;
 use bike_prediction::handler::{Handler, error_chain};
+use bike_prediction::kinesis::KinesisBatch;
 use bike_prediction::telemetry;
 use clap::{Parser, Subcommand};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
@@ -65,15 +66,16 @@ async fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
         std::fs::read(event)
             .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", event.display()))?
     };
-    let mut response = handler.handle(&event).await?;
+    let mut response = handler.handle_bytes(&event).await?;
     response.push(b'\n');
     std::io::Write::write_all(&mut std::io::stdout().lock(), &response)?;
     Ok(())
 }
 
 async fn serve(handler: &Handler) -> anyhow::Result<()> {
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| async move {
-        let response = handler.handle(event.payload.get().as_bytes()).await?;
+    // The runtime parses the request body straight into a `KinesisBatch`: one pass over it.
+    lambda_runtime::run(service_fn(|event: LambdaEvent<KinesisBatch>| async move {
+        let response = handler.handle(&event.payload).await?;
         let invalid = |error: &dyn std::error::Error| Diagnostic {
             error_type: "InvalidResponse".into(),
             error_message: error.to_string(),

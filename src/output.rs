@@ -5,8 +5,6 @@
 //! The response is `{"predictions": [<events>], "rejected": [...], "batchItemFailures": [...]}`:
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
 
-use std::borrow::Cow;
-
 use serde::Serialize;
 
 use crate::event::{Batch, RejectReason, Rejection};
@@ -37,11 +35,11 @@ impl EventEncoder {
     /// Writes one event per accepted record of `batch`; `predictions[i]` belongs to
     /// `batch.accepted[i]`. A record whose prediction is not finite (JSON cannot carry it) is
     /// returned as a rejection instead.
-    pub fn encode<'e>(
+    pub fn encode(
         &self,
-        batch: &Batch<'e>,
+        batch: &Batch<'_>,
         predictions: &[f32],
-    ) -> (PredictionEvents, Vec<Rejection<'e>>) {
+    ) -> (PredictionEvents, Vec<Rejection>) {
         let mut events = PredictionEvents {
             json: Vec::with_capacity(batch.accepted.len() * (self.prefix.len() + EVENT_OVERHEAD)),
             ends: Vec::with_capacity(batch.accepted.len()),
@@ -51,8 +49,7 @@ impl EventEncoder {
         for (index, (record, &cnt)) in batch.accepted.iter().zip(predictions).enumerate() {
             if !cnt.is_finite() {
                 rejected.push(Rejection {
-                    sequence_number: record.sequence_number.clone(),
-                    partition_key: Cow::Owned(batch.partition_key(record).into_owned()),
+                    record: record.record,
                     reason: RejectReason::NonFinitePrediction,
                 });
                 continue;
@@ -120,8 +117,9 @@ struct RejectedEntry<'a> {
 /// Writes the handler's response. `failures` are the sequence numbers of records Lambda should
 /// re-deliver (records that could not be published).
 pub fn write_response(
+    batch: &Batch<'_>,
     events: &PredictionEvents,
-    rejected: &[Rejection<'_>],
+    rejected: &[Rejection],
     failures: &[&str],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(events.byte_len() + events.len() + 128 * (rejected.len() + 1));
@@ -137,9 +135,10 @@ pub fn write_response(
         if position > 0 {
             out.push(b',');
         }
+        let record = batch.record(rejection.record);
         let entry = RejectedEntry {
-            sequence_number: &rejection.sequence_number,
-            partition_key: &rejection.partition_key,
+            sequence_number: record.sequence_number,
+            partition_key: record.partition_key,
             code: rejection.reason.code(),
             reason: rejection.reason.to_string(),
         };
@@ -168,6 +167,7 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 mod tests {
     use super::*;
     use crate::event;
+    use crate::kinesis::KinesisBatch;
 
     fn event_with(payloads: &[&str]) -> Vec<u8> {
         use base64::Engine as _;
@@ -191,7 +191,8 @@ mod tests {
             r#"{"features":{"x":1},"pred_id":123}"#,
             r#"{"features":{"x":2},"pred_id":"a\"b"}"#,
         ]);
-        let batch = event::decode(&raw, &columns).unwrap();
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let batch = event::decode(&records, &columns);
         let (events, rejected) =
             EventEncoder::new("bike \"demand\"", "run-1").encode(&batch, &[1.5, 20.25]);
         assert!(rejected.is_empty());
@@ -213,14 +214,15 @@ mod tests {
             r#"{"features":{"x":1},"pred_id":1}"#,
             r#"{"features":{"x":2},"pred_id":2}"#,
         ]);
-        let batch = event::decode(&raw, &columns).unwrap();
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let batch = event::decode(&records, &columns);
         let (events, rejected) = EventEncoder::new("m", "v").encode(&batch, &[f32::NAN, 3.0]);
         assert_eq!(
             events.iter().map(|(record, _)| record).collect::<Vec<_>>(),
             [1]
         );
         assert_eq!(rejected.len(), 1);
-        assert_eq!(rejected[0].sequence_number, "0");
+        assert_eq!(batch.record(rejected[0].record).sequence_number, "0");
         assert_eq!(rejected[0].reason, RejectReason::NonFinitePrediction);
     }
 
@@ -228,9 +230,10 @@ mod tests {
     fn response_lists_predictions_rejections_and_failures() {
         let columns = vec!["x".to_owned()];
         let raw = event_with(&[r#"{"features":{"x":1},"pred_id":1}"#, "not json"]);
-        let batch = event::decode(&raw, &columns).unwrap();
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let batch = event::decode(&records, &columns);
         let (events, _) = EventEncoder::new("m", "v").encode(&batch, &[2.0]);
-        let response = write_response(&events, &batch.rejected, &["0"]);
+        let response = write_response(&batch, &events, &batch.rejected, &["0"]);
         let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
         assert_eq!(response["predictions"][0]["prediction"]["cnt"], 2.0);
         assert_eq!(response["rejected"][0]["sequenceNumber"], "1");

@@ -303,7 +303,7 @@ async fn handler_publishes_one_event_per_good_record_keyed_by_pred_id() {
     ]);
 
     let response: serde_json::Value =
-        serde_json::from_slice(&handler.handle(&event).await.unwrap()).unwrap();
+        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap()).unwrap();
     assert_eq!(response["batchItemFailures"], serde_json::json!([]));
     assert_eq!(response["rejected"].as_array().unwrap().len(), 1);
 
@@ -350,7 +350,7 @@ async fn records_whose_predictions_cannot_be_published_are_reported_for_redelive
     let event = kinesis_event(&payloads);
 
     let response: serde_json::Value =
-        serde_json::from_slice(&handler.handle(&event).await.unwrap()).unwrap();
+        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap()).unwrap();
     let reported: Vec<&str> = response["batchItemFailures"]
         .as_array()
         .unwrap()

@@ -24,7 +24,10 @@ async fn predictions_match_python(model_name: &str) {
         .enumerate()
         .map(|(index, row)| payload(&reference.columns, row, &serde_json::json!(index)))
         .collect();
-    let response = handler.handle(&kinesis_event(&payloads)).await.unwrap();
+    let response = handler
+        .handle_bytes(&kinesis_event(&payloads))
+        .await
+        .unwrap();
     let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
 
     let predictions = response["predictions"].as_array().unwrap();

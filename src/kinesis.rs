@@ -1,0 +1,404 @@
+//! The Lambda Kinesis event, read in one pass into a compact form.
+//!
+//! The event is up to about 7 MB of JSON for 10,000 records, and almost all of it is fields the
+//! service does not use. [`KinesisBatch`] implements `Deserialize` itself, so the Lambda
+//! runtime's one parse of the request body is the only one: each record's base64 `data` is
+//! decoded straight into one buffer shared by the whole batch, and its `sequenceNumber` and
+//! `partitionKey` go into one string; every other field is skipped. No allocation is made per
+//! record, and the base64 text is never checked as UTF-8 (the base64 decoder checks it anyway).
+
+use std::fmt;
+use std::ops::Range;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// The event could not be read as a Kinesis event at all. Lambda never sends such an event to
+/// a function behind a Kinesis event source mapping, so this fails the invocation.
+#[derive(Debug, Error)]
+#[error("the event is not a Kinesis event: {0}")]
+pub struct EventError(#[from] serde_json::Error);
+
+/// The records of one Lambda Kinesis event: what the service needs of each, end to end.
+#[derive(Debug, Default, Clone)]
+pub struct KinesisBatch {
+    /// Every record's decoded `data`.
+    data: Vec<u8>,
+    /// Every record's `sequenceNumber` and `partitionKey`.
+    text: String,
+    records: Vec<Spans>,
+}
+
+/// Where one record's fields are in [`KinesisBatch`]'s buffers.
+#[derive(Debug, Clone)]
+struct Spans {
+    /// `None` when `data` is not valid base64.
+    data: Option<Range<usize>>,
+    sequence_number: Range<usize>,
+    partition_key: Range<usize>,
+}
+
+/// One record of a [`KinesisBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KinesisRecord<'a> {
+    /// The record's data, base64-decoded; `None` if it was not valid base64.
+    pub data: Option<&'a [u8]>,
+    /// The record's sequence number in its shard.
+    pub sequence_number: &'a str,
+    /// The partition key the producer gave the record.
+    pub partition_key: &'a str,
+}
+
+impl KinesisBatch {
+    /// Reads a raw Lambda Kinesis event.
+    pub fn from_slice(event: &[u8]) -> Result<Self, EventError> {
+        Ok(serde_json::from_slice(event)?)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The record at `index`, in event order.
+    pub fn get(&self, index: usize) -> Option<KinesisRecord<'_>> {
+        self.records.get(index).map(|spans| self.record(spans))
+    }
+
+    /// The records, in event order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = KinesisRecord<'_>> + '_ {
+        self.records.iter().map(|spans| self.record(spans))
+    }
+
+    fn record(&self, spans: &Spans) -> KinesisRecord<'_> {
+        KinesisRecord {
+            data: spans.data.clone().and_then(|range| self.data.get(range)),
+            sequence_number: self
+                .text
+                .get(spans.sequence_number.clone())
+                .unwrap_or_default(),
+            partition_key: self
+                .text
+                .get(spans.partition_key.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Keys of the event, a record and a record's `kinesis` object that the service reads.
+const EVENT_KEYS: &[&str] = &["Records"];
+const RECORD_KEYS: &[&str] = &["kinesis"];
+const KINESIS_KEYS: &[&str] = &["data", "sequenceNumber", "partitionKey"];
+
+impl<'de> Deserialize<'de> for KinesisBatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = KinesisBatch;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Kinesis event: an object with `Records`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KinesisBatch, A::Error> {
+        let mut batch = None;
+        while let Some(key) = map.next_key_seed(KeySeed(EVENT_KEYS))? {
+            match key {
+                Some(_) => {
+                    let mut records = KinesisBatch::default();
+                    map.next_value_seed(RecordsSeed(&mut records))?;
+                    batch = Some(records);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        batch.ok_or_else(|| de::Error::missing_field("Records"))
+    }
+}
+
+/// Reads the `Records` list into the batch.
+struct RecordsSeed<'b>(&'b mut KinesisBatch);
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of Kinesis records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut records: A) -> Result<(), A::Error> {
+        if let Some(count) = records.size_hint() {
+            self.0.records.reserve(count);
+        }
+        while records
+            .next_element_seed(RecordSeed(&mut *self.0))?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// Reads one record (`{"kinesis": {...}, "eventID": ...}`) and appends it to the batch.
+struct RecordSeed<'b>(&'b mut KinesisBatch);
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Kinesis event record with a `kinesis` object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key_seed(KeySeed(RECORD_KEYS))? {
+            match key {
+                Some(_) if !found => {
+                    found = true;
+                    map.next_value_seed(KinesisSeed(&mut *self.0))?;
+                }
+                Some(_) => return Err(de::Error::duplicate_field("kinesis")),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(de::Error::missing_field("kinesis"))
+        }
+    }
+}
+
+/// Reads a record's `kinesis` object and appends the record to the batch.
+struct KinesisSeed<'b>(&'b mut KinesisBatch);
+
+impl<'de> DeserializeSeed<'de> for KinesisSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KinesisSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `kinesis` object with `data` and `sequenceNumber`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let batch = self.0;
+        let mut data = None;
+        let mut sequence_number = None;
+        let mut partition_key = None;
+        while let Some(key) = map.next_key_seed(KeySeed(KINESIS_KEYS))? {
+            match key {
+                Some(0) => data = Some(map.next_value_seed(DataSeed(&mut batch.data))?),
+                Some(1) => sequence_number = Some(map.next_value_seed(TextSeed(&mut batch.text))?),
+                Some(_) => partition_key = Some(map.next_value_seed(TextSeed(&mut batch.text))?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let data = data.ok_or_else(|| de::Error::missing_field("data"))?;
+        let sequence_number =
+            sequence_number.ok_or_else(|| de::Error::missing_field("sequenceNumber"))?;
+        // Lambda always sends a partition key; its absence is harmless.
+        let partition_key = partition_key.unwrap_or(0..0);
+        batch.records.push(Spans {
+            data,
+            sequence_number,
+            partition_key,
+        });
+        Ok(())
+    }
+}
+
+/// Base64-decodes a `data` string onto the end of the data buffer; returns where it went, or
+/// `None` if it is not valid base64 (the record is then rejected, not the event).
+struct DataSeed<'b>(&'b mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = Option<Range<usize>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        // As bytes: serde_json then skips the UTF-8 check that a `str` would need.
+        deserializer.deserialize_bytes(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_> {
+    type Value = Option<Range<usize>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("base64 data")
+    }
+
+    fn visit_bytes<E: de::Error>(self, encoded: &[u8]) -> Result<Self::Value, E> {
+        let start = self.0.len();
+        match BASE64.decode_vec(encoded, self.0) {
+            Ok(()) => Ok(Some(start..self.0.len())),
+            Err(_) => {
+                self.0.truncate(start);
+                Ok(None)
+            }
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, encoded: &str) -> Result<Self::Value, E> {
+        self.visit_bytes(encoded.as_bytes())
+    }
+}
+
+/// Appends a string to the text buffer and returns where it went.
+struct TextSeed<'b>(&'b mut String);
+
+impl<'de> DeserializeSeed<'de> for TextSeed<'_> {
+    type Value = Range<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed<'_> {
+    type Value = Range<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        let start = self.0.len();
+        self.0.push_str(text);
+        Ok(start..self.0.len())
+    }
+}
+
+/// Deserializes an object key into its index in a list of known names, or `None` for a key
+/// the service does not use, without allocating. Keys are compared as bytes, which spares a
+/// UTF-8 check per key: a key that is not UTF-8 cannot equal a name, so it is simply unknown.
+pub(crate) struct KeySeed<'n, N>(pub(crate) &'n [N]);
+
+impl<'de, N: AsRef<str>> DeserializeSeed<'de> for KeySeed<'_, N> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_bytes(self)
+    }
+}
+
+impl<'de, N: AsRef<str>> Visitor<'de> for KeySeed<'_, N> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<usize>, E> {
+        Ok(self
+            .0
+            .iter()
+            .position(|name| name.as_ref().as_bytes() == key))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        self.visit_bytes(key.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_event_is_read_with_decoded_data() {
+        let batch = KinesisBatch::from_slice(include_bytes!("../events/sample.json")).unwrap();
+        assert_eq!(batch.len(), 1);
+        let record = batch.get(0).unwrap();
+        assert_eq!(record.sequence_number, "123456789123456789123456789");
+        assert_eq!(record.partition_key, "1");
+        let data: serde_json::Value = serde_json::from_slice(record.data.unwrap()).unwrap();
+        assert_eq!(data["pred_id"], 123);
+    }
+
+    #[test]
+    fn invalid_base64_marks_only_that_record() {
+        let event = br#"{"Records": [
+            {"kinesis": {"data": "!!", "sequenceNumber": "1", "partitionKey": "a"}},
+            {"kinesis": {"data": "aGk=", "sequenceNumber": "2", "partitionKey": "b"}, "eventID": "x"}
+        ]}"#;
+        let batch = KinesisBatch::from_slice(event).unwrap();
+        let records: Vec<_> = batch.iter().collect();
+        assert_eq!(records[0].data, None);
+        assert_eq!(records[1].data, Some(&b"hi"[..]));
+        assert_eq!(
+            (records[1].sequence_number, records[1].partition_key),
+            ("2", "b")
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let event = br#"{"Records": [{"kinesis": {"data": "aGk\/", "sequenceNumber": "\u0031", "partitionKey": "p\"k"}}]}"#;
+        let batch = KinesisBatch::from_slice(event).unwrap();
+        let record = batch.get(0).unwrap();
+        assert_eq!(record.sequence_number, "1");
+        assert_eq!(record.partition_key, "p\"k");
+        assert_eq!(record.data, Some(&[0x68, 0x69, 0x3f][..]));
+    }
+
+    #[test]
+    fn event_that_is_not_a_kinesis_event_is_an_error() {
+        for event in [
+            &b"not json"[..],
+            b"{}",
+            b"[]",
+            br#"{"Records": 1}"#,
+            br#"{"Records": [{}]}"#,
+            br#"{"Records": [{"kinesis": {}}]}"#,
+            br#"{"Records": [{"kinesis": {"data": "aGk="}}]}"#,
+            br#"{"Records": [{"kinesis": {"data": 1, "sequenceNumber": "1"}}]}"#,
+        ] {
+            assert!(
+                KinesisBatch::from_slice(event).is_err(),
+                "{}",
+                String::from_utf8_lossy(event)
+            );
+        }
+    }
+}
