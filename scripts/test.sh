@@ -15,3 +15,6 @@ bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
 
 cargo test --locked --all-targets "$@"
+
+# End to end, through the real pieces: moto, the Lambda emulator, the release binary, the poller.
+bash scripts/local/e2e.sh

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by services.sh and function.sh (sourced, not run).
 #
 # Each background process started here is recorded in the state directory as NAME.pid and

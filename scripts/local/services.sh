@@ -11,6 +11,7 @@
 # Environment: MOTO_PORT (default: a free port), LOCAL_STATE_DIR (default .cache/local, holds
 # moto.pid, moto.port and moto.log). State is in memory only: streams and buckets go with `stop`.
 set -euo pipefail
+# shellcheck source=scripts/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Dummy credentials: moto accepts any, and they can never reach a real account by mistake.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Puts bike-demand feature records on the input Kinesis stream, like the original data_in.sh.
+#
+# Usage: scripts/data_in.sh        one record, the original's example (pred_id 123, partition key 1)
+#        scripts/data_in.sh N      N records of real rows: record i (i = 0..N-1) has pred_id i,
+#                                  partition key "i" and the features of row i mod 2000 of
+#                                  tests/fixtures/reference.json, whose predictions are known
+# Environment: INPUT_STREAM (default passenger_events); AWS settings from the usual variables,
+# so it writes to local moto after `eval "$(scripts/local/services.sh env)"`, to AWS otherwise.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$root/scripts/local/setup-tools.sh"
+aws=$root/.venv/tools/bin/aws
+python=$root/.venv/tools/bin/python
+stream=${INPUT_STREAM:-passenger_events}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# fileb:// sends the file's bytes as they are with both CLI v1 and v2 (no base64 flag needed).
+if [[ $# -eq 0 ]]; then
+  cat >"$tmp/record.json" <<'EOF'
+{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 123}
+EOF
+  "$aws" kinesis put-record --stream-name "$stream" --partition-key 1 --data "fileb://$tmp/record.json"
+  exit 0
+fi
+
+count=$1
+[[ $count =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [N]   (N a positive integer)" >&2; exit 2; }
+
+# One put-records call per 500 records (the API's limit) instead of one call per record.
+# In a --records JSON file, CLI v1 takes `Data` as raw text and base64-encodes it itself.
+"$python" - "$root/tests/fixtures/reference.json" "$count" "$tmp" <<'PY'
+import json, sys
+reference, count, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+columns, rows = reference["columns"], reference["rows"]
+records = [
+    {
+        "Data": json.dumps({"features": dict(zip(columns, rows[i % len(rows)])), "pred_id": i}),
+        "PartitionKey": str(i),
+    }
+    for i in range(count)
+]
+for chunk, start in enumerate(range(0, count, 500)):
+    with open(f"{out}/chunk-{chunk:05d}.json", "w") as f:
+        json.dump(records[start : start + 500], f)
+PY
+
+for chunk in "$tmp"/chunk-*.json; do
+  failed=$("$aws" kinesis put-records --stream-name "$stream" --records "file://$chunk" \
+    --query FailedRecordCount --output text)
+  if [[ $failed != 0 ]]; then
+    echo "data_in: $failed records of $(basename "$chunk") were not accepted by $stream (throttled?)" >&2
+    exit 1
+  fi
+done
+echo "data_in: put $count records on $stream" >&2

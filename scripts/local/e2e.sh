@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The end-to-end tests (tests/e2e): moto, the Lambda emulator, the release binary and the
+# poller, all real, on this machine. Installs what they need first (idempotent), builds the
+# release binary, then runs pytest; extra arguments go to pytest (e.g. -k bad_record).
+# Exit status: pytest's, except that "no tests collected" (5) fails like any other failure.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+bash scripts/setup-ort.sh >/dev/null
+bash scripts/local/setup-tools.sh
+cargo build --release --locked --quiet
+
+status=0
+# No .pytest_cache or __pycache__ left in the tree.
+PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest -p no:cacheprovider tests/e2e "$@" || status=$?
+if [[ $status == 5 ]]; then
+  echo "e2e: pytest collected no tests (wrong path or filter?)" >&2
+  exit 1
+fi
+exit "$status"

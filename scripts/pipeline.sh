@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The whole pipeline on this machine, against local servers that speak the AWS protocols:
+#
+#   data_in.sh -> Kinesis input stream -> poller (Lambda's event source mapping)
+#     -> bike-prediction under the Lambda emulator (model from S3) -> Kinesis output stream
+#     -> data_out.sh
+#
+# Installs what it needs (idempotent), builds the function, starts moto and the emulator, puts
+# N records on the input stream, feeds them to the function, prints the prediction events read
+# back from the output stream on stdout (one JSON per line), and stops everything it started,
+# also on failure. Progress goes to stderr.
+#
+# Usage: scripts/pipeline.sh [N]          N records of real rows (default 5)
+# Environment: RUN_ID (default the original project's run id), INPUT_STREAM (passenger_events),
+# OUTPUT_STREAM (bike-predictions), MODEL_BUCKET (bike-prediction-models), BATCH_SIZE (100).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+count=${1:-5}
+export RUN_ID=${RUN_ID:-4302f22a1a7b4ce9a25a99b04bca2f0f}
+export INPUT_STREAM=${INPUT_STREAM:-passenger_events}
+export OUTPUT_STREAM=${OUTPUT_STREAM:-bike-predictions}
+export MODEL_BUCKET=${MODEL_BUCKET:-bike-prediction-models}
+aws=$root/.venv/tools/bin/aws
+
+step() { echo "pipeline: $*" >&2; }
+
+# This run's own state directory: servers started by hand (in .cache/local) are left alone.
+mkdir -p .cache/local
+export LOCAL_STATE_DIR
+LOCAL_STATE_DIR=$(mktemp -d "$root/.cache/local/pipeline.XXXXXX")
+cleanup() {
+  local status=$?
+  bash scripts/local/function.sh stop
+  bash scripts/local/services.sh stop
+  if [[ $status == 0 ]]; then
+    rm -rf "$LOCAL_STATE_DIR"
+  else
+    step "failed; logs in $LOCAL_STATE_DIR"
+  fi
+}
+trap cleanup EXIT
+
+step "setup: ONNX Runtime, tools, release build"
+bash scripts/setup-ort.sh >/dev/null
+bash scripts/local/setup-tools.sh
+cargo build --release --locked
+
+bash scripts/local/services.sh start
+eval "$(bash scripts/local/services.sh env)"
+
+step "streams $INPUT_STREAM, $OUTPUT_STREAM; model s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
+# moto's streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
+"$aws" kinesis create-stream --stream-name "$INPUT_STREAM" --shard-count 1
+"$aws" kinesis create-stream --stream-name "$OUTPUT_STREAM" --shard-count 1
+"$aws" s3 mb "s3://$MODEL_BUCKET" >/dev/null
+# The MLflow 2 layout: s3://<bucket>/<experiment id>/<run id>/artifacts/<artifact path>/
+"$aws" s3 cp --recursive --only-show-errors models/bike-demand \
+  "s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
+
+# The function's configuration as it would be on AWS; nothing left over from the caller's shell.
+unset MODEL_URI MODEL_ID TEST_RUN MLFLOW_EXPERIMENT_ID MODEL_ARTIFACT_PATH
+bash scripts/local/function.sh start
+eval "$(bash scripts/local/function.sh env)"
+
+step "putting $count records on $INPUT_STREAM"
+bash scripts/data_in.sh "$count"
+
+step "delivering them to the function"
+# Stops when all records are processed, or the stream has been idle for 2 s, or after 120 s.
+.venv/tools/bin/python scripts/local/poller.py --stream "$INPUT_STREAM" \
+  --batch-size "${BATCH_SIZE:-100}" --max-records "$count" --until-idle --timeout 120 \
+  2>"$LOCAL_STATE_DIR/poller.log" || { cat "$LOCAL_STATE_DIR/poller.log" >&2; exit 1; }
+tail -n 1 "$LOCAL_STATE_DIR/poller.log" >&2
+
+step "prediction events on $OUTPUT_STREAM:"
+bash scripts/data_out.sh

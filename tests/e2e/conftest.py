@@ -1,0 +1,44 @@
+"""Fixtures for the end-to-end tests.
+
+One moto server (S3 + Kinesis) serves the whole session; each test gets its own streams and
+bucket (random names) and its own function instance under the Lambda emulator, stopped after
+the test. Run through scripts/local/e2e.sh, which installs the tools and builds the binary.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from stack import ROOT, Stack, script
+
+
+@pytest.fixture(scope="session")
+def aws_env(tmp_path_factory):
+    """Starts moto for the session; returns the environment that points AWS clients at it
+    (also applied to this process, for boto3)."""
+    env = {**os.environ, "LOCAL_STATE_DIR": str(tmp_path_factory.mktemp("services"))}
+    script("scripts/local/services.sh", "start", env=env)
+    try:
+        exported = subprocess.run(
+            ["bash", "-c", 'eval "$(bash scripts/local/services.sh env)" && env -0'],
+            env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout
+        env = dict(item.split("=", 1) for item in exported.split("\0") if "=" in item)
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+                patch.delenv(name, raising=False)
+            for name, value in env.items():
+                if name.startswith("AWS_"):
+                    patch.setenv(name, value)
+            yield env
+    finally:
+        script("scripts/local/services.sh", "stop", env=env, check=False)
+
+
+@pytest.fixture
+def stack(aws_env, tmp_path):
+    stack = Stack(aws_env, tmp_path)
+    yield stack
+    stack.stop_function()
+
