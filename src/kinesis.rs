@@ -5,13 +5,13 @@
 //! runtime's one parse of the request body is the only one: each record's base64 `data` is
 //! decoded straight into one buffer shared by the whole batch, and its `sequenceNumber` and
 //! `partitionKey` go into one string; every other field is skipped. No allocation is made per
-//! record, and the base64 text is never checked as UTF-8 (the base64 decoder checks it anyway).
+//! record, and the base64 text is never checked as UTF-8 (the base64 decoder checks it anyway);
+//! it is decoded with SIMD instructions where the CPU has them (`base64-simd`), several times
+//! faster than a scalar decoder on this, the largest part of the event.
 
 use std::fmt;
 use std::ops::Range;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
@@ -270,7 +270,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
 
     fn visit_bytes<E: de::Error>(self, encoded: &[u8]) -> Result<Self::Value, E> {
         let start = self.0.len();
-        match BASE64.decode_vec(encoded, self.0) {
+        match base64_simd::STANDARD.decode_append(encoded, self.0) {
             Ok(()) => Ok(Some(start..self.0.len())),
             Err(_) => {
                 self.0.truncate(start);
