@@ -1,0 +1,138 @@
+//! The whole invocation, and what the Lambda runtime adds around it.
+//!
+//! - `handler/<model>/N`: `Handler::handle_bytes`, from the raw event bytes, as the runtime
+//!   receives them, to the response bytes, with nothing published (`TEST_RUN`), for the
+//!   bundled gradient-boosting model and the linear one. Compare `handler/bike-linear/N` with
+//!   `floor/N` (benches/event.rs).
+//! - `lambda_runtime/*/N`: the work done outside the handler when the function serves Lambda
+//!   (src/main.rs `serve`, lambda_runtime 1.5). lambda_runtime deserializes the invocation body
+//!   into the handler's payload type through `serde_path_to_error` (its
+//!   `deserializer::deserialize`), which tracks the path of every value, so:
+//!   - `event_in`: the body into `KinesisBatch`, the payload type `serve` asks for, that way;
+//!   - `raw_value_in`: the body into `Box<RawValue>` that way, the alternative of taking the
+//!     event as text and parsing it in the handler (`decode/total` on top);
+//!   - `response_out`: the response back through `String::from_utf8`,
+//!     `RawValue::from_string` (a full JSON validation) and lambda_runtime's
+//!     `serde_json::to_vec` of the body, as `serve` returns it.
+//!
+//!   Lambda bills these too; the handler benches do not include them.
+
+mod common;
+
+use std::hint::black_box;
+
+use bike_prediction::handler::Handler;
+use bike_prediction::kinesis::KinesisBatch;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use serde_json::value::RawValue;
+
+/// Like the Lambda runtime: one thread, the handler awaited on it.
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn events() -> Vec<(usize, Vec<u8>)> {
+    common::SIZES
+        .into_iter()
+        .map(|records| (records, common::kinesis_event(records)))
+        .collect()
+}
+
+fn handler(c: &mut Criterion) {
+    let tokio = tokio_runtime();
+    let events = events();
+    for name in common::MODELS {
+        // Built once, outside the timed closure, as at cold start; no publisher.
+        let handler = Handler::new(common::load_model(name), name, "run", None);
+        let mut group = c.benchmark_group(format!("handler/{name}"));
+        for (records, event) in &events {
+            let response = tokio
+                .block_on(handler.handle_bytes(event))
+                .expect("the event is handled");
+            let response: serde_json::Value = serde_json::from_slice(&response).expect("JSON");
+            assert_eq!(
+                response["predictions"].as_array().map(Vec::len),
+                Some(*records)
+            );
+            let id = common::batch(&mut group, *records);
+            group.bench_function(id, |b| {
+                b.to_async(&tokio).iter(|| async {
+                    handler
+                        .handle_bytes(black_box(event))
+                        .await
+                        .expect("handled")
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn lambda_runtime(c: &mut Criterion) {
+    let tokio = tokio_runtime();
+    let events = events();
+    let handler = Handler::new(
+        common::load_model("bike-linear"),
+        "bike-linear",
+        "run",
+        None,
+    );
+
+    let mut group = c.benchmark_group("lambda_runtime/event_in");
+    for (records, event) in &events {
+        let id = common::batch(&mut group, *records);
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let deserializer = &mut serde_json::Deserializer::from_slice(black_box(event));
+                let payload: KinesisBatch =
+                    serde_path_to_error::deserialize(deserializer).expect("a Kinesis event");
+                payload
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lambda_runtime/raw_value_in");
+    for (records, event) in &events {
+        let id = common::batch(&mut group, *records);
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let deserializer = &mut serde_json::Deserializer::from_slice(black_box(event));
+                let payload: Box<RawValue> =
+                    serde_path_to_error::deserialize(deserializer).expect("a JSON event");
+                payload
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lambda_runtime/response_out");
+    for (records, event) in &events {
+        let response = tokio
+            .block_on(handler.handle_bytes(event))
+            .expect("the event is handled");
+        let id = common::batch(&mut group, *records);
+        group.bench_function(id, |b| {
+            b.iter_batched(
+                // The handler's response, handed over by value as `serve` does.
+                || response.clone(),
+                |response| {
+                    let text = String::from_utf8(response).expect("UTF-8");
+                    let body = RawValue::from_string(text).expect("JSON");
+                    serde_json::to_vec(&body).expect("a RawValue serializes")
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = handler, lambda_runtime
+}
+criterion_main!(benches);
