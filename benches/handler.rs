@@ -45,12 +45,13 @@ fn handler(c: &mut Criterion) {
     let events = events();
     for name in common::MODELS {
         // Built once, outside the timed closure, as at cold start; no publisher.
-        let handler = Handler::new(common::load_model(name), name, "run", None);
+        let handler = Handler::new(common::load_model(name), name, "run");
         let mut group = c.benchmark_group(format!("handler/{name}"));
         for (records, event) in &events {
             let response = tokio
                 .block_on(handler.handle_bytes(event))
-                .expect("the event is handled");
+                .expect("the event is handled")
+                .response;
             let response: serde_json::Value = serde_json::from_slice(&response).expect("JSON");
             assert_eq!(
                 response["predictions"].as_array().map(Vec::len),
@@ -73,12 +74,7 @@ fn handler(c: &mut Criterion) {
 fn lambda_runtime(c: &mut Criterion) {
     let tokio = tokio_runtime();
     let events = events();
-    let handler = Handler::new(
-        common::load_model("bike-linear"),
-        "bike-linear",
-        "run",
-        None,
-    );
+    let handler = Handler::new(common::load_model("bike-linear"), "bike-linear", "run");
 
     let mut group = c.benchmark_group("lambda_runtime/event_in");
     for (records, event) in &events {
@@ -112,7 +108,8 @@ fn lambda_runtime(c: &mut Criterion) {
     for (records, event) in &events {
         let response = tokio
             .block_on(handler.handle_bytes(event))
-            .expect("the event is handled");
+            .expect("the event is handled")
+            .response;
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
             b.iter_batched(

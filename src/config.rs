@@ -62,6 +62,9 @@ pub struct Config {
     pub test_run: bool,
     /// Kinesis stream the prediction events go to (`OUTPUT_STREAM`).
     pub output_stream: Option<String>,
+    /// Kinesis stream rejected records are kept in (`DEAD_LETTER_STREAM`); without it they
+    /// are logged in full.
+    pub dead_letter_stream: Option<String>,
     /// ONNX Runtime shared library (`ORT_DYLIB_PATH`).
     pub ort_library: PathBuf,
 }
@@ -144,6 +147,7 @@ impl Config {
             version: run_id.or(model_id).unwrap_or_else(|| DEFAULT_RUN_ID.into()),
             test_run,
             output_stream: get("OUTPUT_STREAM"),
+            dead_letter_stream: get("DEAD_LETTER_STREAM"),
             ort_library: get("ORT_DYLIB_PATH")
                 .unwrap_or_else(|| DEFAULT_ORT_LIBRARY.into())
                 .into(),
@@ -186,6 +190,13 @@ impl Config {
             (Some(stream), false) => Ok(Some(stream)),
             (None, false) => Err(ConfigError::NoOutputStream),
         }
+    }
+
+    /// The stream to keep rejected records in, or `None` with `TEST_RUN` or when not set.
+    pub fn dead_letter_stream(&self) -> Option<&str> {
+        self.dead_letter_stream
+            .as_deref()
+            .filter(|_| !self.test_run)
     }
 }
 
@@ -356,6 +367,7 @@ mod tests {
             ("MODEL_NAME", "m"),
             ("RUN_ID", "abc"),
             ("OUTPUT_STREAM", "out"),
+            ("DEAD_LETTER_STREAM", "dead"),
             ("ORT_DYLIB_PATH", "/lib/ort.so"),
         ])
         .unwrap();
@@ -363,6 +375,7 @@ mod tests {
         assert_eq!(config.model_name, "m");
         assert_eq!(config.version, "abc");
         assert_eq!(config.output_stream.as_deref(), Some("out"));
+        assert_eq!(config.dead_letter_stream(), Some("dead"));
         assert_eq!(config.ort_library, PathBuf::from("/lib/ort.so"));
     }
 }

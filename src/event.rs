@@ -125,7 +125,7 @@ impl<'e> Batch<'e> {
     /// The Kinesis record at `index` in the event.
     pub fn record(&self, index: usize) -> KinesisRecord<'e> {
         self.records.get(index).unwrap_or(KinesisRecord {
-            data: None,
+            data: Err(""),
             sequence_number: "",
             partition_key: "",
         })
@@ -188,8 +188,8 @@ pub fn decode<'e>(records: &'e KinesisBatch, columns: &[String]) -> Batch<'e> {
         let row = batch.features.get_mut(row_start..).unwrap_or_default();
         let pred_id_start = batch.pred_ids.len();
         let parsed = match record.data {
-            Some(data) => parser.parse(data, row, &mut batch.pred_ids),
-            None => Err(RejectReason::InvalidBase64),
+            Ok(data) => parser.parse(data, row, &mut batch.pred_ids),
+            Err(_) => Err(RejectReason::InvalidBase64),
         };
         match parsed {
             Ok(()) => batch.accepted.push(Accepted {

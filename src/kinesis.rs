@@ -27,7 +27,7 @@ pub struct EventError(#[from] serde_json::Error);
 pub struct KinesisBatch {
     /// Every record's decoded `data`.
     data: Vec<u8>,
-    /// Every record's `sequenceNumber` and `partitionKey`.
+    /// Every record's `sequenceNumber` and `partitionKey`, and the `data` that is not base64.
     text: String,
     records: Vec<Spans>,
 }
@@ -35,8 +35,8 @@ pub struct KinesisBatch {
 /// Where one record's fields are in [`KinesisBatch`]'s buffers.
 #[derive(Debug, Clone)]
 struct Spans {
-    /// `None` when `data` is not valid base64.
-    data: Option<Range<usize>>,
+    /// In `data` when decoded; in `text` when it is not valid base64.
+    data: Result<Range<usize>, Range<usize>>,
     sequence_number: Range<usize>,
     partition_key: Range<usize>,
 }
@@ -44,8 +44,9 @@ struct Spans {
 /// One record of a [`KinesisBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KinesisRecord<'a> {
-    /// The record's data, base64-decoded; `None` if it was not valid base64.
-    pub data: Option<&'a [u8]>,
+    /// The record's data, base64-decoded, or the text that is not valid base64 (kept so that
+    /// a rejected record can be passed on as it came).
+    pub data: Result<&'a [u8], &'a str>,
     /// The record's sequence number in its shard.
     pub sequence_number: &'a str,
     /// The partition key the producer gave the record.
@@ -80,7 +81,10 @@ impl KinesisBatch {
 
     fn record(&self, spans: &Spans) -> KinesisRecord<'_> {
         KinesisRecord {
-            data: spans.data.clone().and_then(|range| self.data.get(range)),
+            data: match &spans.data {
+                Ok(decoded) => Ok(self.data.get(decoded.clone()).unwrap_or_default()),
+                Err(invalid) => Err(self.text.get(invalid.clone()).unwrap_or_default()),
+            },
             sequence_number: self
                 .text
                 .get(spans.sequence_number.clone())
@@ -226,7 +230,13 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
         let mut partition_key = None;
         while let Some(key) = map.next_key_seed(KeySeed(KINESIS_KEYS))? {
             match key {
-                Some(0) => data = Some(map.next_value_seed(DataSeed(&mut batch.data))?),
+                Some(0) => {
+                    let seed = DataSeed {
+                        data: &mut batch.data,
+                        text: &mut batch.text,
+                    };
+                    data = Some(map.next_value_seed(seed)?);
+                }
                 Some(1) => sequence_number = Some(map.next_value_seed(TextSeed(&mut batch.text))?),
                 Some(_) => partition_key = Some(map.next_value_seed(TextSeed(&mut batch.text))?),
                 None => {
@@ -248,12 +258,16 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
     }
 }
 
-/// Base64-decodes a `data` string onto the end of the data buffer; returns where it went, or
-/// `None` if it is not valid base64 (the record is then rejected, not the event).
-struct DataSeed<'b>(&'b mut Vec<u8>);
+/// Base64-decodes a `data` string onto the end of the data buffer and returns where it went;
+/// text that is not valid base64 goes to the text buffer instead (the record is then rejected,
+/// not the event).
+struct DataSeed<'b> {
+    data: &'b mut Vec<u8>,
+    text: &'b mut String,
+}
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
-    type Value = Option<Range<usize>>;
+    type Value = Result<Range<usize>, Range<usize>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         // As bytes: serde_json then skips the UTF-8 check that a `str` would need.
@@ -262,19 +276,21 @@ impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for DataSeed<'_> {
-    type Value = Option<Range<usize>>;
+    type Value = Result<Range<usize>, Range<usize>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("base64 data")
     }
 
     fn visit_bytes<E: de::Error>(self, encoded: &[u8]) -> Result<Self::Value, E> {
-        let start = self.0.len();
-        match base64_simd::STANDARD.decode_append(encoded, self.0) {
-            Ok(()) => Ok(Some(start..self.0.len())),
+        let start = self.data.len();
+        match base64_simd::STANDARD.decode_append(encoded, self.data) {
+            Ok(()) => Ok(Ok(start..self.data.len())),
             Err(_) => {
-                self.0.truncate(start);
-                Ok(None)
+                self.data.truncate(start);
+                let start = self.text.len();
+                self.text.push_str(&String::from_utf8_lossy(encoded));
+                Ok(Err(start..self.text.len()))
             }
         }
     }
@@ -364,8 +380,8 @@ mod tests {
         ]}"#;
         let batch = KinesisBatch::from_slice(event).unwrap();
         let records: Vec<_> = batch.iter().collect();
-        assert_eq!(records[0].data, None);
-        assert_eq!(records[1].data, Some(&b"hi"[..]));
+        assert_eq!(records[0].data, Err("!!"));
+        assert_eq!(records[1].data, Ok(&b"hi"[..]));
         assert_eq!(
             (records[1].sequence_number, records[1].partition_key),
             ("2", "b")
@@ -379,7 +395,7 @@ mod tests {
         let record = batch.get(0).unwrap();
         assert_eq!(record.sequence_number, "1");
         assert_eq!(record.partition_key, "p\"k");
-        assert_eq!(record.data, Some(&[0x68, 0x69, 0x3f][..]));
+        assert_eq!(record.data, Ok(&[0x68, 0x69, 0x3f][..]));
     }
 
     #[test]

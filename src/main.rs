@@ -66,16 +66,19 @@ async fn invoke(handler: &Handler, event: &PathBuf) -> anyhow::Result<()> {
         std::fs::read(event)
             .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", event.display()))?
     };
-    let mut response = handler.handle_bytes(&event).await?;
+    let mut response = handler.handle_bytes(&event).await?.response;
     response.push(b'\n');
     std::io::Write::write_all(&mut std::io::stdout().lock(), &response)?;
     Ok(())
 }
 
 async fn serve(handler: &Handler) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics();
     // The runtime parses the request body straight into a `KinesisBatch`: one pass over it.
     lambda_runtime::run(service_fn(|event: LambdaEvent<KinesisBatch>| async move {
-        let response = handler.handle(&event.payload).await?;
+        let handled = handler.handle(&event.payload).await;
+        telemetry::flush_metrics(metrics);
+        let response = handled?.response;
         let invalid = |error: &dyn std::error::Error| Diagnostic {
             error_type: "InvalidResponse".into(),
             error_message: error.to_string(),

@@ -5,6 +5,8 @@
 //! The response is `{"predictions": [<events>], "rejected": [...], "batchItemFailures": [...]}`:
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::event::{Batch, RejectReason, Rejection};
@@ -157,6 +159,60 @@ pub fn write_response(
     out
 }
 
+/// A rejected record as kept in the dead-letter stream: everything needed to inspect it and
+/// to replay it (`data` is the record's data exactly as it arrived, base64).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetter<'a> {
+    sequence_number: &'a str,
+    partition_key: &'a str,
+    code: &'static str,
+    reason: String,
+    data: Cow<'a, str>,
+    model: &'a str,
+    version: &'a str,
+}
+
+/// The dead-letter document of each rejected record, and the partition key to put it under:
+/// the record's own partition key (the sequence number if it had none).
+pub fn dead_letters<'b>(
+    batch: &Batch<'b>,
+    rejected: &[Rejection],
+    model: &str,
+    version: &str,
+) -> Vec<(Vec<u8>, &'b str)> {
+    rejected
+        .iter()
+        .map(|rejection| {
+            let record = batch.record(rejection.record);
+            let letter = DeadLetter {
+                sequence_number: record.sequence_number,
+                partition_key: record.partition_key,
+                code: rejection.reason.code(),
+                reason: rejection.reason.to_string(),
+                data: original_data(record.data),
+                model,
+                version,
+            };
+            let mut json = Vec::new();
+            write_json(&mut json, &letter);
+            let key = match record.partition_key {
+                "" => record.sequence_number,
+                key => key,
+            };
+            (json, key)
+        })
+        .collect()
+}
+
+/// A record's data as it arrived in the event: base64 text.
+pub fn original_data<'a>(data: Result<&'a [u8], &'a str>) -> Cow<'a, str> {
+    match data {
+        Ok(decoded) => Cow::Owned(base64_simd::STANDARD.encode_to_string(decoded)),
+        Err(undecodable) => Cow::Borrowed(undecodable),
+    }
+}
+
 /// Appends `value` as JSON. Writing our own plain data types into a `Vec` cannot fail.
 fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let written = serde_json::to_writer(&mut *out, value);
@@ -224,6 +280,25 @@ mod tests {
         assert_eq!(rejected.len(), 1);
         assert_eq!(batch.record(rejected[0].record).sequence_number, "0");
         assert_eq!(rejected[0].reason, RejectReason::NonFinitePrediction);
+    }
+
+    #[test]
+    fn dead_letter_keeps_the_record_as_it_arrived_with_its_reason() {
+        let columns = vec!["x".to_owned()];
+        let raw = event_with(&["not json"]);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let batch = event::decode(&records, &columns);
+        let letters = dead_letters(&batch, &batch.rejected, "m", "v1");
+        let (json, key) = &letters[0];
+        let letter: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(*key, "p0");
+        assert_eq!(letter["sequenceNumber"], "0");
+        assert_eq!(letter["code"], "not_json");
+        assert_eq!(letter["version"], "v1");
+        use base64::Engine as _;
+        let data =
+            base64::engine::general_purpose::STANDARD.decode(letter["data"].as_str().unwrap());
+        assert_eq!(data.unwrap(), b"not json");
     }
 
     #[test]

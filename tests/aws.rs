@@ -292,7 +292,7 @@ async fn handler_publishes_one_event_per_good_record_keyed_by_pred_id() {
     let stream = create_stream(&kinesis, 1).await;
     let model = common::load_model(&bundled_model("bike-demand")).unwrap();
     let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default());
-    let handler = Handler::new(model, "bike-demand", "run-7", Some(publisher));
+    let handler = Handler::new(model, "bike-demand", "run-7").publishing_to(publisher);
     let reference = reference();
     let good =
         |i: usize, id: serde_json::Value| payload(&reference.columns, &reference.rows[i], &id);
@@ -303,7 +303,7 @@ async fn handler_publishes_one_event_per_good_record_keyed_by_pred_id() {
     ]);
 
     let response: serde_json::Value =
-        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap()).unwrap();
+        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap().response).unwrap();
     assert_eq!(response["batchItemFailures"], serde_json::json!([]));
     assert_eq!(response["rejected"].as_array().unwrap().len(), 1);
 
@@ -336,7 +336,7 @@ async fn records_whose_predictions_cannot_be_published_are_reported_for_redelive
         ..RetryPolicy::default()
     };
     let publisher = Publisher::new(kinesis, "stream-that-does-not-exist", no_wait);
-    let handler = Handler::new(model, "bike-demand", "run-7", Some(publisher));
+    let handler = Handler::new(model, "bike-demand", "run-7").publishing_to(publisher);
     let reference = reference();
     let payloads: Vec<Vec<u8>> = (0..3)
         .map(|i| {
@@ -350,7 +350,7 @@ async fn records_whose_predictions_cannot_be_published_are_reported_for_redelive
     let event = kinesis_event(&payloads);
 
     let response: serde_json::Value =
-        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap()).unwrap();
+        serde_json::from_slice(&handler.handle_bytes(&event).await.unwrap().response).unwrap();
     let reported: Vec<&str> = response["batchItemFailures"]
         .as_array()
         .unwrap()

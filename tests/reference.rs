@@ -16,7 +16,7 @@ async fn predictions_match_python(model_name: &str) {
     let expected = &reference.models[model_name];
     let model = load_model(&bundled_model(model_name)).unwrap();
     assert_eq!(model.columns(), reference.columns);
-    let handler = Handler::new(model, model_name, "run-1", None);
+    let handler = Handler::new(model, model_name, "run-1");
 
     let payloads: Vec<Vec<u8>> = reference
         .rows
@@ -27,7 +27,8 @@ async fn predictions_match_python(model_name: &str) {
     let response = handler
         .handle_bytes(&kinesis_event(&payloads))
         .await
-        .unwrap();
+        .unwrap()
+        .response;
     let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
 
     let predictions = response["predictions"].as_array().unwrap();
