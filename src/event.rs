@@ -17,9 +17,18 @@ use thiserror::Error;
 
 use crate::kinesis::{KeySeed, KinesisBatch, KinesisRecord};
 
+/// Largest record data Kinesis accepts (1 MiB); larger data cannot have come from a stream.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Most records Lambda puts in one Kinesis event. Larger events (local tools) are handled the
+/// same way, with inference in chunks of [`crate::model::MAX_INFERENCE_ROWS`].
+pub const MAX_BATCH_RECORDS: usize = 10_000;
+
 /// Why a record cannot be predicted.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum RejectReason {
+    /// The decoded data is larger than [`MAX_RECORD_BYTES`].
+    #[error("data is {0} bytes, more than Kinesis's 1 MiB record limit")]
+    TooLarge(usize),
     /// `kinesis.data` is not valid base64.
     #[error("data is not valid base64")]
     InvalidBase64,
@@ -70,6 +79,7 @@ impl RejectReason {
     /// A short stable code for the reason, for counting and alerting.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::TooLarge(_) => "too_large",
             Self::InvalidBase64 => "invalid_base64",
             Self::NotUtf8 => "not_utf8",
             Self::NotJson(_) => "not_json",
@@ -188,6 +198,7 @@ pub fn decode<'e>(records: &'e KinesisBatch, columns: &[String]) -> Batch<'e> {
         let row = batch.features.get_mut(row_start..).unwrap_or_default();
         let pred_id_start = batch.pred_ids.len();
         let parsed = match record.data {
+            Ok(data) if data.len() > MAX_RECORD_BYTES => Err(RejectReason::TooLarge(data.len())),
             Ok(data) => parser.parse(data, row, &mut batch.pred_ids),
             Err(_) => Err(RejectReason::InvalidBase64),
         };

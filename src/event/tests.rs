@@ -239,3 +239,39 @@ fn empty_record_list_gives_an_empty_batch() {
     assert!(batch.is_empty());
     assert!(batch.features.is_empty());
 }
+
+/// A payload of exactly `size` bytes: a good record padded with an unknown field.
+fn padded_payload(size: usize) -> Vec<u8> {
+    let head = br#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 123, "padding": ""#;
+    let mut payload = head.to_vec();
+    payload.resize(size - 2, b'x');
+    payload.extend_from_slice(b"\"}");
+    payload
+}
+
+#[test]
+fn record_at_the_kinesis_size_limit_is_predicted() {
+    let event = event_with_payloads(&[&padded_payload(MAX_RECORD_BYTES)]);
+    let records = KinesisBatch::from_slice(&event).unwrap();
+    let batch = decode(&records, &columns());
+    assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
+    assert_eq!(batch.features, [2.0, 3.5, 50.0, 2.0]);
+}
+
+#[test]
+fn record_over_the_kinesis_size_limit_is_rejected() {
+    let payload = padded_payload(MAX_RECORD_BYTES + 1);
+    assert_payload_rejected(&payload, RejectReason::TooLarge(MAX_RECORD_BYTES + 1));
+}
+
+#[test]
+fn duplicate_pred_ids_are_both_predicted() {
+    let event = event_with_payloads(&[GOOD, GOOD]);
+    let records = KinesisBatch::from_slice(&event).unwrap();
+    let batch = decode(&records, &columns());
+    assert_eq!(batch.accepted.len(), 2);
+    assert_eq!(
+        batch.pred_id(&batch.accepted[0]),
+        batch.pred_id(&batch.accepted[1])
+    );
+}
