@@ -374,14 +374,29 @@ async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
     let dead = create_stream(&kinesis, 1).await;
     let model = common::load_model(&bundled_model("bike-demand")).unwrap();
     let handler = Handler::new(model, "bike-demand", "run-7")
-        .publishing_to(Publisher::new(kinesis.clone(), &output, RetryPolicy::default()))
-        .dead_lettering_to(Publisher::new(kinesis.clone(), &dead, RetryPolicy::default()));
+        .publishing_to(Publisher::new(
+            kinesis.clone(),
+            &output,
+            RetryPolicy::default(),
+        ))
+        .dead_lettering_to(Publisher::new(
+            kinesis.clone(),
+            &dead,
+            RetryPolicy::default(),
+        ));
     let reference = reference();
-    let good = payload(&reference.columns, &reference.rows[0], &serde_json::json!(1));
+    let good = payload(
+        &reference.columns,
+        &reference.rows[0],
+        &serde_json::json!(1),
+    );
     let event = kinesis_event(&[good, b"{\"features\": []}".to_vec()]);
 
     let handled = handler.handle_bytes(&event).await.unwrap();
-    assert_eq!((handled.report.published, handled.report.dead_lettered), (1, 1));
+    assert_eq!(
+        (handled.report.published, handled.report.dead_lettered),
+        (1, 1)
+    );
     assert_eq!(handled.report.redeliver, 0);
 
     let letters = read_stream(&kinesis, &dead).await;
@@ -393,16 +408,25 @@ async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
     assert_eq!(letter["version"], "run-7");
     let sent: serde_json::Value = serde_json::from_slice(&event).unwrap();
     assert_eq!(letter["data"], sent["Records"][1]["kinesis"]["data"]);
-    assert_eq!(letter["sequenceNumber"], sent["Records"][1]["kinesis"]["sequenceNumber"]);
+    assert_eq!(
+        letter["sequenceNumber"],
+        sent["Records"][1]["kinesis"]["sequenceNumber"]
+    );
 }
 
 #[tokio::test]
 async fn rejected_records_the_dead_letter_stream_refuses_are_redelivered() {
     let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
     let model = common::load_model(&bundled_model("bike-demand")).unwrap();
-    let no_wait = RetryPolicy { max_attempts: 2, ..RetryPolicy::default() };
-    let handler = Handler::new(model, "bike-demand", "run-7")
-        .dead_lettering_to(Publisher::new(kinesis, "dead-letters-that-do-not-exist", no_wait));
+    let no_wait = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let handler = Handler::new(model, "bike-demand", "run-7").dead_lettering_to(Publisher::new(
+        kinesis,
+        "dead-letters-that-do-not-exist",
+        no_wait,
+    ));
     let event = kinesis_event(&[b"not json".to_vec()]);
     let handled = handler.handle_bytes(&event).await.unwrap();
     assert_eq!(handled.report.redeliver, 1);

@@ -163,7 +163,9 @@ fn model_uri_selects_another_model_directory() {
 fn credentials_never_reach_the_logs_even_at_trace_level() {
     // Against the local S3 server, so that the SDK signs real requests with these credentials.
     let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
-        panic!("AWS_ENDPOINT_URL must point at the local services: run the tests with scripts/test.sh");
+        panic!(
+            "AWS_ENDPOINT_URL must point at the local services: run the tests with scripts/test.sh"
+        );
     };
     let secret = "SECRETaccessKEYthatMUSTnotLEAK0123456789";
     let token = "SESSIONtokenTHATmustNOTleak9876543210";
@@ -175,12 +177,18 @@ fn credentials_never_reach_the_logs_even_at_trace_level() {
             ("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST"),
             ("AWS_SECRET_ACCESS_KEY", secret),
             ("AWS_SESSION_TOKEN", token),
-            ("MODEL_URI", "s3://bucket-that-does-not-exist/1/run/artifacts/model"),
+            (
+                "MODEL_URI",
+                "s3://bucket-that-does-not-exist/1/run/artifacts/model",
+            ),
             ("RUST_LOG", "trace"),
         ],
     );
     let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains("s3://bucket-that-does-not-exist"), "the S3 request was made: {logs}");
+    assert!(
+        logs.contains("s3://bucket-that-does-not-exist"),
+        "the S3 request was made: {logs}"
+    );
     assert!(!logs.contains(secret), "secret key in the logs");
     assert!(!logs.contains(token), "session token in the logs");
 }
