@@ -13,6 +13,21 @@ use aws_sdk_s3::Client;
 
 use crate::artifact::{self, ArtifactError, MLMODEL_FILE, MlModel, ModelArtifact};
 
+/// Longest wait for one `GetObject` attempt to answer (its body may stream for longer), and
+/// for the SDK's attempts together: a model store that never answers stops the cold start
+/// with an error naming the object, rather than hanging until Lambda's init timeout.
+pub const GET_OBJECT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// See [`GET_OBJECT_ATTEMPT_TIMEOUT`].
+pub const GET_OBJECT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The timeouts for the S3 client that fetches models.
+pub fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(GET_OBJECT_ATTEMPT_TIMEOUT)
+        .operation_timeout(GET_OBJECT_OPERATION_TIMEOUT)
+        .build()
+}
+
 /// Returns the model at `s3://{bucket}/{prefix}`, fetching it into `cache_dir` unless a
 /// complete copy is already there.
 pub async fn fetch_model(

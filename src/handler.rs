@@ -13,7 +13,7 @@ use crate::event::{self, Batch, Rejection};
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::model::{InferenceError, Model, ModelError, OnnxRuntime};
 use crate::output::{self, EventEncoder};
-use crate::publish::{Outgoing, PublishReport, Publisher, RetryPolicy};
+use crate::publish::{self, Outgoing, PublishReport, Publisher, RetryPolicy};
 use crate::telemetry::BatchReport;
 
 /// Why the function could not start.
@@ -134,7 +134,10 @@ impl Handler {
         let artifact = match &config.model {
             ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
             ModelLocation::S3 { bucket, prefix } => {
-                let client = aws_sdk_s3::Client::new(aws.insert(load_aws_config().await));
+                let aws = aws.insert(load_aws_config().await);
+                let s3_config =
+                    aws_sdk_s3::config::Builder::from(&*aws).timeout_config(download::timeouts());
+                let client = aws_sdk_s3::Client::from_conf(s3_config.build());
                 download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
             }
         };
@@ -145,7 +148,9 @@ impl Handler {
                 Some(aws) => aws,
                 None => load_aws_config().await,
             };
-            let kinesis = aws_sdk_kinesis::Client::new(&aws);
+            let kinesis_config =
+                aws_sdk_kinesis::config::Builder::from(&aws).timeout_config(publish::timeouts());
+            let kinesis = aws_sdk_kinesis::Client::from_conf(kinesis_config.build());
             let publisher =
                 |stream| Publisher::new(kinesis.clone(), stream, RetryPolicy::default());
             if let Some(stream) = stream {

@@ -19,6 +19,22 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 /// Most bytes (data plus partition keys) one `PutRecords` call accepts: 5 MiB.
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 
+/// Longest wait for one `PutRecords` attempt's answer, and for the SDK's attempts together.
+/// Without them a stream endpoint that accepts the connection but never answers would hold
+/// the invocation until Lambda's timeout, instead of the records being reported for
+/// re-delivery. Five sends at 2 s plus backoff stay well inside a Lambda timeout.
+pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`PUT_RECORDS_ATTEMPT_TIMEOUT`].
+pub const PUT_RECORDS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The timeouts for the Kinesis client that publishes.
+pub fn timeouts() -> aws_sdk_kinesis::config::timeout::TimeoutConfig {
+    aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(PUT_RECORDS_ATTEMPT_TIMEOUT)
+        .operation_timeout(PUT_RECORDS_OPERATION_TIMEOUT)
+        .build()
+}
+
 /// How failed entries are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

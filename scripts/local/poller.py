@@ -106,6 +106,23 @@ def kinesis_event(records: list, shard_id: str, stream_arn: str, role_arn: str) 
     }
 
 
+def fitting_event(records: list, shard_id: str, stream_arn: str,
+                  role_arn: str) -> tuple[list, bytes]:
+    """The longest prefix of `records` whose event fits in one invocation's payload, and that
+    event's JSON: Lambda fills a batch up to the payload limit rather than the batch size alone
+    (a record alone over the limit still goes, and fails as it would on Lambda)."""
+    items = [json.dumps(item) for item in kinesis_event(records, shard_id, stream_arn,
+                                                        role_arn)["Records"]]
+    # json.dumps({"Records": items}) is exactly this text, so its size adds up item by item.
+    size, count = len('{"Records": []}'), 0
+    for item in items:
+        added = len(item) + (len(", ") if count else 0)  # ASCII: characters are bytes
+        if count and size + added > MAX_PAYLOAD_BYTES:
+            break
+        size, count = size + added, count + 1
+    return records[:count], ('{"Records": [' + ", ".join(items[:count]) + "]}").encode()
+
+
 def invoke(url: str, payload: bytes, timeout: float) -> dict:
     """Invokes the function synchronously and returns its JSON response."""
     request = urllib.request.Request(
@@ -239,11 +256,7 @@ def main() -> int:
             if not records:
                 continue
             active = True
-            payload = json.dumps(kinesis_event(records, shard.id, stream_arn, role_arn)).encode()
-            # Lambda trims a batch that would not fit in one invocation's payload.
-            while len(payload) > MAX_PAYLOAD_BYTES and len(records) > 1:
-                records = records[: len(records) // 2]
-                payload = json.dumps(kinesis_event(records, shard.id, stream_arn, role_arn)).encode()
+            records, payload = fitting_event(records, shard.id, stream_arn, role_arn)
 
             first = records[0]["SequenceNumber"]
             redelivery = first == shard.failed

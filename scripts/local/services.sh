@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local AWS services: one moto server that speaks the S3 and Kinesis wire protocols on
-# 127.0.0.1, standing in for AWS so the whole pipeline runs on this machine.
+# 127.0.0.1, standing in for AWS so the whole pipeline runs on this machine. It runs through
+# scripts/local/moto_server.py, which makes moto's Kinesis PutRecords linear in the records put
+# (see there why).
 #
 # Usage: scripts/local/services.sh start|stop|env|status
 #   start   start moto (no-op if it already runs) and wait until it accepts connections
@@ -22,11 +24,11 @@ case ${1:-} in
     running_pid moto >/dev/null && exit 0
     bash "$root/scripts/local/setup-tools.sh"
     port=${MOTO_PORT:-$(free_port)}
-    start_background moto "$tools/moto_server" -H 127.0.0.1 -p "$port"
+    start_background moto "$tools/python" "$root/scripts/local/moto_server.py" -H 127.0.0.1 -p "$port"
     for _ in $(seq 100); do
       port_open "$port" && break
       if ! running_pid moto >/dev/null; then
-        echo "services: moto_server exited; its log ($state/moto.log):" >&2
+        echo "services: moto exited; its log ($state/moto.log):" >&2
         tail -n 20 "$state/moto.log" >&2
         exit 1
       fi

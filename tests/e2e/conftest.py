@@ -3,6 +3,9 @@
 One moto server (S3 + Kinesis) serves the whole session; each test gets its own streams and
 bucket (random names) and its own function instance under the Lambda emulator, stopped after
 the test. Run through scripts/local/e2e.sh, which installs the tools and builds the binary.
+
+Figures a test measures (duplicates after an outage, records/s) are printed in an "e2e figures"
+section at the end of the run, where a passing test's output would otherwise be hidden.
 """
 
 import os
@@ -11,6 +14,8 @@ import subprocess
 import pytest
 
 from stack import ROOT, Stack, script
+
+FIGURES: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +45,17 @@ def aws_env(tmp_path_factory):
 def stack(aws_env, tmp_path):
     stack = Stack(aws_env, tmp_path)
     yield stack
-    stack.stop_function()
+    stack.stop()
 
+
+@pytest.fixture
+def figures():
+    """`figures(line)` adds a line to the "e2e figures" section of the run's summary."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("e2e figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
