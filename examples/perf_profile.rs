@@ -1,0 +1,148 @@
+//! Runs one stage of the hot path a fixed number of times on the benches' events, for
+//! instruction-level profiling with `valgrind --tool=callgrind` (scripts/perf/profile.sh).
+//!
+//! Criterion's timings move with the load of this shared machine; callgrind's instruction
+//! counts do not. The measured calls are all inside `measured`, so callgrind can collect only
+//! them (`--collect-atstart=no --toggle-collect=*perf_profile::measured*`): building the event,
+//! loading the model and the first, warm-up call are left out. Run alone, it prints the
+//! fastest and the median round (on a busy machine the fastest is the best estimate of the
+//! uncontended cost) and the allocator calls per record, which the hot path should not make.
+//!
+//! Usage: perf_profile STAGE RECORDS ROUNDS [MODEL]
+//!   STAGE  floor | decode | runtime-in | handler
+//!          (benches: floor/N, decode/total/N, lambda_runtime/event_in/N, handler/MODEL/N)
+//!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bike_prediction::event;
+use bike_prediction::handler::Handler;
+use bike_prediction::kinesis::KinesisBatch;
+
+/// The system allocator, counting calls, to show how many allocations a record costs.
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static REALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        REALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// One stage of the hot path, set up outside the measured calls.
+enum Stage {
+    Floor,
+    Decode(Vec<String>),
+    /// What lambda_runtime does with the invocation body before the handler sees it.
+    RuntimeIn,
+    Handler(Box<Handler>, tokio::runtime::Runtime),
+}
+
+impl Stage {
+    fn run(&self, event: &[u8]) -> usize {
+        match self {
+            Stage::Floor => common::floor(event),
+            Stage::Decode(columns) => {
+                let kinesis = KinesisBatch::from_slice(event).expect("a Kinesis event");
+                event::decode(&kinesis, columns).accepted.len()
+            }
+            Stage::RuntimeIn => {
+                let deserializer = &mut serde_json::Deserializer::from_slice(event);
+                let records: KinesisBatch =
+                    serde_path_to_error::deserialize(deserializer).expect("a Kinesis event");
+                records.len()
+            }
+            Stage::Handler(handler, tokio) => tokio
+                .block_on(handler.handle_bytes(event))
+                .expect("the event is handled")
+                .response
+                .len(),
+        }
+    }
+}
+
+/// Every call callgrind should count, and nothing else; each round's wall time goes into
+/// `times` (allocated by the caller, so that it is not counted).
+#[inline(never)]
+fn measured(stage: &Stage, event: &[u8], times: &mut [Duration]) {
+    for time in times {
+        let started = Instant::now();
+        black_box(stage.run(black_box(event)));
+        *time = started.elapsed();
+    }
+}
+
+fn main() {
+    let usage = "usage: perf_profile floor|decode|runtime-in|handler RECORDS ROUNDS [bike-demand|bike-linear]";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [stage, records, rounds, rest @ ..] = args.as_slice() else {
+        panic!("{usage}");
+    };
+    let records: usize = records.parse().expect(usage);
+    let rounds: usize = rounds.parse().expect(usage);
+    assert!(rounds > 0, "{usage}");
+    let model = rest.first().map_or("bike-linear", String::as_str);
+    let stage = match stage.as_str() {
+        "floor" => Stage::Floor,
+        "decode" => Stage::Decode(common::reference().columns.clone()),
+        "runtime-in" => Stage::RuntimeIn,
+        "handler" => {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a tokio runtime");
+            let handler = Handler::new(common::load_model(model), model, "run");
+            Stage::Handler(Box::new(handler), tokio)
+        }
+        _ => panic!("{usage}"),
+    };
+    let event = common::kinesis_event(records);
+    // Warm-up: first-call allocations and lazy initialisation are not the steady state.
+    stage.run(&event);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let reallocations = REALLOCATIONS.load(Ordering::Relaxed);
+    let mut times = vec![Duration::ZERO; rounds];
+    measured(&stage, &event, &mut times);
+    let per_record = |count: &AtomicUsize, before: usize| {
+        (count.load(Ordering::Relaxed) - before) as f64 / (rounds * records) as f64
+    };
+    // On a shared machine the fastest round is the best estimate of the uncontended cost; the
+    // median says how typical it is.
+    times.sort();
+    println!(
+        "{records} records, {rounds} rounds: fastest {:?}, median {:?} per round",
+        times[0],
+        times[rounds / 2]
+    );
+    println!(
+        "allocations per record: {:.3} allocs, {:.3} reallocs",
+        per_record(&ALLOCATIONS, allocations),
+        per_record(&REALLOCATIONS, reallocations)
+    );
+}
