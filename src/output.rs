@@ -126,17 +126,11 @@ pub fn write_response(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(events.byte_len() + events.len() + 128 * (rejected.len() + 1));
     out.extend_from_slice(b"{\"predictions\":[");
-    for (position, (_, event)) in events.iter().enumerate() {
-        if position > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(event);
-    }
+    write_list(&mut out, events.iter(), |out, (_, event)| {
+        out.extend_from_slice(event)
+    });
     out.extend_from_slice(b"],\"rejected\":[");
-    for (position, rejection) in rejected.iter().enumerate() {
-        if position > 0 {
-            out.push(b',');
-        }
+    write_list(&mut out, rejected, |out, rejection| {
         let record = batch.record(rejection.record);
         let entry = RejectedEntry {
             sequence_number: record.sequence_number,
@@ -144,17 +138,14 @@ pub fn write_response(
             code: rejection.reason.code(),
             reason: rejection.reason.to_string(),
         };
-        write_json(&mut out, &entry);
-    }
+        write_json(out, &entry);
+    });
     out.extend_from_slice(b"],\"batchItemFailures\":[");
-    for (position, sequence_number) in failures.iter().enumerate() {
-        if position > 0 {
-            out.push(b',');
-        }
+    write_list(&mut out, failures, |out, sequence_number| {
         out.extend_from_slice(b"{\"itemIdentifier\":");
-        write_json(&mut out, sequence_number);
+        write_json(out, sequence_number);
         out.push(b'}');
-    }
+    });
     out.extend_from_slice(b"]}");
     out
 }
@@ -210,6 +201,20 @@ pub fn original_data<'a>(data: Result<&'a [u8], &'a str>) -> Cow<'a, str> {
     match data {
         Ok(decoded) => Cow::Owned(base64_simd::STANDARD.encode_to_string(decoded)),
         Err(undecodable) => Cow::Borrowed(undecodable),
+    }
+}
+
+/// Appends the items separated by commas, each written by `write`.
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (position, item) in items.into_iter().enumerate() {
+        if position > 0 {
+            out.push(b',');
+        }
+        write(out, item);
     }
 }
 
