@@ -35,14 +35,14 @@ for target in "${targets[@]}"; do
     if ! cargo fuzz run "$target" "$work_corpus" "corpus/$target" -- \
         -max_total_time="$seconds" -dict=json.dict -print_final_stats=1 2>&1 | tee "$log"; then
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
-        echo "fuzz.sh: $target crashed on fuzz/${artifact:-artifacts/$target/ (see fuzz/$log)}" >&2
+        echo "fuzz.sh: $target crashed on ${artifact:-an input in fuzz/artifacts/$target/ (see fuzz/$log)}" >&2
         crashed+=("$target")
     fi
 done
 
 if [[ ${#crashed[@]} -gt 0 ]]; then
-    echo "fuzz.sh: crashes in: ${crashed[*]}; replay one with:" >&2
-    echo "  RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact>   (in fuzz/)" >&2
+    echo "fuzz.sh: crashes in: ${crashed[*]}; replay one with (in fuzz/):" >&2
+    echo "  RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact>" >&2
     exit 1
 fi
 echo "fuzz.sh: no crash in ${targets[*]} (${seconds}s each)" >&2

@@ -278,6 +278,13 @@ impl PayloadParser<'_> {
     }
 }
 
+/// Whether a JSON number's text is a finite f64. Only an exponent or 300-odd digits can
+/// overflow, so the common `123` is not parsed at all.
+fn is_finite_number(text: &str) -> bool {
+    let may_overflow = text.len() > 300 || text.contains(['e', 'E']);
+    !may_overflow || text.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
 /// The reason for a payload that failed to parse: not UTF-8, or else not JSON.
 fn not_json(payload: &[u8], error: &serde_json::Error) -> RejectReason {
     match std::str::from_utf8(payload) {
@@ -328,8 +335,13 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
                     self.found.pred_id = true;
                     let pred_id: &RawValue = map.next_value()?;
                     let text = pred_id.get();
-                    let is_number_or_string =
-                        matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+                    let is_number_or_string = match text.as_bytes().first() {
+                        Some(b'"') => true,
+                        // A number beyond f64 (`1e400`) is infinity to Python and an error to
+                        // serde_json: echoed, it would make the prediction event unreadable.
+                        Some(b'-' | b'0'..=b'9') => is_finite_number(text),
+                        _ => false,
+                    };
                     let key_length = partition_key(text).map_or(0, |key| key.chars().count());
                     if !is_number_or_string || !(1..=MAX_PARTITION_KEY_CHARS).contains(&key_length)
                     {

@@ -143,12 +143,24 @@ fn features_that_are_not_an_object_are_rejected() {
 
 #[test]
 fn pred_id_that_is_not_a_number_or_string_is_rejected() {
-    for pred_id in ["null", "{}", "[1]", "true"] {
+    for pred_id in ["null", "{}", "[1]", "true", "1e400", "-1e400"] {
         let payload = format!(
             r#"{{"features": {{"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}}, "pred_id": {pred_id}}}"#
         );
         assert_payload_rejected(payload.as_bytes(), RejectReason::InvalidPredId);
     }
+}
+
+#[test]
+fn pred_id_beyond_f64_range_is_rejected_but_long_ordinary_numbers_are_kept() {
+    let huge = format!("1{}", "0".repeat(400));
+    let payload = format!(
+        r#"{{"features": {{"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}}, "pred_id": {huge}}}"#
+    );
+    assert_payload_rejected(payload.as_bytes(), RejectReason::InvalidPredId);
+    let event = event_with_payloads(&[br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 12345678901234567890123}"#]);
+    let records = KinesisBatch::from_slice(&event).unwrap();
+    assert_eq!(decode(&records, &columns()).accepted.len(), 1);
 }
 
 #[test]
