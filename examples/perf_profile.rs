@@ -101,6 +101,8 @@ fn measured(stage: &Stage, event: &[u8], times: &mut [Duration]) {
 
 fn main() {
     let usage = "usage: perf_profile floor|decode|runtime-in|handler RECORDS ROUNDS [bike-demand|bike-linear]";
+    // As the function does at start, so that rounds reuse each other's memory.
+    bike_prediction::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [stage, records, rounds, rest @ ..] = args.as_slice() else {
         panic!("{usage}");

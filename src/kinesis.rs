@@ -284,6 +284,9 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
 
     fn visit_bytes<E: de::Error>(self, encoded: &[u8]) -> Result<Self::Value, E> {
         let start = self.data.len();
+        // `decode_append` reserves exactly what it needs, which would reallocate the buffer
+        // for every record; reserving first grows it geometrically instead.
+        self.data.reserve(encoded.len() / 4 * 3 + 3);
         match base64_simd::STANDARD.decode_append(encoded, self.data) {
             Ok(()) => Ok(Ok(start..self.data.len())),
             Err(_) => {

@@ -14,6 +14,9 @@
 //! - [`output`]: encodes the prediction events and the Lambda response.
 //! - [`handler`]: ties one invocation together: decode, predict, encode.
 //!
+//! [`memory`] tunes the allocator so that batches reuse each other's memory, and [`telemetry`]
+//! sets up logs and metrics.
+//!
 //! `src/main.rs` only wires these together for the Lambda runtime and the local `invoke` command.
 #![warn(missing_docs)]
 // Input must never crash the function: no panicking shortcuts outside tests.
@@ -33,6 +36,7 @@ pub mod download;
 pub mod event;
 pub mod handler;
 pub mod kinesis;
+pub mod memory;
 pub mod model;
 pub mod output;
 pub mod publish;

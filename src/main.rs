@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use bike_prediction::config::Config;
 use bike_prediction::handler::{Handler, error_chain};
 use bike_prediction::kinesis::KinesisBatch;
-use bike_prediction::telemetry;
+use bike_prediction::{memory, telemetry};
 use clap::{Parser, Subcommand};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
@@ -35,6 +35,7 @@ enum Command {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    memory::keep_freed_memory();
     telemetry::init();
     let cli = Cli::parse();
     // The local `invoke` command never publishes.

@@ -24,9 +24,11 @@ pub const SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
 /// shows what the service costs with a real model, the second what the service itself costs.
 pub const MODELS: [&str; 2] = ["bike-demand", "bike-linear"];
 
-/// Short warm-up and measurement: the machine has 2 cores and every bench runs at 4 sizes, so
+/// Short warm-up and measurement, with the allocator set as the function sets it: the machine has 2 cores and every bench runs at 4 sizes, so
 /// criterion's defaults (3 s + 5 s, 100 samples) would take most of an hour.
 pub fn criterion() -> Criterion {
+    // As the function does at start, so that batches reuse each other's memory.
+    bike_prediction::memory::keep_freed_memory();
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
