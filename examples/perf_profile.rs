@@ -9,8 +9,8 @@
 //! uncontended cost) and the allocator calls per record, which the hot path should not make.
 //!
 //! Usage: perf_profile STAGE RECORDS ROUNDS [MODEL]
-//!   STAGE  floor | decode | runtime-in | handler
-//!          (benches: floor/N, decode/total/N, lambda_runtime/event_in/N, handler/MODEL/N)
+//!   STAGE  floor | decode | payloads | runtime-in | handler
+//!          (benches: floor/N, decode/total/N, decode/payloads/N, lambda_runtime/event_in/N, handler/MODEL/N)
 //!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
 
 #[path = "../benches/common/mod.rs"]
@@ -60,6 +60,8 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 enum Stage {
     Floor,
     Decode(Vec<String>),
+    /// Only the payloads, from a batch read outside the measured calls.
+    Payloads(Vec<String>, KinesisBatch),
     /// What lambda_runtime does with the invocation body before the handler sees it.
     RuntimeIn,
     Handler(Box<Handler>, tokio::runtime::Runtime),
@@ -73,6 +75,7 @@ impl Stage {
                 let kinesis = KinesisBatch::from_slice(event).expect("a Kinesis event");
                 event::decode(&kinesis, columns).accepted.len()
             }
+            Stage::Payloads(columns, kinesis) => event::decode(kinesis, columns).accepted.len(),
             Stage::RuntimeIn => {
                 let deserializer = &mut serde_json::Deserializer::from_slice(event);
                 let records: KinesisBatch =
@@ -100,7 +103,7 @@ fn measured(stage: &Stage, event: &[u8], times: &mut [Duration]) {
 }
 
 fn main() {
-    let usage = "usage: perf_profile floor|decode|runtime-in|handler RECORDS ROUNDS [bike-demand|bike-linear]";
+    let usage = "usage: perf_profile floor|decode|payloads|runtime-in|handler RECORDS ROUNDS [bike-demand|bike-linear]";
     // As the function does at start, so that rounds reuse each other's memory.
     bike_prediction::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -114,6 +117,10 @@ fn main() {
     let stage = match stage.as_str() {
         "floor" => Stage::Floor,
         "decode" => Stage::Decode(common::reference().columns.clone()),
+        "payloads" => Stage::Payloads(
+            common::reference().columns.clone(),
+            KinesisBatch::from_slice(&common::kinesis_event(records)).expect("a Kinesis event"),
+        ),
         "runtime-in" => Stage::RuntimeIn,
         "handler" => {
             let tokio = tokio::runtime::Builder::new_current_thread()

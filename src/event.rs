@@ -227,8 +227,25 @@ struct PayloadParser<'c> {
 
 impl PayloadParser<'_> {
     /// Writes the features of one record's payload into `row` (all NaN on entry) and appends
-    /// its `pred_id` JSON text to `pred_ids`.
+    /// its `pred_id` JSON text to `pred_ids`: by the [`fast`] path when the payload has the
+    /// plain form, else by the general parser, which also says why a payload is rejected.
     fn parse(
+        &self,
+        payload: &[u8],
+        row: &mut [f32],
+        pred_ids: &mut String,
+    ) -> Result<(), RejectReason> {
+        let pred_id_start = pred_ids.len();
+        if fast::parse(payload, self.columns, row, pred_ids) {
+            return Ok(());
+        }
+        row.fill(f32::NAN);
+        pred_ids.truncate(pred_id_start);
+        self.parse_general(payload, row, pred_ids)
+    }
+
+    /// [`Self::parse`] by serde_json alone, for any payload.
+    fn parse_general(
         &self,
         payload: &[u8],
         row: &mut [f32],
@@ -507,5 +524,6 @@ impl FeaturesSeed<'_, '_> {
     }
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use base64::Engine as _;
+use proptest::prelude::*;
 
 use super::*;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -286,4 +287,122 @@ fn duplicate_pred_ids_are_both_predicted() {
         batch.pred_id(&batch.accepted[0]),
         batch.pred_id(&batch.accepted[1])
     );
+}
+
+/// Parses `payload` by the fast path and, when it accepts, checks that the general parser
+/// accepts it too with the same row, bit for bit, and the same `pred_id` text. Returns whether
+/// the fast path accepted.
+fn fast_path_agrees_with_general(payload: &[u8]) -> bool {
+    let columns = columns();
+    let parser = PayloadParser { columns: &columns };
+    let (mut fast_row, mut general_row) = ([f32::NAN; 4], [f32::NAN; 4]);
+    let (mut fast_ids, mut general_ids) = (String::new(), String::new());
+    if !fast::parse(payload, &columns, &mut fast_row, &mut fast_ids) {
+        return false;
+    }
+    let general = parser.parse_general(payload, &mut general_row, &mut general_ids);
+    let text = String::from_utf8_lossy(payload);
+    assert_eq!(general, Ok(()), "fast path accepted {text}");
+    assert_eq!(
+        fast_row.map(f32::to_bits),
+        general_row.map(f32::to_bits),
+        "{text}: {fast_row:?} != {general_row:?}"
+    );
+    assert_eq!(fast_ids, general_ids, "{text}");
+    true
+}
+
+#[test]
+fn plain_payloads_take_the_fast_path() {
+    for payload in [
+        GOOD,
+        br#"{"pred_id":"ride-7","features":{"weather_code":2,"hum":50,"t2":3,"t1":-2.5e-1}}"#,
+        b" {\n\t\"features\" : { \"t1\": 0, \"t2\": 1E2, \"hum\": 9.84000015258789, \"weather_code\": 14.395000457763672, \"wind\": 3 } ,\r\n \"pred_id\" : -0 } ",
+    ] {
+        assert!(
+            fast_path_agrees_with_general(payload),
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+}
+
+#[test]
+fn payloads_outside_the_plain_form_go_to_the_general_parser() {
+    for payload in [
+        &br#"{"features": {"t1": 2, "t2": 3, "hum": 50}, "pred_id": 1}"#[..],
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": "2"}, "pred_id": 1}"#,
+        br#"{"features": {"t\u0031": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "caf\u00e9"}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1, "x": 0}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": ""}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1e400}"#,
+        br#"{"features": {"t1": 1e39, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1}"#,
+        br#"{"features": {"t1": 01, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1}"#,
+        br#"{"features": {"t1": 1., "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1}"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1} x"#,
+        br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 1, "pred_id": 2}"#,
+        b"{\"features\": {\"t1\": 2, \"t2\": 3, \"hum\": 50, \"weather_code\": 2}, \"pred_id\": \"caf\xc3\xa9\"}",
+    ] {
+        assert!(
+            !fast_path_agrees_with_general(payload),
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+}
+
+/// Payloads around the plain form: numbers of every kind, keys in any order, repeated or
+/// unknown, values of other types, string `pred_id`s of any length and odd whitespace.
+fn payload_text() -> impl Strategy<Value = String> {
+    let key = proptest::sample::select(vec!["t1", "t2", "hum", "weather_code", "wind", "t1"]);
+    let value = prop_oneof![
+        8 => fast::tests::number_text(),
+        1 => proptest::sample::select(vec!["\"2\"", "null", "true", "[]", "{}", "NaN"]).prop_map(String::from),
+    ];
+    let space = proptest::sample::select(vec!["", " ", "\n", "\t ", "\r\n"]);
+    let features =
+        proptest::collection::vec((key, space.clone(), value), 0..7).prop_map(|members| {
+            let members: Vec<String> = members
+                .into_iter()
+                .map(|(key, space, value)| format!("{space}\"{key}\"{space}:{space}{value}{space}"))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        });
+    let pred_id = prop_oneof![
+        fast::tests::number_text(),
+        "\"[ -~]{0,300}\"",
+        "\"[a-z\u{e9}]{1,4}\"",
+    ];
+    (features, pred_id, space, any::<bool>()).prop_map(|(features, pred_id, space, swap)| {
+        let members = [
+            format!("{space}\"features\"{space}:{space}{features}"),
+            format!("\"pred_id\":{space}{pred_id}{space}"),
+        ];
+        let [first, second] = if swap {
+            [&members[1], &members[0]]
+        } else {
+            [&members[0], &members[1]]
+        };
+        format!("{space}{{{first},{second}}}{space}")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_accepts_only_what_the_general_parser_reads_the_same(payload in payload_text()) {
+        fast_path_agrees_with_general(payload.as_bytes());
+    }
+
+    #[test]
+    fn fast_path_reads_features_as_serde_json_does(number in fast::tests::number_text()) {
+        let payload = format!(
+            r#"{{"features": {{"t1": {number}, "t2": 0, "hum": 0, "weather_code": 0}}, "pred_id": {number}}}"#
+        );
+        let in_range = number.parse::<f64>().is_ok_and(|value| (value as f32).is_finite());
+        // Every number that fits a float32 is read by the fast path, and read the same.
+        prop_assert_eq!(fast_path_agrees_with_general(payload.as_bytes()), in_range, "{}", payload);
+    }
 }
