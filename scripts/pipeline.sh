@@ -26,21 +26,10 @@ aws=$root/.venv/tools/bin/aws
 
 step() { echo "pipeline: $*" >&2; }
 
-# This run's own state directory: servers started by hand (in .cache/local) are left alone.
-mkdir -p .cache/local
-export LOCAL_STATE_DIR
-LOCAL_STATE_DIR=$(mktemp -d "$root/.cache/local/pipeline.XXXXXX")
-cleanup() {
-  local status=$?
-  bash scripts/local/function.sh stop
-  bash scripts/local/services.sh stop
-  if [[ $status == 0 ]]; then
-    rm -rf "$LOCAL_STATE_DIR"
-  else
-    step "failed; logs in $LOCAL_STATE_DIR"
-  fi
-}
-trap cleanup EXIT
+# This run's own servers and state directory, stopped and cleaned up when the script exits.
+# shellcheck source=scripts/local/own-stack.sh
+source scripts/local/own-stack.sh
+own_local_stack pipeline
 
 step "setup: ONNX Runtime, tools, release build"
 bash scripts/setup-ort.sh >/dev/null

@@ -48,23 +48,10 @@ bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
 cargo build --release --locked --quiet
 
-mkdir -p .cache/local
-export LOCAL_STATE_DIR
-LOCAL_STATE_DIR=$(mktemp -d "$root/.cache/local/load.XXXXXX")
-cleanup() {
-  local status=$?
-  bash scripts/local/function.sh stop
-  bash scripts/local/services.sh stop
-  if [[ $status == 0 ]]; then
-    rm -rf "$LOCAL_STATE_DIR"
-  else
-    step "failed; logs in $LOCAL_STATE_DIR"
-  fi
-}
-trap cleanup EXIT
-# A signal ends the script through `exit`, so that the EXIT trap stops what it started.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# This run's own servers and state directory, stopped and cleaned up when the script exits.
+# shellcheck source=scripts/local/own-stack.sh
+source scripts/local/own-stack.sh
+own_local_stack load
 
 wall_start=$(now)
 bash scripts/local/services.sh start
