@@ -406,3 +406,57 @@ proptest! {
         prop_assert_eq!(fast_path_agrees_with_general(payload.as_bytes()), in_range, "{}", payload);
     }
 }
+
+/// Decodes `payload` as `decode` does (fast path, then the general parser) and by the general
+/// parser alone, and checks both give the same outcome: the same row bit for bit and `pred_id`
+/// text, or the same rejection reason.
+fn assert_same_outcome_as_general(payload: &[u8]) {
+    let columns = columns();
+    let parser = PayloadParser { columns: &columns };
+    let (mut row, mut general_row) = ([f32::NAN; 4], [f32::NAN; 4]);
+    let (mut ids, mut general_ids) = (String::new(), String::new());
+    let outcome = parser.parse(payload, &mut row, &mut ids);
+    let general = parser.parse_general(payload, &mut general_row, &mut general_ids);
+    let text = String::from_utf8_lossy(payload);
+    assert_eq!(outcome, general, "{text}");
+    if outcome.is_ok() {
+        assert_eq!(
+            row.map(f32::to_bits),
+            general_row.map(f32::to_bits),
+            "{text}"
+        );
+        assert_eq!(ids, general_ids, "{text}");
+    }
+}
+
+#[test]
+fn reference_rows_and_bad_records_decode_as_with_the_general_parser_alone() {
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        columns: Vec<String>,
+        rows: Vec<Vec<serde_json::Value>>,
+    }
+    let reference: Reference =
+        serde_json::from_str(include_str!("../../tests/fixtures/reference.json")).unwrap();
+    for (index, row) in reference.rows.iter().enumerate() {
+        let features: serde_json::Map<String, serde_json::Value> = reference
+            .columns
+            .iter()
+            .cloned()
+            .zip(row.iter().cloned())
+            .collect();
+        let payload = serde_json::json!({"features": features, "pred_id": index}).to_string();
+        assert!(
+            fast_path_agrees_with_general(payload.as_bytes()),
+            "{payload}"
+        );
+    }
+    // The fuzz seeds: good, bad and odd payloads, and inputs that once crashed the fuzzer.
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/payload");
+    let mut count = 0;
+    for seed in std::fs::read_dir(seeds).unwrap() {
+        assert_same_outcome_as_general(&std::fs::read(seed.unwrap().path()).unwrap());
+        count += 1;
+    }
+    assert!(count >= 30, "{count} payload seeds");
+}
