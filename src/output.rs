@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::event::{Batch, RejectReason, Rejection};
+use crate::kinesis::KinesisRecord;
 
 /// Bytes a prediction event takes besides the model name, version and `pred_id`; used to size
 /// the output buffer once per batch.
@@ -106,7 +107,7 @@ impl PredictionEvents {
     }
 }
 
-/// A rejected record as listed in the response.
+/// A rejected record as listed in the response, and the start of its dead letter.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RejectedEntry<'a> {
@@ -114,6 +115,17 @@ struct RejectedEntry<'a> {
     partition_key: &'a str,
     code: &'static str,
     reason: String,
+}
+
+impl<'a> RejectedEntry<'a> {
+    fn new(record: &KinesisRecord<'a>, rejection: &Rejection) -> Self {
+        Self {
+            sequence_number: record.sequence_number,
+            partition_key: record.partition_key,
+            code: rejection.reason.code(),
+            reason: rejection.reason.to_string(),
+        }
+    }
 }
 
 /// Writes the handler's response. `failures` are the sequence numbers of records Lambda should
@@ -131,14 +143,10 @@ pub fn write_response(
     });
     out.extend_from_slice(b"],\"rejected\":[");
     write_list(&mut out, rejected, |out, rejection| {
-        let record = batch.record(rejection.record);
-        let entry = RejectedEntry {
-            sequence_number: record.sequence_number,
-            partition_key: record.partition_key,
-            code: rejection.reason.code(),
-            reason: rejection.reason.to_string(),
-        };
-        write_json(out, &entry);
+        write_json(
+            out,
+            &RejectedEntry::new(&batch.record(rejection.record), rejection),
+        );
     });
     out.extend_from_slice(b"],\"batchItemFailures\":[");
     write_list(&mut out, failures, |out, sequence_number| {
@@ -155,10 +163,8 @@ pub fn write_response(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct DeadLetter<'a> {
-    sequence_number: &'a str,
-    partition_key: &'a str,
-    code: &'static str,
-    reason: String,
+    #[serde(flatten)]
+    entry: RejectedEntry<'a>,
     data: Cow<'a, str>,
     model: &'a str,
     version: &'a str,
@@ -177,10 +183,7 @@ pub fn dead_letters<'b>(
         .map(|rejection| {
             let record = batch.record(rejection.record);
             let letter = DeadLetter {
-                sequence_number: record.sequence_number,
-                partition_key: record.partition_key,
-                code: rejection.reason.code(),
-                reason: rejection.reason.to_string(),
+                entry: RejectedEntry::new(&record, rejection),
                 data: original_data(record.data),
                 model,
                 version,
