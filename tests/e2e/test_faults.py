@@ -36,10 +36,10 @@ MODEL_PREFIX = f"1/{RUN_ID}/artifacts/model"  # the MLflow 2 layout, experiment 
 FIXTURES = ROOT / "tests/fixtures/models"
 
 
-@pytest.mark.parametrize("outage", ["refused", "responses lost"])
-def test_kinesis_unreachable_while_publishing_loses_no_prediction(stack, figures, outage):
-    count, batch_size = 3000, 100
-    stack.create_streams(shards=2)
+def start_function_publishing_through_a_relay(stack, shards):
+    """Starts the function with the model on S3, publishing to Kinesis through a relay to moto
+    that the test can break, and returns the relay."""
+    stack.create_streams(shards=shards)
     stack.upload_model(MODEL_PREFIX)
     relay = stack.relay_to_moto()
     # One SDK attempt per send: the function's own retries (five sends, about 1.5 s of
@@ -48,6 +48,13 @@ def test_kinesis_unreachable_while_publishing_loses_no_prediction(stack, figures
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID,
                                    AWS_ENDPOINT_URL_KINESIS=relay.url, AWS_MAX_ATTEMPTS="1")
     assert started.returncode == 0, started.stderr
+    return relay
+
+
+@pytest.mark.parametrize("outage", ["refused", "responses lost"])
+def test_kinesis_unreachable_while_publishing_loses_no_prediction(stack, figures, outage):
+    count, batch_size = 3000, 100
+    relay = start_function_publishing_through_a_relay(stack, shards=2)
     stack.put([feature_record(pred_id % 2000, pred_id) for pred_id in range(count)])
 
     poller = stack.start_poller("--max-records", str(count), "--batch-size", str(batch_size),
@@ -108,12 +115,7 @@ def test_kinesis_unreachable_while_publishing_loses_no_prediction(stack, figures
 
 
 def test_kinesis_that_never_answers_is_reported_within_the_publish_budget(stack):
-    stack.create_streams(shards=1)
-    stack.upload_model(MODEL_PREFIX)
-    relay = stack.relay_to_moto()
-    started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID,
-                                   AWS_ENDPOINT_URL_KINESIS=relay.url, AWS_MAX_ATTEMPTS="1")
-    assert started.returncode == 0, started.stderr
+    relay = start_function_publishing_through_a_relay(stack, shards=1)
     stack.put([feature_record(row, row) for row in range(10)])
     relay.hang()
 
