@@ -3,7 +3,7 @@
 //! - `floor/N`: the least any handler must do with the event: parse its JSON with serde_json
 //!   into borrowed strings, keeping only each record's `data` and `sequenceNumber`. No base64, no
 //!   payload parsing. The whole handler is judged against this (issue 4: at most 1.5x).
-//! - `decode/total/N`: the raw event into the model's `[N, F]` buffer, the `pred_id`s and the
+//! - `decode/total/N`: the raw event into the model's `[N, F]` input buffer and the ledger, the `pred_id`s and the
 //!   rejected records, in its two steps:
 //!   - `decode/envelope/N`: `KinesisBatch::from_slice`, the event JSON into each record's
 //!     base64-decoded `data`, `sequenceNumber` and `partitionKey`;
@@ -14,6 +14,7 @@ mod common;
 use std::hint::black_box;
 
 use bike_prediction::event;
+use bike_prediction::inputs::InputLayout;
 use bike_prediction::kinesis::KinesisBatch;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -31,7 +32,7 @@ fn floor(c: &mut Criterion) {
 }
 
 fn decode(c: &mut Criterion) {
-    let columns = &common::reference().columns;
+    let layout = &InputLayout::float_columns(&common::reference().columns);
     let events: Vec<(usize, Vec<u8>)> = common::SIZES
         .into_iter()
         .map(|records| (records, common::kinesis_event(records)))
@@ -41,13 +42,13 @@ fn decode(c: &mut Criterion) {
     for (records, event) in &events {
         // The benches measure the path every good record takes: none may be rejected.
         let kinesis = KinesisBatch::from_slice(event).expect("a Kinesis event");
-        let batch = event::decode(&kinesis, columns);
-        assert_eq!((batch.accepted.len(), batch.rejected.len()), (*records, 0));
+        let (ledger, inputs) = event::decode(&kinesis, layout);
+        assert_eq!((ledger.len(), inputs.rows), (*records, *records));
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
             b.iter(|| {
                 let kinesis = KinesisBatch::from_slice(black_box(event)).expect("a Kinesis event");
-                black_box(event::decode(&kinesis, columns).features.len())
+                black_box(event::decode(&kinesis, layout).1.rows)
             })
         });
     }
@@ -67,7 +68,7 @@ fn decode(c: &mut Criterion) {
         let kinesis = KinesisBatch::from_slice(event).expect("a Kinesis event");
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
-            b.iter(|| event::decode(black_box(&kinesis), columns).features.len())
+            b.iter(|| event::decode(black_box(&kinesis), layout).1.rows)
         });
     }
     group.finish();

@@ -1,4 +1,4 @@
-//! `Model::predict` alone: one ONNX Runtime run over an `[N, F]` batch of real rows.
+//! `Model::predict` alone: one ONNX Runtime run over a batch of real rows.
 //!
 //! `inference/bike-demand/N` is the bundled gradient-boosting model, `inference/bike-linear/N`
 //! a linear model with the same inputs: their difference is what the model itself costs, the
@@ -22,11 +22,11 @@ fn inference(c: &mut Criterion) {
             // The very buffer the handler feeds the model: the event decoded.
             let event = common::kinesis_event(records);
             let kinesis = KinesisBatch::from_slice(&event).expect("a Kinesis event");
-            let features = event::decode(&kinesis, model.columns()).features;
-            assert_eq!(features.len(), records * model.columns().len());
+            let (_, inputs) = event::decode(&kinesis, model.layout());
+            assert_eq!(inputs.rows, records);
             let id = common::batch(&mut group, records);
-            group.bench_with_input(id, &features, |b, features| {
-                b.iter(|| model.predict(black_box(features)).expect("inference runs"))
+            group.bench_with_input(id, &inputs, |b, inputs| {
+                b.iter(|| model.predict(black_box(inputs)).expect("inference runs"))
             });
         }
         group.finish();

@@ -12,39 +12,48 @@ mod common;
 use std::hint::black_box;
 
 use bike_prediction::event;
+use bike_prediction::inputs::InputLayout;
 use bike_prediction::kinesis::KinesisBatch;
+use bike_prediction::model::{Predictions, Values};
 use bike_prediction::output::{self, EventEncoder};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn output(c: &mut Criterion) {
-    let columns = &common::reference().columns;
-    let encoder = EventEncoder::new("bike-demand", "run");
+    let layout = &InputLayout::float_columns(&common::reference().columns);
+    let encoder = EventEncoder::new("bike-demand", "run", "cnt");
     let mut inputs = Vec::new();
     for records in common::SIZES {
         let event = common::kinesis_event(records);
         let kinesis = KinesisBatch::from_slice(&event).expect("a Kinesis event");
-        let predictions = common::reference_predictions("bike-demand", records);
+        let predictions = Predictions::Values {
+            values: Values::Float32(common::reference_predictions("bike-demand", records)),
+            width: 1,
+        };
         inputs.push((records, kinesis, predictions));
     }
 
     let mut group = c.benchmark_group("output/events");
     for (records, kinesis, predictions) in &inputs {
-        let batch = event::decode(kinesis, columns);
+        let (ledger, _) = event::decode(kinesis, layout);
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
-            b.iter(|| encoder.encode(black_box(&batch), black_box(predictions)))
+            b.iter_batched_ref(
+                || ledger.clone(),
+                |ledger| encoder.encode(black_box(ledger), black_box(predictions)),
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("output/response");
     for (records, kinesis, predictions) in &inputs {
-        let batch = event::decode(kinesis, columns);
-        let (events, rejected) = encoder.encode(&batch, predictions);
-        assert_eq!((events.len(), rejected.len()), (*records, 0));
+        let (mut ledger, _) = event::decode(kinesis, layout);
+        encoder.encode(&mut ledger, predictions);
+        assert_eq!(ledger.predicted().count(), *records);
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
-            b.iter(|| output::write_response(&batch, black_box(&events), &rejected, &[]))
+            b.iter(|| output::write_response(black_box(&ledger)))
         });
     }
     group.finish();

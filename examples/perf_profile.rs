@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bike_prediction::event;
 use bike_prediction::handler::Handler;
+use bike_prediction::inputs::InputLayout;
 use bike_prediction::kinesis::KinesisBatch;
 
 /// The system allocator, counting calls, to show how many allocations a record costs.
@@ -59,9 +60,9 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// One stage of the hot path, set up outside the measured calls.
 enum Stage {
     Floor,
-    Decode(Vec<String>),
+    Decode(InputLayout),
     /// Only the payloads, from a batch read outside the measured calls.
-    Payloads(Vec<String>, KinesisBatch),
+    Payloads(InputLayout, KinesisBatch),
     /// What lambda_runtime does with the invocation body before the handler sees it.
     RuntimeIn,
     Handler(Box<Handler>, tokio::runtime::Runtime),
@@ -71,11 +72,11 @@ impl Stage {
     fn run(&self, event: &[u8]) -> usize {
         match self {
             Stage::Floor => common::floor(event),
-            Stage::Decode(columns) => {
+            Stage::Decode(layout) => {
                 let kinesis = KinesisBatch::from_slice(event).expect("a Kinesis event");
-                event::decode(&kinesis, columns).accepted.len()
+                event::decode(&kinesis, layout).1.rows
             }
-            Stage::Payloads(columns, kinesis) => event::decode(kinesis, columns).accepted.len(),
+            Stage::Payloads(layout, kinesis) => event::decode(kinesis, layout).1.rows,
             Stage::RuntimeIn => {
                 let deserializer = &mut serde_json::Deserializer::from_slice(event);
                 let records: KinesisBatch =
@@ -116,9 +117,9 @@ fn main() {
     let model = rest.first().map_or("bike-linear", String::as_str);
     let stage = match stage.as_str() {
         "floor" => Stage::Floor,
-        "decode" => Stage::Decode(common::reference().columns.clone()),
+        "decode" => Stage::Decode(InputLayout::float_columns(&common::reference().columns)),
         "payloads" => Stage::Payloads(
-            common::reference().columns.clone(),
+            InputLayout::float_columns(&common::reference().columns),
             KinesisBatch::from_slice(&common::kinesis_event(records)).expect("a Kinesis event"),
         ),
         "runtime-in" => Stage::RuntimeIn,

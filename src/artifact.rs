@@ -1,10 +1,12 @@
-//! MLflow model directories: which ONNX file to load and which JSON feature feeds which column.
+//! MLflow model directories: which ONNX file to load and what the model's input signature says.
 //!
 //! An MLflow model directory holds an `MLmodel` YAML file next to the model data. We read two
-//! things from it: the onnx flavor's `data` file, and the column-based input signature, whose
-//! column names (in order) say which feature of a record goes into which column of the model's
-//! `[N, F]` input. Nothing about the bike features is hard-coded: a model trained on other
-//! features only needs a different signature.
+//! things from it: the onnx flavor's `data` file, and the input signature. A column-based
+//! signature names the columns (with their MLflow types and whether they are required) that a
+//! record's `features` object provides; a tensor-based signature gives the element type and
+//! width of the one `[N, F]` tensor that a record's `features` array fills in column order.
+//! [`crate::layout`] matches either to the ONNX graph's inputs. Nothing about the bike features
+//! is hard-coded: a model trained on other features only needs a different signature.
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +23,8 @@ pub struct ModelArtifact {
     pub uri: String,
     /// The ONNX file named by the onnx flavor's `data` key.
     pub onnx_path: PathBuf,
-    /// Input feature names, in the column order of the model's `[N, F]` input.
-    pub columns: Vec<String>,
+    /// What the signature says the model's inputs are.
+    pub signature: InputSignature,
 }
 
 /// Why an `MLmodel` file could not be used.
@@ -91,12 +93,13 @@ pub enum ArtifactError {
         /// What the parser said.
         detail: String,
     },
-    /// The model does not say which feature feeds which input column.
+    /// The model does not say which feature feeds which input.
     #[error(
-        "{uri}/MLmodel has no column-based input signature ({detail}): the service needs the \
-         signature's column names to know which record feature feeds which model input column"
+        "{uri}/MLmodel has no usable input signature ({detail}): the service needs the \
+         signature (save the model with `signature=infer_signature(X, y)`) to know which record \
+         feature feeds which model input"
     )]
-    NoColumnSignature {
+    NoSignature {
         /// Model location.
         uri: String,
         /// What exactly is missing.
@@ -121,7 +124,7 @@ impl ModelArtifact {
         let mlmodel = MlModel::parse(&text, &uri)?;
         Ok(Self {
             onnx_path: dir.join(&mlmodel.onnx_data),
-            columns: mlmodel.columns,
+            signature: mlmodel.signature,
             uri,
         })
     }
@@ -132,8 +135,8 @@ impl ModelArtifact {
 pub struct MlModel {
     /// The onnx flavor's data file, relative to the model directory.
     pub onnx_data: String,
-    /// Input column names from the signature, in order.
-    pub columns: Vec<String>,
+    /// The input signature.
+    pub signature: InputSignature,
 }
 
 impl MlModel {
@@ -159,8 +162,11 @@ impl MlModel {
                 ),
             });
         }
-        let columns = signature_columns(file.signature, uri)?;
-        Ok(Self { onnx_data, columns })
+        let signature = input_signature(file.signature, uri)?;
+        Ok(Self {
+            onnx_data,
+            signature,
+        })
     }
 }
 
@@ -197,6 +203,17 @@ pub fn external_data_files(onnx: &[u8], object: &str) -> Result<Vec<String>, Art
     Ok(files)
 }
 
+/// The classes a classifier in the ONNX model names (its `classlabels_*` attribute), in the
+/// order of its probability columns; `None` if no node names any.
+pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, ArtifactError> {
+    use prost::Message as _;
+    let model = onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
+        object: "model.onnx".to_owned(),
+        detail: error.to_string(),
+    })?;
+    Ok(model.graph.and_then(|graph| graph.class_labels()))
+}
+
 /// The few fields of ONNX's protobuf schema (onnx/onnx.proto) that say where tensor data lives;
 /// every other field is skipped while decoding.
 mod onnx_proto {
@@ -220,9 +237,16 @@ mod onnx_proto {
         pub attribute: Vec<AttributeProto>,
     }
 
-    /// Node attributes can hold tensors (`Constant`) and subgraphs (`If`, `Loop`, `Scan`).
+    /// Node attributes can hold tensors (`Constant`) and subgraphs (`If`, `Loop`, `Scan`), and
+    /// a classifier's class labels.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+        #[prost(bytes = "vec", repeated, tag = "9")]
+        pub strings: Vec<Vec<u8>>,
         #[prost(message, optional, tag = "5")]
         pub t: Option<TensorProto>,
         #[prost(message, optional, boxed, tag = "6")]
@@ -253,6 +277,27 @@ mod onnx_proto {
     const EXTERNAL: i32 = 1;
 
     impl GraphProto {
+        /// The first `classlabels_strings` or `classlabels_int64s` attribute of a node, as
+        /// text: the classes of a classifier's probability columns, in order.
+        pub fn class_labels(&self) -> Option<Vec<String>> {
+            self.node
+                .iter()
+                .flat_map(|node| &node.attribute)
+                .find_map(|attribute| match attribute.name.as_str() {
+                    "classlabels_strings" if !attribute.strings.is_empty() => Some(
+                        attribute
+                            .strings
+                            .iter()
+                            .map(|label| String::from_utf8_lossy(label).into_owned())
+                            .collect(),
+                    ),
+                    "classlabels_int64s" if !attribute.ints.is_empty() => {
+                        Some(attribute.ints.iter().map(i64::to_string).collect())
+                    }
+                    _ => None,
+                })
+        }
+
         pub fn collect_external_files(&self, files: &mut Vec<String>) {
             let attributes = self.node.iter().flat_map(|node| &node.attribute);
             let attribute_tensors = attributes
@@ -309,22 +354,130 @@ struct Signature {
     inputs: Option<String>,
 }
 
-/// One entry of a signature's `inputs` JSON list.
+/// One entry of a signature's `inputs` JSON list: a column (`type` is its MLflow type) or a
+/// tensor (`type` is `tensor`).
 #[derive(Deserialize)]
 struct SignatureInput {
     #[serde(rename = "type")]
     kind: String,
     name: Option<String>,
+    #[serde(default = "required_by_default")]
+    required: bool,
+    #[serde(rename = "tensor-spec")]
+    tensor_spec: Option<TensorSpec>,
 }
 
-/// MLflow column types that hold a number the service can feed as a float.
-const NUMERIC_COLUMN_TYPES: [&str; 4] = ["float", "double", "integer", "long"];
+fn required_by_default() -> bool {
+    true
+}
 
-fn signature_columns(
+#[derive(Deserialize)]
+struct TensorSpec {
+    dtype: String,
+    shape: Vec<i64>,
+}
+
+/// What a model's `MLmodel` signature says about its inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSignature {
+    /// Named columns: a record's `features` is an object with these keys.
+    Columns(Vec<ColumnSpec>),
+    /// One unnamed `[N, F]` tensor: a record's `features` is an array of `F` values.
+    Tensor {
+        /// The tensor's element type.
+        dtype: SignatureType,
+        /// `F`, when the signature fixes it (`shape: [-1, F]`).
+        width: Option<usize>,
+    },
+}
+
+/// One column of a column-based signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// The column's name: the key of the feature in a record.
+    pub name: String,
+    /// Its MLflow type.
+    pub kind: SignatureType,
+    /// Whether a record must have it (`"required": false` lets it be left out).
+    pub required: bool,
+}
+
+/// The MLflow types of a column, or the numpy dtypes of a tensor, that the service can feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureType {
+    /// `boolean` (numpy `bool`).
+    Boolean,
+    /// `integer`: 32-bit integers (numpy `int32`).
+    Integer,
+    /// `long`: 64-bit integers (numpy `int64`).
+    Long,
+    /// `float`: 32-bit floats (numpy `float32`).
+    Float,
+    /// `double`: 64-bit floats (numpy `float64`).
+    Double,
+    /// `string` (numpy `str` or `object`).
+    String,
+}
+
+impl SignatureType {
+    /// The type of an MLflow column type name.
+    fn of_column(name: &str) -> Option<Self> {
+        Some(match name {
+            "boolean" => Self::Boolean,
+            "integer" => Self::Integer,
+            "long" => Self::Long,
+            "float" => Self::Float,
+            "double" => Self::Double,
+            "string" => Self::String,
+            _ => return None,
+        })
+    }
+
+    /// The type of a tensor spec's numpy dtype name.
+    fn of_dtype(name: &str) -> Option<Self> {
+        Some(match name {
+            "bool" => Self::Boolean,
+            "int32" => Self::Integer,
+            "int64" => Self::Long,
+            "float32" => Self::Float,
+            "float64" => Self::Double,
+            "str" | "object" => Self::String,
+            _ => return None,
+        })
+    }
+
+    /// The MLflow name of the type, as written in a column-based signature.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Boolean => "boolean",
+            Self::Integer => "integer",
+            Self::Long => "long",
+            Self::Float => "float",
+            Self::Double => "double",
+            Self::String => "string",
+        }
+    }
+}
+
+/// Column types the service can feed (MLflow's `binary` and `datetime` cannot be sent as
+/// JSON values the way a producer would expect).
+const COLUMN_TYPES: [&str; 6] = ["boolean", "integer", "long", "float", "double", "string"];
+
+impl InputSignature {
+    /// The column names of a column-based signature, in order; none for a tensor signature.
+    pub fn column_names(&self) -> Vec<&str> {
+        match self {
+            Self::Columns(columns) => columns.iter().map(|column| column.name.as_str()).collect(),
+            Self::Tensor { .. } => Vec::new(),
+        }
+    }
+}
+
+fn input_signature(
     signature: Option<Signature>,
     uri: &str,
-) -> Result<Vec<String>, ArtifactError> {
-    let missing = |detail: String| ArtifactError::NoColumnSignature {
+) -> Result<InputSignature, ArtifactError> {
+    let missing = |detail: String| ArtifactError::NoSignature {
         uri: uri.to_owned(),
         detail,
     };
@@ -334,29 +487,70 @@ fn signature_columns(
         .ok_or_else(|| missing("no `signature.inputs`".into()))?;
     let inputs: Vec<SignatureInput> = serde_json::from_str(&inputs).map_err(|error| {
         missing(format!(
-            "`signature.inputs` is not a JSON list of columns: {error}"
+            "`signature.inputs` is not a JSON list of columns or tensors: {error}"
         ))
     })?;
     if inputs.is_empty() {
         return Err(missing("`signature.inputs` is empty".into()));
     }
-    let mut columns = Vec::with_capacity(inputs.len());
+    if inputs.iter().any(|input| input.kind == "tensor") {
+        return tensor_signature(inputs, &missing);
+    }
+    let mut columns: Vec<ColumnSpec> = Vec::with_capacity(inputs.len());
     for (position, input) in inputs.into_iter().enumerate() {
         let Some(name) = input.name.filter(|name| !name.is_empty()) else {
             return Err(missing(format!("input {position} has no name")));
         };
-        if !NUMERIC_COLUMN_TYPES.contains(&input.kind.as_str()) {
+        let Some(kind) = SignatureType::of_column(&input.kind) else {
             return Err(missing(format!(
-                "input `{name}` has type `{}`, expected one of {NUMERIC_COLUMN_TYPES:?}",
+                "input `{name}` has type `{}`, expected one of {COLUMN_TYPES:?}",
                 input.kind
             )));
-        }
-        if columns.contains(&name) {
+        };
+        if columns.iter().any(|column| column.name == name) {
             return Err(missing(format!("input `{name}` appears twice")));
         }
-        columns.push(name);
+        columns.push(ColumnSpec {
+            name,
+            kind,
+            required: input.required,
+        });
     }
-    Ok(columns)
+    Ok(InputSignature::Columns(columns))
+}
+
+/// A tensor-based signature: exactly one unnamed-or-named tensor of shape `[-1]` or `[-1, F]`.
+fn tensor_signature(
+    inputs: Vec<SignatureInput>,
+    missing: &dyn Fn(String) -> ArtifactError,
+) -> Result<InputSignature, ArtifactError> {
+    let [input] = <[SignatureInput; 1]>::try_from(inputs).map_err(|inputs| {
+        missing(format!(
+            "it has {} inputs, tensors among them; the service fills one `[N, F]` tensor \
+             from a record's `features` array, or named columns from its `features` object",
+            inputs.len()
+        ))
+    })?;
+    let Some(spec) = input.tensor_spec else {
+        return Err(missing("the tensor input has no `tensor-spec`".into()));
+    };
+    let Some(dtype) = SignatureType::of_dtype(&spec.dtype) else {
+        return Err(missing(format!(
+            "the tensor input has dtype `{}`, expected bool, int32, int64, float32, float64 or str",
+            spec.dtype
+        )));
+    };
+    let width = match spec.shape.as_slice() {
+        [-1, width] if *width > 0 => Some(*width as usize),
+        [-1, -1] => None,
+        shape => {
+            return Err(missing(format!(
+                "the tensor input has shape {shape:?}; the service fills `[-1, F]`: one row of F \
+                 values per record"
+            )));
+        }
+    };
+    Ok(InputSignature::Tensor { dtype, width })
 }
 
 #[cfg(test)]
@@ -379,10 +573,33 @@ signature:
 "#;
 
     #[test]
-    fn columns_come_from_the_signature_in_order() {
+    fn columns_come_from_the_signature_in_order_with_their_types() {
         let mlmodel = MlModel::parse(MLMODEL, "m").unwrap();
         assert_eq!(mlmodel.onnx_data, "model.onnx");
-        assert_eq!(mlmodel.columns, ["a", "b"]);
+        assert_eq!(mlmodel.signature.column_names(), ["a", "b"]);
+        let InputSignature::Columns(columns) = &mlmodel.signature else {
+            panic!("{:?}", mlmodel.signature);
+        };
+        assert_eq!(columns[0].kind, SignatureType::Float);
+        assert_eq!(columns[1].kind, SignatureType::Double);
+        assert!(columns.iter().all(|column| column.required));
+    }
+
+    #[test]
+    fn every_column_type_and_optional_columns_are_read() {
+        let text = MLMODEL.replace(
+            r#"'[{"type": "float", "name": "a", "required": true}, {"type": "double", "name": "b", "required": true}]'"#,
+            r#"'[{"type": "boolean", "name": "a"}, {"type": "integer", "name": "b", "required": false}, {"type": "long", "name": "c"}, {"type": "string", "name": "d"}]'"#,
+        );
+        let mlmodel = MlModel::parse(&text, "m").unwrap();
+        let InputSignature::Columns(columns) = &mlmodel.signature else {
+            panic!("{:?}", mlmodel.signature);
+        };
+        let kinds: Vec<_> = columns.iter().map(|column| column.kind).collect();
+        use SignatureType::*;
+        assert_eq!(kinds, [Boolean, Integer, Long, String]);
+        let required: Vec<_> = columns.iter().map(|column| column.required).collect();
+        assert_eq!(required, [true, false, true, true]);
     }
 
     #[test]
@@ -400,13 +617,42 @@ signature:
     }
 
     #[test]
-    fn tensor_signature_is_refused_with_the_reason() {
-        let text = MLMODEL.replace(
-            r#"'[{"type": "float", "name": "a", "required": true}, {"type": "double", "name": "b", "required": true}]'"#,
+    fn tensor_signature_gives_the_dtype_and_width() {
+        let with_inputs = |inputs: &str| {
+            MLMODEL.replace(
+                r#"'[{"type": "float", "name": "a", "required": true}, {"type": "double", "name": "b", "required": true}]'"#,
+                inputs,
+            )
+        };
+        let text = with_inputs(
             r#"'[{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]'"#,
         );
-        let error = MlModel::parse(&text, "m").unwrap_err().to_string();
-        assert!(error.contains("input 0 has no name"), "{error}");
+        assert_eq!(
+            MlModel::parse(&text, "m").unwrap().signature,
+            InputSignature::Tensor {
+                dtype: SignatureType::Float,
+                width: Some(4)
+            }
+        );
+        for (inputs, message) in [
+            (
+                r#"'[{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4, 2]}}]'"#,
+                "shape [-1, 4, 2]",
+            ),
+            (
+                r#"'[{"type": "tensor", "tensor-spec": {"dtype": "float16", "shape": [-1, 4]}}]'"#,
+                "dtype `float16`",
+            ),
+            (
+                r#"'[{"type": "tensor", "name": "x", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}, {"type": "tensor", "name": "y", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]'"#,
+                "it has 2 inputs",
+            ),
+        ] {
+            let error = MlModel::parse(&with_inputs(inputs), "m")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(message), "{error}");
+        }
     }
 
     #[test]
@@ -426,10 +672,10 @@ signature:
     }
 
     #[test]
-    fn string_column_is_refused() {
-        let text = MLMODEL.replace(r#""type": "double""#, r#""type": "string""#);
+    fn column_of_a_type_json_cannot_carry_is_refused() {
+        let text = MLMODEL.replace(r#""type": "double""#, r#""type": "binary""#);
         let error = MlModel::parse(&text, "m").unwrap_err().to_string();
-        assert!(error.contains("input `b` has type `string`"), "{error}");
+        assert!(error.contains("input `b` has type `binary`"), "{error}");
     }
 
     #[test]

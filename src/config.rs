@@ -10,6 +10,9 @@ use thiserror::Error;
 pub const DEFAULT_MODEL_DIR: &str = "models/bike-demand";
 /// Name stamped on prediction events when `MODEL_NAME` is not set.
 pub const DEFAULT_MODEL_NAME: &str = "bike-demand";
+/// Key of a regressor's value in the `prediction` object when `PREDICTION_FIELD` is not set:
+/// `cnt`, the bike-demand count.
+pub const DEFAULT_PREDICTION_FIELD: &str = "cnt";
 /// Version stamped on prediction events when `RUN_ID` is not set.
 pub const DEFAULT_RUN_ID: &str = "local";
 /// ONNX Runtime library used when `ORT_DYLIB_PATH` is not set: looked up next to the
@@ -58,6 +61,8 @@ pub struct Config {
     pub model_name: String,
     /// Model version on prediction events: `RUN_ID`, else `MODEL_ID`.
     pub version: String,
+    /// Key of a regressor's value in the `prediction` object (`PREDICTION_FIELD`).
+    pub prediction_field: String,
     /// Return predictions without publishing them (`TEST_RUN`).
     pub test_run: bool,
     /// Kinesis stream the prediction events go to (`OUTPUT_STREAM`).
@@ -145,6 +150,7 @@ impl Config {
                 .into(),
             model_name: get("MODEL_NAME").unwrap_or_else(|| DEFAULT_MODEL_NAME.into()),
             version: run_id.or(model_id).unwrap_or_else(|| DEFAULT_RUN_ID.into()),
+            prediction_field: prediction_field(get("PREDICTION_FIELD"))?,
             test_run,
             output_stream: get("OUTPUT_STREAM"),
             dead_letter_stream: get("DEAD_LETTER_STREAM"),
@@ -152,6 +158,19 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_ORT_LIBRARY.into())
                 .into(),
         })
+    }
+}
+
+/// Checks `PREDICTION_FIELD`: any key but `pred_id`, which the event already has.
+fn prediction_field(value: Option<String>) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(DEFAULT_PREDICTION_FIELD.into()),
+        Some(value) if value == "pred_id" => Err(ConfigError::Invalid {
+            variable: "PREDICTION_FIELD",
+            value,
+            expected: "a key other than `pred_id`, which every prediction already has",
+        }),
+        Some(value) => Ok(value),
     }
 }
 
@@ -243,6 +262,18 @@ mod tests {
         assert!(!config.test_run);
         assert_eq!(config.output_stream, None);
         assert_eq!(config.ort_library, PathBuf::from(DEFAULT_ORT_LIBRARY));
+        assert_eq!(config.prediction_field, "cnt");
+    }
+
+    #[test]
+    fn prediction_field_names_the_regressor_value_but_not_pred_id() {
+        let config = super::tests::config(&[("PREDICTION_FIELD", "demand")]).unwrap();
+        assert_eq!(config.prediction_field, "demand");
+        let error = super::tests::config(&[("PREDICTION_FIELD", "pred_id")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("PREDICTION_FIELD="),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,21 +1,24 @@
-//! Decoding record payloads straight into the model's `[N, F]` input buffer.
+//! Decoding record payloads straight into the model's input buffers.
 //!
 //! Each record's data (already base64-decoded by [`crate::kinesis`]) is the JSON payload
-//! `{"features": {...}, "pred_id": ...}`. It is parsed without building a map: each feature
-//! value is written into its column of the record's row as it is read, and the `pred_id` text
-//! is copied into one buffer for the batch. A record that cannot be predicted becomes a
-//! [`Rejection`] with a [`RejectReason`]; it never fails the batch.
+//! `{"features": {...}, "pred_id": ...}` (or `"features": [...]` for a model with a tensor
+//! signature). It is parsed without building a map: each feature value is converted to the
+//! element type of the input it feeds and written into the record's row as it is read
+//! ([`crate::inputs`]), and the `pred_id` text is copied into the [`Ledger`]. A record that
+//! cannot be predicted is entered in the ledger as rejected, with a [`RejectReason`]; it never
+//! fails the batch.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 
 use serde::Deserializer;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::kinesis::{KeySeed, KinesisBatch, KinesisRecord};
+use crate::inputs::{ElementType, FeatureForm, InputLayout, Inputs, Value};
+use crate::kinesis::{KeySeed, KinesisBatch};
+use crate::ledger::Ledger;
 
 /// Largest record data Kinesis accepts (1 MiB); larger data cannot have come from a stream.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -53,15 +56,52 @@ pub enum RejectReason {
     /// `pred_id` is neither a number nor a string that can be a Kinesis partition key.
     #[error("`pred_id` must be a number or a string of 1 to 256 characters")]
     InvalidPredId,
-    /// A feature the model needs is absent.
+    /// `features` is not a JSON array, for a model with a tensor signature.
+    #[error("`features` is not a JSON array of the model's input values")]
+    FeaturesNotAnArray,
+    /// `features` is an array of the wrong length, for a model with a tensor signature.
+    #[error("`features` has {got} values, but the model takes {expected}")]
+    WrongFeatureCount {
+        /// Values the model takes.
+        expected: usize,
+        /// Values the record has.
+        got: usize,
+    },
+    /// A feature the model needs is absent (or optional, but of a type with no missing value).
     #[error("feature `{0}` is missing")]
     MissingFeature(String),
-    /// A feature the model needs is not a number (a string, bool, null, array or object).
+    /// A feature the model needs as a number is not one (a string, bool, null, array or
+    /// object).
     #[error("feature `{0}` is not a number")]
     NonNumericFeature(String),
-    /// A feature is a number too large for a float32.
-    #[error("feature `{0}` is not a finite number in float32 range")]
-    NonFiniteFeature(String),
+    /// A feature is a number too large for its float input.
+    #[error("feature `{name}` is not a finite number in {element} range")]
+    NonFiniteFeature {
+        /// The feature.
+        name: String,
+        /// The input's element type.
+        element: ElementType,
+    },
+    /// A feature the model needs as an integer has a fraction (`2.5`).
+    #[error("feature `{0}` is not an integer")]
+    NotAnInteger(String),
+    /// A feature the model needs as an integer is beyond the input's range.
+    #[error("feature `{name}` is out of {element} range")]
+    IntegerOutOfRange {
+        /// The feature.
+        name: String,
+        /// The input's element type.
+        element: ElementType,
+    },
+    /// A feature the model needs as a boolean is not `true` or `false`.
+    #[error("feature `{0}` is not a boolean")]
+    NotABoolean(String),
+    /// A feature the model needs as a string is not one.
+    #[error("feature `{0}` is not a string")]
+    NotAString(String),
+    /// A string feature contains a NUL character, which ONNX Runtime's strings cannot hold.
+    #[error("feature `{0}` contains a NUL character")]
+    StringWithNul(String),
     /// A feature's value is not valid JSON, such as Python's `NaN` or `Infinity`.
     #[error("feature `{name}` is not valid JSON ({detail}); NaN and Infinity are not JSON numbers")]
     InvalidFeatureJson {
@@ -88,81 +128,19 @@ impl RejectReason {
             Self::FeaturesNotAnObject => "features_not_an_object",
             Self::MissingPredId => "missing_pred_id",
             Self::InvalidPredId => "invalid_pred_id",
+            Self::FeaturesNotAnArray => "features_not_an_array",
+            Self::WrongFeatureCount { .. } => "wrong_feature_count",
             Self::MissingFeature(_) => "missing_feature",
             Self::NonNumericFeature(_) => "non_numeric_feature",
-            Self::NonFiniteFeature(_) => "non_finite_feature",
+            Self::NonFiniteFeature { .. } => "non_finite_feature",
+            Self::NotAnInteger(_) => "not_an_integer",
+            Self::IntegerOutOfRange { .. } => "integer_out_of_range",
+            Self::NotABoolean(_) => "not_a_boolean",
+            Self::NotAString(_) => "not_a_string",
+            Self::StringWithNul(_) => "string_with_nul",
             Self::InvalidFeatureJson { .. } => "invalid_feature_json",
             Self::NonFinitePrediction => "non_finite_prediction",
         }
-    }
-}
-
-/// A record of the batch that can be predicted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// The record's position in the event.
-    pub record: usize,
-    /// Where the record's `pred_id` JSON text is in [`Batch::pred_id`].
-    pred_id: Range<usize>,
-}
-
-/// A record of the batch that cannot be predicted, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    /// The record's position in the event.
-    pub record: usize,
-    /// Why it was rejected.
-    pub reason: RejectReason,
-}
-
-/// A decoded event: the accepted records' features as one row-major `[N, F]` buffer, and the
-/// rejected records with their reasons.
-#[derive(Debug)]
-pub struct Batch<'e> {
-    /// The event's records.
-    pub records: &'e KinesisBatch,
-    /// Row `i` (columns in the model's order) belongs to `accepted[i]`.
-    pub features: Vec<f32>,
-    /// Records that can be predicted, in event order.
-    pub accepted: Vec<Accepted>,
-    /// Records that cannot, in event order.
-    pub rejected: Vec<Rejection>,
-    /// The accepted records' `pred_id` JSON texts, end to end (one allocation per batch).
-    pred_ids: String,
-}
-
-impl<'e> Batch<'e> {
-    /// The Kinesis record at `index` in the event.
-    pub fn record(&self, index: usize) -> KinesisRecord<'e> {
-        self.records.get(index).unwrap_or(KinesisRecord {
-            data: Err(""),
-            sequence_number: "",
-            partition_key: "",
-        })
-    }
-
-    /// The `pred_id` of an accepted record, as the JSON text it had in the record (a number or a
-    /// quoted string), so that it is echoed unchanged.
-    pub fn pred_id(&self, record: &Accepted) -> &str {
-        self.pred_ids
-            .get(record.pred_id.clone())
-            .unwrap_or_default()
-    }
-
-    /// The Kinesis partition key for an accepted record's prediction event: its `pred_id` as
-    /// text, like Python's `str(pred_id)` for strings and integers.
-    pub fn partition_key(&self, record: &Accepted) -> Cow<'_, str> {
-        partition_key(self.pred_id(record)).unwrap_or_default()
-    }
-
-    /// Number of records in the event.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether the event had no records.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 }
 
@@ -170,7 +148,7 @@ impl<'e> Batch<'e> {
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 /// The text of a `pred_id` given as JSON text: a string's contents, or a number as written.
-fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
     match pred_id
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
@@ -181,74 +159,77 @@ fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Decodes every record's payload; `columns` are the model's input feature names in order.
-pub fn decode<'e>(records: &'e KinesisBatch, columns: &[String]) -> Batch<'e> {
-    let mut batch = Batch {
-        records,
-        features: Vec::with_capacity(records.len() * columns.len()),
-        accepted: Vec::with_capacity(records.len()),
-        rejected: Vec::new(),
-        pred_ids: String::with_capacity(records.len() * 8),
+/// Decodes every record's payload into the model's inputs, laid out by `layout`, and enters
+/// each record in a new ledger as decoded (with its row) or rejected.
+pub fn decode<'e>(records: &'e KinesisBatch, layout: &InputLayout) -> (Ledger<'e>, Inputs) {
+    let mut ledger = Ledger::new(records);
+    let mut inputs = layout.buffers(records.len());
+    let mut parser = PayloadParser {
+        layout,
+        plain: layout.is_plain_float_row(),
+        seen: vec![false; layout.fields.len()],
     };
-    let parser = PayloadParser { columns };
-    for (index, record) in records.iter().enumerate() {
-        let row_start = batch.features.len();
-        // NaN marks a column not set yet: stored feature values are always finite.
-        batch.features.resize(row_start + columns.len(), f32::NAN);
-        let row = batch.features.get_mut(row_start..).unwrap_or_default();
-        let pred_id_start = batch.pred_ids.len();
+    for record in records.iter() {
+        let pred_id_start = ledger.pred_id_buffer().len();
+        let text_start = inputs.text.len();
+        inputs.push_row(layout);
         let parsed = match record.data {
             Ok(data) if data.len() > MAX_RECORD_BYTES => Err(RejectReason::TooLarge(data.len())),
-            Ok(data) => parser.parse(data, row, &mut batch.pred_ids),
+            Ok(data) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
             Err(_) => Err(RejectReason::InvalidBase64),
         };
         match parsed {
-            Ok(()) => batch.accepted.push(Accepted {
-                record: index,
-                pred_id: pred_id_start..batch.pred_ids.len(),
-            }),
+            Ok(()) => {
+                ledger.decoded(inputs.rows, pred_id_start);
+                inputs.finish_row();
+            }
             Err(reason) => {
-                batch.features.truncate(row_start);
-                batch.pred_ids.truncate(pred_id_start);
-                batch.rejected.push(Rejection {
-                    record: index,
-                    reason,
-                });
+                inputs.discard_row(layout, text_start);
+                ledger.rejected(reason, pred_id_start);
             }
         }
     }
-    batch
+    (ledger, inputs)
 }
 
-/// Parses record payloads for a model with these input columns.
-struct PayloadParser<'c> {
-    columns: &'c [String],
+/// Parses record payloads for a model with this input layout.
+struct PayloadParser<'l> {
+    layout: &'l InputLayout,
+    /// The layout is one float32 row the fast path can write.
+    plain: bool,
+    /// Which fields the record being parsed has set.
+    seen: Vec<bool>,
 }
 
 impl PayloadParser<'_> {
-    /// Writes the features of one record's payload into `row` (all NaN on entry) and appends
-    /// its `pred_id` JSON text to `pred_ids`: by the [`fast`] path when the payload has the
-    /// plain form, else by the general parser, which also says why a payload is rejected.
+    /// Writes the features of one record's payload into the row being written (placeholders on
+    /// entry) and appends its `pred_id` JSON text to `pred_ids`: by the [`fast`] path when the
+    /// payload has the plain form and the model one float32 input, else by the general parser,
+    /// which also says why a payload is rejected.
     fn parse(
-        &self,
+        &mut self,
         payload: &[u8],
-        row: &mut [f32],
+        inputs: &mut Inputs,
         pred_ids: &mut String,
     ) -> Result<(), RejectReason> {
         let pred_id_start = pred_ids.len();
-        if fast::parse(payload, self.columns, row, pred_ids) {
-            return Ok(());
+        if self.plain {
+            if let Some(row) = inputs.plain_float_row(self.layout) {
+                if fast::parse(payload, self.layout.names(), row, pred_ids) {
+                    return Ok(());
+                }
+                row.fill(f32::NAN);
+            }
+            pred_ids.truncate(pred_id_start);
         }
-        row.fill(f32::NAN);
-        pred_ids.truncate(pred_id_start);
-        self.parse_general(payload, row, pred_ids)
+        self.parse_general(payload, inputs, pred_ids)
     }
 
     /// [`Self::parse`] by serde_json alone, for any payload.
     fn parse_general(
-        &self,
+        &mut self,
         payload: &[u8],
-        row: &mut [f32],
+        inputs: &mut Inputs,
         pred_ids: &mut String,
     ) -> Result<(), RejectReason> {
         if payload.trim_ascii_start().first() != Some(&b'{') {
@@ -257,18 +238,22 @@ impl PayloadParser<'_> {
                 Err(error) => not_json(payload, &error),
             });
         }
+        self.seen.fill(false);
         let mut found = Found::default();
         let mut reason = None;
-        // From bytes: serde_json checks UTF-8 in the strings it reads (keys, `pred_id`); the
-        // strings of fields the service ignores are skipped unchecked.
+        // From bytes: serde_json checks UTF-8 in the strings it reads (keys, `pred_id`, string
+        // features); the strings of fields the service ignores are skipped unchecked.
         let mut deserializer = serde_json::Deserializer::from_slice(payload);
         let visitor = PayloadVisitor {
-            columns: self.columns,
-            row: &mut *row,
+            row: Row {
+                layout: self.layout,
+                inputs: &mut *inputs,
+                seen: &mut self.seen,
+                reason: &mut reason,
+            },
             pred_id_start: pred_ids.len(),
             pred_ids,
             found: &mut found,
-            reason: &mut reason,
         };
         let parsed = deserializer
             .deserialize_map(visitor)
@@ -284,12 +269,15 @@ impl PayloadParser<'_> {
             return Err(RejectReason::MissingPredId);
         }
         let unset = self
-            .columns
+            .layout
+            .fields
             .iter()
-            .zip(row.iter())
-            .find(|(_, value)| value.is_nan());
+            .zip(&self.seen)
+            .find(|(field, seen)| {
+                !**seen && (field.required || !field.element.has_missing_value())
+            });
         match unset {
-            Some((missing, _)) => Err(RejectReason::MissingFeature(missing.clone())),
+            Some((missing, _)) => Err(RejectReason::MissingFeature(missing.name.clone())),
             None => Ok(()),
         }
     }
@@ -319,14 +307,51 @@ struct Found {
 
 /// Visits the payload object. On a problem it records the most specific [`RejectReason`] it
 /// knows in `reason` and returns an error to stop parsing.
-struct PayloadVisitor<'a, 'c> {
-    columns: &'c [String],
-    row: &'a mut [f32],
+struct PayloadVisitor<'a, 'l> {
+    row: Row<'a, 'l>,
     pred_ids: &'a mut String,
     /// Where this record's `pred_id` starts in `pred_ids`.
     pred_id_start: usize,
     found: &'a mut Found,
+}
+
+/// The row being written, and where to say why it cannot be.
+struct Row<'a, 'l> {
+    layout: &'l InputLayout,
+    inputs: &'a mut Inputs,
+    /// Which fields have been set.
+    seen: &'a mut [bool],
     reason: &'a mut Option<RejectReason>,
+}
+
+impl Row<'_, '_> {
+    /// Sets `field` to `value`; on a value that does not fit, records the reason and returns
+    /// an error to stop parsing.
+    fn set<E: de::Error>(&mut self, field: usize, value: Value<'_>) -> Result<(), E> {
+        match self.inputs.set(self.layout, field, value) {
+            Ok(()) => {
+                if let Some(seen) = self.seen.get_mut(field) {
+                    *seen = true;
+                }
+                Ok(())
+            }
+            Err(reason) => self.fail(reason),
+        }
+    }
+
+    fn fail<E: de::Error>(&mut self, reason: RejectReason) -> Result<(), E> {
+        *self.reason = Some(reason);
+        Err(E::custom("rejected"))
+    }
+
+    /// The name of `field`, for messages.
+    fn name(&self, field: usize) -> String {
+        self.layout
+            .fields
+            .get(field)
+            .map(|field| field.name.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
@@ -336,17 +361,15 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
         f.write_str("a JSON object with `features` and `pred_id`")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key_seed(KeySeed(&["features", "pred_id"]))? {
             match key {
                 Some(0) => {
                     self.found.features = true;
-                    let seed = FeaturesSeed {
-                        columns: self.columns,
-                        row: self.row,
-                        reason: self.reason,
-                    };
-                    map.next_value_seed(seed)?;
+                    // A repeated key replaces the earlier value, as in Python's `json`.
+                    self.row.seen.fill(false);
+                    self.row.inputs.clear_row(self.row.layout);
+                    map.next_value_seed(FeaturesSeed(&mut self.row))?;
                 }
                 Some(_) => {
                     self.found.pred_id = true;
@@ -362,8 +385,7 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
                     let key_length = partition_key(text).map_or(0, |key| key.chars().count());
                     if !is_number_or_string || !(1..=MAX_PARTITION_KEY_CHARS).contains(&key_length)
                     {
-                        *self.reason = Some(RejectReason::InvalidPredId);
-                        return Err(de::Error::custom("invalid pred_id"));
+                        return self.row.fail(RejectReason::InvalidPredId);
                     }
                     // A repeated key replaces the earlier value, as in Python's `json`.
                     self.pred_ids.truncate(self.pred_id_start);
@@ -378,70 +400,13 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
     }
 }
 
-/// A feature's value as the JSON has it: a number, or anything else (which is skipped).
-enum FeatureValue {
-    Number(f64),
-    NotANumber,
+/// Deserializes one feature value into its field of the row.
+struct ValueSeed<'r, 'a, 'l> {
+    row: &'r mut Row<'a, 'l>,
+    field: usize,
 }
 
-impl<'de> serde::Deserialize<'de> for FeatureValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(FeatureValueVisitor)
-    }
-}
-
-struct FeatureValueVisitor;
-
-impl<'de> Visitor<'de> for FeatureValueVisitor {
-    type Value = FeatureValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a feature value")
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::Number(value))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::Number(value as f64))
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::Number(value as f64))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::NotANumber)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::NotANumber)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<FeatureValue, E> {
-        Ok(FeatureValue::NotANumber)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<FeatureValue, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(FeatureValue::NotANumber)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FeatureValue, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(FeatureValue::NotANumber)
-    }
-}
-
-/// Deserializes the `features` object into the row.
-struct FeaturesSeed<'a, 'c> {
-    columns: &'c [String],
-    row: &'a mut [f32],
-    reason: &'a mut Option<RejectReason>,
-}
-
-impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -449,78 +414,165 @@ impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of feature values")
+        f.write_str("a feature value")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+        self.row.set(self.field, Value::Float(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+        self.row.set(self.field, Value::Int(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+        let value = match i64::try_from(value) {
+            Ok(value) => Value::Int(value),
+            Err(_) => Value::UInt(value),
+        };
+        self.row.set(self.field, value)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
+        self.row.set(self.field, Value::Bool(value))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        self.row.set(self.field, Value::Str(value))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.row.set(self.field, Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.row.set(self.field, Value::Composite)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(column) = map.next_key_seed(KeySeed(self.columns))? {
-            let known =
-                column.and_then(|column| self.columns.get(column).zip(self.row.get_mut(column)));
-            let Some((name, slot)) = known else {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.row.set(self.field, Value::Composite)
+    }
+}
+
+/// Deserializes the `features` object (or array, for a tensor signature) into the row.
+struct FeaturesSeed<'r, 'a, 'l>(&'r mut Row<'a, 'l>);
+
+impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the feature values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let row = self.0;
+        if row.layout.form != FeatureForm::Object {
+            return row.fail(RejectReason::FeaturesNotAnArray);
+        }
+        while let Some(column) = map.next_key_seed(KeySeed(row.layout.names()))? {
+            let Some(field) = column else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let value = match map.next_value::<FeatureValue>() {
-                Ok(value) => value,
-                Err(error) => {
-                    *self.reason = Some(RejectReason::InvalidFeatureJson {
-                        name: name.clone(),
-                        detail: error.to_string(),
-                    });
-                    return Err(error);
-                }
+            let seed = ValueSeed {
+                row: &mut *row,
+                field,
             };
-            let FeatureValue::Number(value) = value else {
-                *self.reason = Some(RejectReason::NonNumericFeature(name.clone()));
-                return Err(de::Error::custom("non-numeric feature"));
-            };
-            let value = value as f32;
-            if !value.is_finite() {
-                *self.reason = Some(RejectReason::NonFiniteFeature(name.clone()));
-                return Err(de::Error::custom("non-finite feature"));
+            if let Err(error) = map.next_value_seed(seed) {
+                invalid_json(row, field, &error);
+                return Err(error);
             }
-            *slot = value;
         }
         Ok(())
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.not_an_object()
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let row = self.0;
+        if row.layout.form != FeatureForm::Array {
+            return row.fail(RejectReason::FeaturesNotAnObject);
+        }
+        let expected = row.layout.fields.len();
+        let mut got = 0;
+        loop {
+            let element = if got < expected {
+                let seed = ValueSeed {
+                    row: &mut *row,
+                    field: got,
+                };
+                seq.next_element_seed(seed)
+                    .inspect_err(|error| invalid_json(row, got, error))?
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(|_| ())
+            };
+            if element.is_none() {
+                break;
+            }
+            got += 1;
+        }
+        if got != expected {
+            return row.fail(RejectReason::WrongFeatureCount { expected, got });
+        }
+        Ok(())
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_an_object()
+        self.not_the_form()
     }
 }
 
-impl FeaturesSeed<'_, '_> {
-    fn not_an_object<E: de::Error>(self) -> Result<(), E> {
-        *self.reason = Some(RejectReason::FeaturesNotAnObject);
-        Err(E::custom("`features` is not an object"))
+impl FeaturesSeed<'_, '_, '_> {
+    /// `features` is neither an object nor an array.
+    fn not_the_form<E: de::Error>(self) -> Result<(), E> {
+        let reason = match self.0.layout.form {
+            FeatureForm::Object => RejectReason::FeaturesNotAnObject,
+            FeatureForm::Array => RejectReason::FeaturesNotAnArray,
+        };
+        self.0.fail(reason)
+    }
+}
+
+/// A feature value the JSON parser failed on (such as Python's `NaN`) is named, unless the
+/// value was read and rejected for its own reason.
+fn invalid_json(row: &mut Row<'_, '_>, field: usize, error: &impl fmt::Display) {
+    if row.reason.is_none() {
+        *row.reason = Some(RejectReason::InvalidFeatureJson {
+            name: row.name(field),
+            detail: error.to_string(),
+        });
     }
 }
 

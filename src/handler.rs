@@ -1,31 +1,20 @@
-//! One invocation: raw event bytes -> decoded batch -> one inference -> prediction events ->
-//! publisher -> response bytes.
+//! One invocation: raw event bytes -> decoded records and inputs -> one inference ->
+//! prediction events -> publisher -> response bytes, with every record's fate kept in one
+//! [`Ledger`].
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
-use crate::artifact::ModelArtifact;
-use crate::config::{Config, ConfigError, ModelLocation};
-use crate::download;
-use crate::event::{self, Batch, Rejection};
+use crate::config::DEFAULT_PREDICTION_FIELD;
+use crate::event;
 use crate::kinesis::{EventError, KinesisBatch};
-use crate::model::{InferenceError, Model, ModelError, OnnxRuntime};
+use crate::ledger::Ledger;
+use crate::model::{InferenceError, Model};
 use crate::output::{self, EventEncoder};
-use crate::publish::{self, Outgoing, PublishReport, Publisher, RetryPolicy};
+use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
-
-/// Why the function could not start.
-#[derive(Debug, Error)]
-pub enum StartupError {
-    /// The configuration is invalid.
-    #[error("invalid configuration")]
-    Config(#[from] ConfigError),
-    /// ONNX Runtime or the model could not be loaded.
-    #[error("cannot load the model")]
-    Model(#[from] ModelError),
-}
 
 /// Why an invocation failed as a whole. Bad records never fail it: they are rejected.
 #[derive(Debug, Error)]
@@ -63,14 +52,25 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-/// The standard AWS configuration chain: environment, profile files, container or instance
-/// credentials. `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_KINESIS`)
-/// points the clients at local servers.
-async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// The invocation being handled, from Lambda's context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// Lambda's request id (empty outside Lambda).
+    pub request_id: String,
+    /// When Lambda stops the invocation; `None` outside Lambda.
+    pub deadline: Option<SystemTime>,
 }
 
-/// Everything an invocation needs, built once at cold start.
+impl From<&lambda_runtime::Context> for Invocation {
+    fn from(context: &lambda_runtime::Context) -> Self {
+        Self {
+            request_id: context.request_id.clone(),
+            deadline: (context.deadline > 0).then(|| context.deadline()),
+        }
+    }
+}
+
+/// Everything an invocation needs, built once at cold start ([`crate::startup`]).
 pub struct Handler {
     model: Model,
     model_name: String,
@@ -92,17 +92,23 @@ pub struct Handled {
 }
 
 impl Handler {
-    /// A handler predicting with `model` and stamping events with `model_name` and `version`;
-    /// it publishes nothing until given a publisher.
+    /// A handler predicting with `model` and stamping events with `model_name` and `version`,
+    /// a regressor's value under `cnt`; it publishes nothing until given a publisher.
     pub fn new(model: Model, model_name: &str, version: &str) -> Self {
         Self {
             model,
             model_name: model_name.into(),
             version: version.into(),
-            encoder: EventEncoder::new(model_name, version),
+            encoder: EventEncoder::new(model_name, version, DEFAULT_PREDICTION_FIELD),
             publisher: None,
             dead_letters: None,
         }
+    }
+
+    /// Writes a regressor's value under `field` in the `prediction` object.
+    pub fn with_prediction_field(mut self, field: &str) -> Self {
+        self.encoder = EventEncoder::new(&self.model_name, &self.version, field);
+        self
     }
 
     /// Publishes prediction events with `publisher`.
@@ -117,142 +123,88 @@ impl Handler {
         self
     }
 
-    /// Loads ONNX Runtime and the model, and builds the AWS clients `config` needs, from the
-    /// standard AWS configuration chain (so `AWS_ENDPOINT_URL` points them at local servers).
-    /// With `publish` false nothing is ever published (the `invoke` command). Call once per
-    /// process.
-    pub async fn load(config: &Config, publish: bool) -> Result<Self, StartupError> {
-        let started = Instant::now();
-        let (stream, dead_letter_stream) = match publish {
-            true => (config.publish_stream()?, config.dead_letter_stream()),
-            false => (None, None),
-        };
-        // AWS configuration is loaded only when AWS is used: outside AWS, with no region set,
-        // the SDK would go looking for one on the instance metadata service.
-        let mut aws = None;
-        let runtime = OnnxRuntime::load(&config.ort_library)?;
-        let artifact = match &config.model {
-            ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
-            ModelLocation::S3 { bucket, prefix } => {
-                let aws = aws.insert(load_aws_config().await);
-                let s3_config =
-                    aws_sdk_s3::config::Builder::from(&*aws).timeout_config(download::timeouts());
-                let client = aws_sdk_s3::Client::from_conf(s3_config.build());
-                download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
-            }
-        };
-        let model = runtime.load_model(artifact.map_err(ModelError::from)?)?;
-        let mut handler = Self::new(model, &config.model_name, &config.version);
-        if stream.is_some() || dead_letter_stream.is_some() {
-            let aws = match aws {
-                Some(aws) => aws,
-                None => load_aws_config().await,
-            };
-            let kinesis_config =
-                aws_sdk_kinesis::config::Builder::from(&aws).timeout_config(publish::timeouts());
-            let kinesis = aws_sdk_kinesis::Client::from_conf(kinesis_config.build());
-            let publisher =
-                |stream| Publisher::new(kinesis.clone(), stream, RetryPolicy::default());
-            if let Some(stream) = stream {
-                handler = handler.publishing_to(publisher(stream));
-            }
-            if let Some(stream) = dead_letter_stream {
-                handler = handler.dead_lettering_to(publisher(stream));
-            }
-        }
-        tracing::info!(
-            model_uri = handler.model.uri(),
-            columns = ?handler.model.columns(),
-            output_stream = handler.publisher.as_ref().map(Publisher::stream),
-            dead_letter_stream = handler.dead_letters.as_ref().map(Publisher::stream),
-            startup_ms = started.elapsed().as_secs_f64() * 1e3,
-            "ready"
-        );
-        Ok(handler)
+    /// The model predictions are made with.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
-    /// Handles one raw Kinesis event (JSON bytes) and returns the JSON response.
+    /// The prediction stream's publisher, if predictions are published.
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.publisher.as_ref()
+    }
+
+    /// The dead-letter stream's publisher, if there is one.
+    pub fn dead_letter_publisher(&self) -> Option<&Publisher> {
+        self.dead_letters.as_ref()
+    }
+
+    /// Handles one raw Kinesis event (JSON bytes) outside Lambda (no deadline) and returns the
+    /// JSON response.
     pub async fn handle_bytes(&self, event: &[u8]) -> Result<Handled, HandlerError> {
-        self.handle(&KinesisBatch::from_slice(event)?).await
+        let records = KinesisBatch::from_slice(event)?;
+        self.handle(&records, &Invocation::default()).await
     }
 
     /// Handles the records of one Kinesis event: every record ends up predicted (and
     /// published), rejected (and kept), or reported in `batchItemFailures` for re-delivery.
-    pub async fn handle(&self, records: &KinesisBatch) -> Result<Handled, HandlerError> {
+    pub async fn handle(
+        &self,
+        records: &KinesisBatch,
+        invocation: &Invocation,
+    ) -> Result<Handled, HandlerError> {
         let started = Instant::now();
-        let batch = event::decode(records, self.model.columns());
+        let (mut ledger, inputs) = event::decode(records, self.model.layout());
         let decoded = Instant::now();
-        let predictions = self.model.predict(&batch.features)?;
+        let predictions = self.model.predict(&inputs)?;
         let predicted = Instant::now();
-        let (events, mut rejected) = self.encoder.encode(&batch, &predictions);
-        rejected.extend(batch.rejected.iter().cloned());
-        rejected.sort_by_key(|rejection| rejection.record);
+        self.encoder.encode(&mut ledger, &predictions);
         let encoded = Instant::now();
 
         let mut report = BatchReport {
-            records: batch.len(),
-            predicted: events.len(),
-            rejected: rejected.len(),
+            request_id: invocation.request_id.clone(),
             ..BatchReport::default()
         };
-        // Positions in the event of the records Lambda must deliver again.
-        let mut redeliver = Vec::new();
-        if let Some(publisher) = &self.publisher {
-            let (sources, outgoing): (Vec<usize>, Vec<Outgoing<'_>>) = events
-                .iter()
-                .filter_map(|(index, data)| {
-                    let accepted = batch.accepted.get(index)?;
-                    let partition_key = batch.partition_key(accepted);
-                    Some((
-                        accepted.record,
-                        Outgoing {
-                            data,
-                            partition_key,
-                        },
-                    ))
-                })
-                .unzip();
-            let published = publisher.publish(&outgoing).await;
-            report.published = published.published;
-            account(
-                &mut report,
-                &published,
-                &sources,
-                &mut redeliver,
-                publisher.stream(),
-            );
-        }
-        self.keep_rejected(&batch, &rejected, &mut report, &mut redeliver)
-            .await;
-        let publish_ms = encoded.elapsed().as_secs_f64() * 1e3;
+        self.publish(&mut ledger, &mut report).await;
+        self.keep_rejected(&mut ledger, &mut report).await;
+        let response = output::write_response(&ledger);
 
-        redeliver.sort_unstable();
-        redeliver.dedup();
-        report.redeliver = redeliver.len();
-        let failures: Vec<&str> = redeliver
-            .iter()
-            .map(|&record| batch.record(record).sequence_number)
-            .collect();
-        let response = output::write_response(&batch, &events, &rejected, &failures);
+        (_, report.rejected, report.redeliver) = ledger.counts();
+        report.records = ledger.len();
+        report.predicted = ledger.predicted().count();
         report.decode_ms = (decoded - started).as_secs_f64() * 1e3;
         report.inference_ms = (predicted - decoded).as_secs_f64() * 1e3;
-        report.publish_ms = publish_ms;
+        report.publish_ms = encoded.elapsed().as_secs_f64() * 1e3;
         report.total_ms = started.elapsed().as_secs_f64() * 1e3;
         report.emit();
         Ok(Handled { response, report })
     }
 
+    /// Publishes every prediction event; records whose events the stream did not accept are
+    /// marked for re-delivery.
+    async fn publish(&self, ledger: &mut Ledger<'_>, report: &mut BatchReport) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let outgoing: Vec<Outgoing<'_>> = ledger
+            .predicted()
+            .map(|(record, data)| Outgoing {
+                record,
+                data,
+                partition_key: ledger.partition_key(record),
+            })
+            .collect();
+        let published = publisher.publish(&outgoing).await;
+        drop(outgoing);
+        report.published = published.published;
+        account(report, &published, publisher.stream());
+        ledger.redeliver(published.failed);
+    }
+
     /// Keeps every rejected record: in the dead-letter stream if there is one (a record it
-    /// does not accept is reported for re-delivery), else in the log, in full.
-    async fn keep_rejected(
-        &self,
-        batch: &Batch<'_>,
-        rejected: &[Rejection],
-        report: &mut BatchReport,
-        redeliver: &mut Vec<usize>,
-    ) {
-        for rejection in rejected {
-            let record = batch.record(rejection.record);
+    /// does not accept is marked for re-delivery), else in the log, in full.
+    async fn keep_rejected(&self, ledger: &mut Ledger<'_>, report: &mut BatchReport) {
+        for (index, reason) in ledger.rejections() {
+            let record = ledger.record(index);
             let data = match self.dead_letters {
                 Some(_) => None,
                 None => Some(output::original_data(record.data)),
@@ -260,8 +212,8 @@ impl Handler {
             tracing::warn!(
                 sequence_number = record.sequence_number,
                 partition_key = record.partition_key,
-                code = rejection.reason.code(),
-                reason = %rejection.reason,
+                code = reason.code(),
+                reason = %reason,
                 data = data.as_deref(),
                 "record rejected"
             );
@@ -269,41 +221,30 @@ impl Handler {
         let Some(dead_letters) = &self.dead_letters else {
             return;
         };
-        if rejected.is_empty() {
+        let letters = output::dead_letters(ledger, &self.model_name, &self.version);
+        if letters.is_empty() {
             return;
         }
-        let letters = output::dead_letters(batch, rejected, &self.model_name, &self.version);
         let outgoing: Vec<Outgoing<'_>> = letters
             .iter()
-            .map(|(data, key)| Outgoing {
+            .map(|(record, data, key)| Outgoing {
+                record: *record,
                 data,
                 partition_key: (*key).into(),
             })
             .collect();
         let kept = dead_letters.publish(&outgoing).await;
         report.dead_lettered = kept.published;
-        let sources: Vec<usize> = rejected.iter().map(|rejection| rejection.record).collect();
-        account(report, &kept, &sources, redeliver, dead_letters.stream());
+        account(report, &kept, dead_letters.stream());
+        ledger.redeliver(kept.failed);
     }
 }
 
-/// Adds one publish to the batch's accounting: its calls, and the records (by position in the
-/// event; `sources[i]` is the record of entry `i`) whose entries it could not publish.
-fn account(
-    report: &mut BatchReport,
-    published: &PublishReport,
-    sources: &[usize],
-    redeliver: &mut Vec<usize>,
-    stream: &str,
-) {
+/// Adds one publish's calls to the batch's accounting, and logs the records it could not
+/// publish.
+fn account(report: &mut BatchReport, published: &PublishReport, stream: &str) {
     report.put_records_calls += published.calls;
     report.put_records_resent += published.resent;
-    redeliver.extend(
-        published
-            .failed
-            .iter()
-            .filter_map(|&entry| sources.get(entry)),
-    );
     if !published.failed.is_empty() {
         tracing::error!(
             stream,

@@ -4,15 +4,21 @@
 //! # Layout
 //! One record flows through the modules in this order:
 //!
-//! - [`config`]: typed settings read once from the environment at cold start.
-//! - [`artifact`]: reads an MLflow model directory (`MLmodel` + `model.onnx`) and the feature
-//!   columns its signature declares.
-//! - [`model`]: loads ONNX Runtime and the model, checks the model's inputs can be filled, and runs
-//!   one inference over an `[N, F]` batch.
-//! - [`event`]: decodes the raw Kinesis Lambda event straight into that `[N, F]` buffer; records
-//!   that cannot be predicted become [`event::Rejection`]s with a reason.
-//! - [`output`]: encodes the prediction events and the Lambda response.
-//! - [`handler`]: ties one invocation together: decode, predict, encode.
+//! At cold start, [`startup`] reads the [`config`], fetches the model ([`download`]), reads its
+//! `MLmodel` ([`artifact`]), loads it into ONNX Runtime and binds its inputs to the signature
+//! ([`model`], [`inputs`]), and builds the publishers ([`publish`]). Then one record flows
+//! through the modules in this order:
+//!
+//! - [`kinesis`]: the Lambda Kinesis event, read in one pass into the records' decoded data.
+//! - [`event`]: each payload decoded straight into the model's typed input buffers
+//!   ([`inputs::Inputs`]); each record entered in the invocation's [`ledger`] as decoded or
+//!   rejected with a reason.
+//! - [`model`]: one inference over the batch; a regressor's values or a classifier's labels and
+//!   probabilities.
+//! - [`output`]: the prediction events (into the ledger) and the Lambda response (from it).
+//! - [`publish`]: `PutRecords` to the output and dead-letter streams; records not accepted are
+//!   marked in the ledger for re-delivery.
+//! - [`handler`]: ties one invocation together: decode, predict, encode, publish, respond.
 //!
 //! [`memory`] tunes the allocator so that batches reuse each other's memory, and [`telemetry`]
 //! sets up logs and metrics.
@@ -35,9 +41,12 @@ pub mod config;
 pub mod download;
 pub mod event;
 pub mod handler;
+pub mod inputs;
 pub mod kinesis;
+pub mod ledger;
 pub mod memory;
 pub mod model;
 pub mod output;
 pub mod publish;
+pub mod startup;
 pub mod telemetry;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bike_prediction::config::Config;
-use bike_prediction::handler::{Handler, error_chain};
+use bike_prediction::handler::{Handler, Invocation, error_chain};
 use bike_prediction::kinesis::KinesisBatch;
-use bike_prediction::{memory, telemetry};
+use bike_prediction::{memory, startup, telemetry};
 use clap::{Parser, Subcommand};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
     // The local `invoke` command never publishes.
     let publish = cli.command.is_none();
     let handler = match Config::from_env() {
-        Ok(config) => Handler::load(&config, publish).await,
+        Ok(config) => startup::start(&config, publish).await,
         Err(error) => Err(error.into()),
     };
     let handler = match handler {
@@ -77,7 +77,8 @@ async fn serve(handler: &Handler) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics();
     // The runtime parses the request body straight into a `KinesisBatch`: one pass over it.
     lambda_runtime::run(service_fn(|event: LambdaEvent<KinesisBatch>| async move {
-        let handled = handler.handle(&event.payload).await;
+        let invocation = Invocation::from(&event.context);
+        let handled = handler.handle(&event.payload, &invocation).await;
         telemetry::flush_metrics(metrics);
         let response = handled?.response;
         let invalid = |error: &dyn std::error::Error| Diagnostic {

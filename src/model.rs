@@ -1,15 +1,25 @@
 //! ONNX Runtime: loading the library and the model once, and one batched inference per call.
+//!
+//! At load, the model's inputs are bound to its signature ([`crate::inputs::InputLayout`]) and
+//! its outputs read as a regressor's values or a classifier's label and probabilities
+//! ([`OutputLayout`]); a model that fits neither is refused with a message saying why.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use thiserror::Error;
 
-use crate::artifact::{ArtifactError, ModelArtifact};
+use crate::artifact::{self, ArtifactError, ModelArtifact};
+use crate::inputs::{Buffer, ElementType, GraphInput, InputLayout, Inputs};
+
+pub use outputs::{
+    Label, Labels, OutputLayout, Prediction, Predictions, Probabilities, ProbabilityForm, Values,
+};
 
 /// Rows per `session.run` call. A Kinesis event holds at most 10,000 records, so a Lambda
 /// batch is always one call; larger inputs (local tools) are split to bound the memory of one
@@ -72,6 +82,14 @@ pub enum InferenceError {
         /// Values the model returned.
         got: usize,
     },
+    /// An output is not what it was at load.
+    #[error("the model's output `{output}` cannot be read: {detail}")]
+    Output {
+        /// The output.
+        output: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 /// The loaded ONNX Runtime library and its environment.
@@ -114,56 +132,48 @@ impl OnnxRuntime {
                 path: artifact.onnx_path.clone(),
                 source,
             })?;
-        let input_name = check_signature(&session, &artifact)?;
+        let incompatible = |detail: String| ModelError::Incompatible {
+            uri: artifact.uri.clone(),
+            detail,
+        };
+        let graph: Vec<GraphInput> = session.inputs().iter().map(graph_input).collect();
+        let inputs = InputLayout::bind(&artifact.signature, &graph).map_err(incompatible)?;
+        let class_labels = || {
+            let onnx = std::fs::read(&artifact.onnx_path).map_err(|error| error.to_string())?;
+            artifact::class_labels(&onnx).map_err(|error| error.to_string())
+        };
+        let outputs = OutputLayout::bind(session.outputs(), class_labels).map_err(incompatible)?;
         Ok(Model {
             session: Mutex::new(session),
-            input_name,
+            inputs,
+            outputs,
             artifact,
             _environment: self.environment.clone(),
         })
     }
 }
 
-/// Checks the session has one float `[N, F]` input whose width matches the signature's columns
-/// and a float output, and returns the input's name.
-fn check_signature(session: &Session, artifact: &ModelArtifact) -> Result<String, ModelError> {
-    let incompatible = |detail: String| ModelError::Incompatible {
-        uri: artifact.uri.clone(),
-        detail,
-    };
-    let width = artifact.columns.len();
-    let [input] = session.inputs() else {
-        let names: Vec<&str> = session.inputs().iter().map(|input| input.name()).collect();
-        return Err(incompatible(format!(
-            "it has inputs {names:?}, but the service fills exactly one [N, {width}] float input \
-             whose columns are the signature's {:?}",
-            artifact.columns
-        )));
-    };
-    match input.dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            shape,
-            ..
-        } if matches!(**shape, [_, columns] if columns < 0 || columns as usize == width) => {}
-        other => {
-            return Err(incompatible(format!(
-                "input `{}` is {other}, but the service fills a float32 [N, {width}] tensor \
-                 with the signature's columns {:?}",
-                input.name(),
-                artifact.columns
-            )));
+/// A session input as the binding sees it.
+fn graph_input(input: &ort::value::Outlet) -> GraphInput {
+    let (element, shape) = match input.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            let element = match ty {
+                TensorElementType::Float32 => Ok(ElementType::Float32),
+                TensorElementType::Float64 => Ok(ElementType::Float64),
+                TensorElementType::Int64 => Ok(ElementType::Int64),
+                TensorElementType::Int32 => Ok(ElementType::Int32),
+                TensorElementType::Bool => Ok(ElementType::Bool),
+                TensorElementType::String => Ok(ElementType::String),
+                other => Err(other.to_string()),
+            };
+            (element, shape.to_vec())
         }
-    }
-    match session.outputs().first().map(|output| output.dtype()) {
-        Some(ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            ..
-        }) => Ok(input.name().to_owned()),
-        Some(other) => Err(incompatible(format!(
-            "its first output is {other}, expected a float32 tensor with one prediction per row"
-        ))),
-        None => Err(incompatible("it has no output".into())),
+        other => (Err(other.to_string()), Vec::new()),
+    };
+    GraphInput {
+        name: input.name().to_owned(),
+        element,
+        shape,
     }
 }
 
@@ -171,16 +181,28 @@ fn check_signature(session: &Session, artifact: &ModelArtifact) -> Result<String
 pub struct Model {
     // `Session::run` takes `&mut self`; the lock is held only around that synchronous call.
     session: Mutex<Session>,
-    input_name: String,
+    inputs: InputLayout,
+    outputs: OutputLayout,
     artifact: ModelArtifact,
     // Declared after the session so that the session is dropped first.
     _environment: Environment,
 }
 
 impl Model {
-    /// Feature names, in the column order of the model input.
+    /// How record features fill the model's inputs.
+    pub fn layout(&self) -> &InputLayout {
+        &self.inputs
+    }
+
+    /// What the model's outputs are.
+    pub fn outputs(&self) -> &OutputLayout {
+        &self.outputs
+    }
+
+    /// The feature names a record provides, in the signature's order (`features[i]` for a
+    /// tensor signature).
     pub fn columns(&self) -> &[String] {
-        &self.artifact.columns
+        self.inputs.names()
     }
 
     /// Where the model was loaded from.
@@ -188,33 +210,71 @@ impl Model {
         &self.artifact.uri
     }
 
-    /// Predicts one value per row of `features`, a row-major `[rows, F]` buffer with `F` =
-    /// `self.columns().len()`, with one `session.run` per [`MAX_INFERENCE_ROWS`] rows.
-    pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>, InferenceError> {
-        let width = self.columns().len();
-        let rows = features.len() / width;
-        let mut predictions = Vec::with_capacity(rows);
-        for chunk in features.chunks(MAX_INFERENCE_ROWS * width) {
-            let chunk_rows = chunk.len() / width;
-            let input = TensorRef::from_array_view(([chunk_rows, width], chunk))?;
+    /// Predicts every row of `inputs`, with one `session.run` per [`MAX_INFERENCE_ROWS`] rows.
+    pub fn predict(&self, inputs: &Inputs) -> Result<Predictions, InferenceError> {
+        let mut predictions = self.outputs.empty(inputs.rows);
+        let mut start = 0;
+        while start < inputs.rows {
+            let end = inputs.rows.min(start + MAX_INFERENCE_ROWS);
+            let feeds = self.feeds(inputs, start..end)?;
             // A panic elsewhere while the lock was held cannot leave the session half-updated.
             let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-            let outputs = session.run(ort::inputs![self.input_name.as_str() => input])?;
-            let Some((_, output)) = outputs.iter().next() else {
-                return Err(InferenceError::OutputLength {
-                    rows: chunk_rows,
-                    got: 0,
-                });
-            };
-            let (_, values) = output.try_extract_tensor::<f32>()?;
-            if values.len() != chunk_rows {
-                return Err(InferenceError::OutputLength {
-                    rows: chunk_rows,
-                    got: values.len(),
-                });
-            }
-            predictions.extend_from_slice(values);
+            let outputs = session.run(feeds)?;
+            self.outputs
+                .append(&outputs, end - start, &mut predictions)?;
+            start = end;
         }
         Ok(predictions)
     }
+
+    /// The input tensors for rows `rows` of `inputs`: views of the buffers, except strings,
+    /// which ONNX Runtime copies.
+    fn feeds<'i>(
+        &'i self,
+        inputs: &'i Inputs,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<(Cow<'i, str>, SessionInputValue<'i>)>, InferenceError> {
+        let count = rows.end - rows.start;
+        let mut feeds = Vec::with_capacity(self.inputs.inputs.len());
+        for (index, (spec, buffer)) in self.inputs.inputs.iter().zip(&inputs.buffers).enumerate() {
+            let span = rows.start * spec.width..rows.end * spec.width;
+            let shape: Vec<usize> = match spec.vector {
+                true => vec![count],
+                false => vec![count, spec.width],
+            };
+            fn view<
+                'a,
+                T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static,
+            >(
+                shape: Vec<usize>,
+                values: &'a [T],
+                span: std::ops::Range<usize>,
+            ) -> Result<SessionInputValue<'a>, InferenceError> {
+                let values = values.get(span).unwrap_or_default();
+                Ok(TensorRef::from_array_view((shape, values))?.into())
+            }
+            let value = match buffer {
+                Buffer::Float32(values) => view(shape, values, span)?,
+                Buffer::Float64(values) => view(shape, values, span)?,
+                Buffer::Int64(values) => view(shape, values, span)?,
+                Buffer::Int32(values) => view(shape, values, span)?,
+                Buffer::Bool(values) => view(shape, values, span)?,
+                Buffer::String(_) => {
+                    // ort copies each string into a NUL-terminated one; it takes them owned.
+                    let strings = inputs.strings(index);
+                    let strings: Vec<String> = strings
+                        .get(span)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|text| (*text).to_owned())
+                        .collect();
+                    Tensor::from_string_array((shape, strings.as_slice()))?.into()
+                }
+            };
+            feeds.push((Cow::Borrowed(spec.name.as_str()), value));
+        }
+        Ok(feeds)
+    }
 }
+
+mod outputs;

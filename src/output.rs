@@ -1,7 +1,10 @@
 //! Prediction events and the Lambda response, written as JSON into preallocated buffers.
 //!
-//! A prediction event keeps the original Python service's shape:
-//! `{"model": <name>, "version": <RUN_ID>, "prediction": {"cnt": <float>, "pred_id": <echoed>}}`.
+//! A prediction event keeps the original Python service's shape,
+//! `{"model": <name>, "version": <RUN_ID>, "prediction": {"cnt": <float>, "pred_id": <echoed>}}`,
+//! with the regressor's value under [`crate::config::Config::prediction_field`] (`cnt` unless
+//! set; an array for several targets). A classifier's prediction is
+//! `{"label": <label>, "probabilities": {"<class>": <probability>, ...}, "pred_id": ...}`.
 //! The response is `{"predictions": [<events>], "rejected": [...], "batchItemFailures": [...]}`:
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
 
@@ -9,8 +12,10 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::event::{Batch, RejectReason, Rejection};
+use crate::event::RejectReason;
 use crate::kinesis::KinesisRecord;
+use crate::ledger::Ledger;
+use crate::model::{Label, Prediction, Predictions};
 
 /// Bytes a prediction event takes besides the model name, version and `pred_id`; used to size
 /// the output buffer once per batch.
@@ -19,92 +24,109 @@ const EVENT_OVERHEAD: usize = 80;
 /// Writes prediction events stamped with the model's name and version.
 #[derive(Debug, Clone)]
 pub struct EventEncoder {
-    /// `{"model":<name>,"version":<version>,"prediction":{"cnt":`, escaped once at start-up.
+    /// `{"model":<name>,"version":<version>,"prediction":{`, escaped once at start-up.
     prefix: Vec<u8>,
+    /// `"<field>":`, the key of a regressor's value.
+    value_key: Vec<u8>,
 }
 
 impl EventEncoder {
-    /// An encoder for events of model `model_name` at `version` (the MLflow `RUN_ID`).
-    pub fn new(model_name: &str, version: &str) -> Self {
+    /// An encoder for events of model `model_name` at `version` (the MLflow `RUN_ID`), writing
+    /// a regressor's value under `prediction_field`.
+    pub fn new(model_name: &str, version: &str, prediction_field: &str) -> Self {
         let mut prefix = Vec::new();
         prefix.extend_from_slice(b"{\"model\":");
         write_json(&mut prefix, model_name);
         prefix.extend_from_slice(b",\"version\":");
         write_json(&mut prefix, version);
-        prefix.extend_from_slice(b",\"prediction\":{\"cnt\":");
-        Self { prefix }
+        prefix.extend_from_slice(b",\"prediction\":{");
+        let mut value_key = Vec::new();
+        write_json(&mut value_key, prediction_field);
+        value_key.push(b':');
+        Self { prefix, value_key }
     }
 
-    /// Writes one event per accepted record of `batch`; `predictions[i]` belongs to
-    /// `batch.accepted[i]`. A record whose prediction is not finite (JSON cannot carry it) is
-    /// returned as a rejection instead.
-    pub fn encode(
+    /// Writes the event of every decoded record of `ledger`, whose row of `predictions` is its
+    /// prediction. A record whose prediction is not finite (JSON cannot carry it) is rejected
+    /// instead.
+    pub fn encode(&self, ledger: &mut Ledger<'_>, predictions: &Predictions) {
+        let (_, rejected, _) = ledger.counts();
+        let events = ledger.len() - rejected;
+        ledger.event_buffer(events * (self.prefix.len() + EVENT_OVERHEAD));
+        ledger.encode_each(|row, pred_id, out| {
+            let prediction = predictions
+                .row(row)
+                .ok_or(RejectReason::NonFinitePrediction)?;
+            out.extend_from_slice(&self.prefix);
+            self.write_prediction(out, prediction)?;
+            out.extend_from_slice(b",\"pred_id\":");
+            out.extend_from_slice(pred_id.as_bytes());
+            out.extend_from_slice(b"}}");
+            Ok(())
+        });
+    }
+
+    fn write_prediction(
         &self,
-        batch: &Batch<'_>,
-        predictions: &[f32],
-    ) -> (PredictionEvents, Vec<Rejection>) {
-        let mut events = PredictionEvents {
-            json: Vec::with_capacity(batch.accepted.len() * (self.prefix.len() + EVENT_OVERHEAD)),
-            ends: Vec::with_capacity(batch.accepted.len()),
-            records: Vec::with_capacity(batch.accepted.len()),
-        };
-        let mut rejected = Vec::new();
-        for (index, (record, &cnt)) in batch.accepted.iter().zip(predictions).enumerate() {
-            if !cnt.is_finite() {
-                rejected.push(Rejection {
-                    record: record.record,
-                    reason: RejectReason::NonFinitePrediction,
-                });
-                continue;
+        out: &mut Vec<u8>,
+        prediction: Prediction<'_>,
+    ) -> Result<(), RejectReason> {
+        match prediction {
+            Prediction::Float32(values) => {
+                out.extend_from_slice(&self.value_key);
+                write_values(out, values, |value| value.is_finite())
             }
-            events.json.extend_from_slice(&self.prefix);
-            write_json(&mut events.json, &cnt);
-            events.json.extend_from_slice(b",\"pred_id\":");
-            events
-                .json
-                .extend_from_slice(batch.pred_id(record).as_bytes());
-            events.json.extend_from_slice(b"}}");
-            events.ends.push(events.json.len());
-            events.records.push(index);
+            Prediction::Float64(values) => {
+                out.extend_from_slice(&self.value_key);
+                write_values(out, values, |value| value.is_finite())
+            }
+            Prediction::Class {
+                label,
+                classes,
+                probabilities,
+            } => {
+                out.extend_from_slice(b"\"label\":");
+                match label {
+                    Label::Int64(label) => write_json(out, &label),
+                    Label::String(label) => write_json(out, label),
+                }
+                if probabilities.is_empty() {
+                    return Ok(());
+                }
+                if !probabilities.iter().all(|p| p.is_finite()) {
+                    return Err(RejectReason::NonFinitePrediction);
+                }
+                out.extend_from_slice(b",\"probabilities\":{");
+                write_list(out, classes.iter().zip(probabilities), |out, (class, p)| {
+                    write_json(out, class);
+                    out.push(b':');
+                    write_json(out, p);
+                });
+                out.push(b'}');
+                Ok(())
+            }
         }
-        (events, rejected)
     }
 }
 
-/// The prediction events of one batch, end to end in one buffer.
-#[derive(Debug, Default)]
-pub struct PredictionEvents {
-    json: Vec<u8>,
-    /// End offset of each event in `json`.
-    ends: Vec<usize>,
-    /// For each event, the index of its record in [`Batch::accepted`].
-    records: Vec<usize>,
-}
-
-impl PredictionEvents {
-    /// The events, each a JSON document, with the index of its record in [`Batch::accepted`].
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        self.records
-            .iter()
-            .zip(starts.zip(self.ends.iter().copied()))
-            .map(|(&record, (start, end))| (record, self.json.get(start..end).unwrap_or_default()))
+/// Writes one value, or several as an array; all must be finite.
+fn write_values<T: Serialize + Copy>(
+    out: &mut Vec<u8>,
+    values: &[T],
+    finite: impl Fn(T) -> bool,
+) -> Result<(), RejectReason> {
+    if !values.iter().all(|&value| finite(value)) {
+        return Err(RejectReason::NonFinitePrediction);
     }
-
-    /// Number of events.
-    pub fn len(&self) -> usize {
-        self.ends.len()
+    match values {
+        [value] => write_json(out, value),
+        values => {
+            out.push(b'[');
+            write_list(out, values, |out, value| write_json(out, value));
+            out.push(b']');
+        }
     }
-
-    /// Whether there are no events.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Total bytes of all events.
-    pub fn byte_len(&self) -> usize {
-        self.json.len()
-    }
+    Ok(())
 }
 
 /// A rejected record as listed in the response, and the start of its dead letter.
@@ -118,38 +140,31 @@ struct RejectedEntry<'a> {
 }
 
 impl<'a> RejectedEntry<'a> {
-    fn new(record: &KinesisRecord<'a>, rejection: &Rejection) -> Self {
+    fn new(record: &KinesisRecord<'a>, reason: &RejectReason) -> Self {
         Self {
             sequence_number: record.sequence_number,
             partition_key: record.partition_key,
-            code: rejection.reason.code(),
-            reason: rejection.reason.to_string(),
+            code: reason.code(),
+            reason: reason.to_string(),
         }
     }
 }
 
-/// Writes the handler's response. `failures` are the sequence numbers of records Lambda should
-/// re-deliver (records that could not be published).
-pub fn write_response(
-    batch: &Batch<'_>,
-    events: &PredictionEvents,
-    rejected: &[Rejection],
-    failures: &[&str],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.byte_len() + events.len() + 128 * (rejected.len() + 1));
+/// Writes the handler's response from the ledger: every prediction event, every rejected
+/// record, and the records Lambda should re-deliver (those that could not be published).
+pub fn write_response(ledger: &Ledger<'_>) -> Vec<u8> {
+    let (predicted, rejected, _) = ledger.counts();
+    let mut out = Vec::with_capacity(ledger.event_bytes() + predicted + 128 * (rejected + 1));
     out.extend_from_slice(b"{\"predictions\":[");
-    write_list(&mut out, events.iter(), |out, (_, event)| {
+    write_list(&mut out, ledger.predicted(), |out, (_, event)| {
         out.extend_from_slice(event)
     });
     out.extend_from_slice(b"],\"rejected\":[");
-    write_list(&mut out, rejected, |out, rejection| {
-        write_json(
-            out,
-            &RejectedEntry::new(&batch.record(rejection.record), rejection),
-        );
+    write_list(&mut out, ledger.rejections(), |out, (record, reason)| {
+        write_json(out, &RejectedEntry::new(&ledger.record(record), reason));
     });
     out.extend_from_slice(b"],\"batchItemFailures\":[");
-    write_list(&mut out, failures, |out, sequence_number| {
+    write_list(&mut out, ledger.redeliveries(), |out, sequence_number| {
         out.extend_from_slice(b"{\"itemIdentifier\":");
         write_json(out, sequence_number);
         out.push(b'}');
@@ -170,20 +185,20 @@ struct DeadLetter<'a> {
     version: &'a str,
 }
 
-/// The dead-letter document of each rejected record, and the partition key to put it under:
-/// the record's own partition key (the sequence number if it had none).
-pub fn dead_letters<'b>(
-    batch: &Batch<'b>,
-    rejected: &[Rejection],
+/// The dead-letter document of each rejected record of the ledger: the record's position, the
+/// document, and the partition key to put it under (the record's own partition key, or its
+/// sequence number if it had none).
+pub fn dead_letters<'e>(
+    ledger: &Ledger<'e>,
     model: &str,
     version: &str,
-) -> Vec<(Vec<u8>, &'b str)> {
-    rejected
-        .iter()
-        .map(|rejection| {
-            let record = batch.record(rejection.record);
+) -> Vec<(usize, Vec<u8>, &'e str)> {
+    ledger
+        .rejections()
+        .map(|(index, reason)| {
+            let record = ledger.record(index);
             let letter = DeadLetter {
-                entry: RejectedEntry::new(&record, rejection),
+                entry: RejectedEntry::new(&record, reason),
                 data: original_data(record.data),
                 model,
                 version,
@@ -194,7 +209,7 @@ pub fn dead_letters<'b>(
                 "" => record.sequence_number,
                 key => key,
             };
-            (json, key)
+            (index, json, key)
         })
         .collect()
 }
@@ -231,7 +246,9 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 mod tests {
     use super::*;
     use crate::event;
+    use crate::inputs::InputLayout;
     use crate::kinesis::KinesisBatch;
+    use crate::model::{Labels, Values};
 
     fn event_with(payloads: &[&str]) -> Vec<u8> {
         use base64::Engine as _;
@@ -248,22 +265,40 @@ mod tests {
         format!(r#"{{"Records":[{}]}}"#, records.join(",")).into_bytes()
     }
 
+    fn values(values: &[f32], width: usize) -> Predictions {
+        Predictions::Values {
+            values: Values::Float32(values.to_vec()),
+            width,
+        }
+    }
+
+    /// The events the encoder writes for `payloads` (one float column `x`) and `predictions`.
+    fn encoded(
+        encoder: &EventEncoder,
+        payloads: &[&str],
+        predictions: &Predictions,
+    ) -> Vec<serde_json::Value> {
+        let raw = event_with(payloads);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        encoder.encode(&mut ledger, predictions);
+        ledger
+            .predicted()
+            .map(|(_, json)| serde_json::from_slice(json).unwrap())
+            .collect()
+    }
+
     #[test]
     fn event_has_the_original_shape_and_echoes_pred_id_unchanged() {
-        let columns = vec!["x".to_owned()];
-        let raw = event_with(&[
-            r#"{"features":{"x":1},"pred_id":123}"#,
-            r#"{"features":{"x":2},"pred_id":"a\"b"}"#,
-        ]);
-        let records = KinesisBatch::from_slice(&raw).unwrap();
-        let batch = event::decode(&records, &columns);
-        let (events, rejected) =
-            EventEncoder::new("bike \"demand\"", "run-1").encode(&batch, &[1.5, 20.25]);
-        assert!(rejected.is_empty());
-        let events: Vec<serde_json::Value> = events
-            .iter()
-            .map(|(_, json)| serde_json::from_slice(json).unwrap())
-            .collect();
+        let encoder = EventEncoder::new("bike \"demand\"", "run-1", "cnt");
+        let events = encoded(
+            &encoder,
+            &[
+                r#"{"features":{"x":1},"pred_id":123}"#,
+                r#"{"features":{"x":2},"pred_id":"a\"b"}"#,
+            ],
+            &values(&[1.5, 20.25], 1),
+        );
         assert_eq!(
             events[0],
             serde_json::json!({"model": "bike \"demand\"", "version": "run-1", "prediction": {"cnt": 1.5, "pred_id": 123}})
@@ -272,34 +307,121 @@ mod tests {
     }
 
     #[test]
+    fn bundled_model_event_bytes_are_unchanged() {
+        let raw = event_with(&[r#"{"features":{"x":1},"pred_id":123}"#]);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        EventEncoder::new("bike-demand", "local", "cnt").encode(&mut ledger, &values(&[19.44], 1));
+        let (_, event) = ledger.predicted().next().unwrap();
+        assert_eq!(
+            std::str::from_utf8(event).unwrap(),
+            r#"{"model":"bike-demand","version":"local","prediction":{"cnt":19.44,"pred_id":123}}"#
+        );
+    }
+
+    #[test]
+    fn prediction_field_and_several_targets() {
+        let encoder = EventEncoder::new("m", "v", "demand \"now\"");
+        let events = encoded(
+            &encoder,
+            &[r#"{"features":{"x":1},"pred_id":1}"#],
+            &values(&[1.5, -2.0], 2),
+        );
+        assert_eq!(
+            events[0]["prediction"],
+            serde_json::json!({"demand \"now\"": [1.5, -2.0], "pred_id": 1})
+        );
+        let events = encoded(
+            &encoder,
+            &[r#"{"features":{"x":1},"pred_id":1}"#],
+            &Predictions::Values {
+                values: Values::Float64(vec![0.1]),
+                width: 1,
+            },
+        );
+        assert_eq!(events[0]["prediction"]["demand \"now\""], 0.1);
+    }
+
+    #[test]
+    fn classifier_event_has_the_label_as_given_and_probabilities_by_class() {
+        let encoder = EventEncoder::new("m", "v", "cnt");
+        let payloads = [
+            r#"{"features":{"x":1},"pred_id":1}"#,
+            r#"{"features":{"x":2},"pred_id":2}"#,
+        ];
+        let strings = Predictions::Classes {
+            labels: Labels::String(vec!["high".into(), "low \"x\"".into()]),
+            classes: vec!["high".into(), "low \"x\"".into()],
+            probabilities: vec![0.75, 0.25, 0.5, 0.5],
+        };
+        let events = encoded(&encoder, &payloads, &strings);
+        assert_eq!(
+            events[0]["prediction"],
+            serde_json::json!({"label": "high", "probabilities": {"high": 0.75, "low \"x\"": 0.25}, "pred_id": 1})
+        );
+        assert_eq!(events[1]["prediction"]["label"], "low \"x\"");
+        let integers = Predictions::Classes {
+            labels: Labels::Int64(vec![2, 0]),
+            classes: vec!["0".into(), "2".into()],
+            probabilities: vec![0.1, 0.9, 0.8, 0.2],
+        };
+        let events = encoded(&encoder, &payloads, &integers);
+        assert_eq!(
+            events[0]["prediction"],
+            serde_json::json!({"label": 2, "probabilities": {"0": 0.1, "2": 0.9}, "pred_id": 1})
+        );
+        let labels_only = Predictions::Classes {
+            labels: Labels::Int64(vec![2, 0]),
+            classes: vec![],
+            probabilities: vec![],
+        };
+        let events = encoded(&encoder, &payloads, &labels_only);
+        assert_eq!(
+            events[1]["prediction"],
+            serde_json::json!({"label": 0, "pred_id": 2})
+        );
+    }
+
+    #[test]
     fn non_finite_prediction_is_rejected_not_written() {
-        let columns = vec!["x".to_owned()];
         let raw = event_with(&[
             r#"{"features":{"x":1},"pred_id":1}"#,
             r#"{"features":{"x":2},"pred_id":2}"#,
+            r#"{"features":{"x":3},"pred_id":3}"#,
         ]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
-        let batch = event::decode(&records, &columns);
-        let (events, rejected) = EventEncoder::new("m", "v").encode(&batch, &[f32::NAN, 3.0]);
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        let predictions = Predictions::Classes {
+            labels: Labels::Int64(vec![0, 1, 1]),
+            classes: vec!["0".into(), "1".into()],
+            probabilities: vec![0.5, 0.5, 1.0, f32::NAN, 0.0, f32::INFINITY],
+        };
+        EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &predictions);
+        let predicted: Vec<usize> = ledger.predicted().map(|(record, _)| record).collect();
+        assert_eq!(predicted, [0]);
+        let rejected: Vec<_> = ledger.rejections().collect();
         assert_eq!(
-            events.iter().map(|(record, _)| record).collect::<Vec<_>>(),
-            [1]
+            rejected,
+            [
+                (1, &RejectReason::NonFinitePrediction),
+                (2, &RejectReason::NonFinitePrediction)
+            ]
         );
-        assert_eq!(rejected.len(), 1);
-        assert_eq!(batch.record(rejected[0].record).sequence_number, "0");
-        assert_eq!(rejected[0].reason, RejectReason::NonFinitePrediction);
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &values(&[f32::NAN, 3.0, 1.0], 1));
+        let predicted: Vec<usize> = ledger.predicted().map(|(record, _)| record).collect();
+        assert_eq!(predicted, [1, 2]);
     }
 
     #[test]
     fn dead_letter_keeps_the_record_as_it_arrived_with_its_reason() {
-        let columns = vec!["x".to_owned()];
         let raw = event_with(&["not json"]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
-        let batch = event::decode(&records, &columns);
-        let letters = dead_letters(&batch, &batch.rejected, "m", "v1");
-        let (json, key) = &letters[0];
+        let (ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        let letters = dead_letters(&ledger, "m", "v1");
+        let (record, json, key) = &letters[0];
         let letter: serde_json::Value = serde_json::from_slice(json).unwrap();
-        assert_eq!(*key, "p0");
+        assert_eq!((*record, *key), (0, "p0"));
         assert_eq!(letter["sequenceNumber"], "0");
         assert_eq!(letter["code"], "not_json");
         assert_eq!(letter["version"], "v1");
@@ -311,12 +433,12 @@ mod tests {
 
     #[test]
     fn response_lists_predictions_rejections_and_failures() {
-        let columns = vec!["x".to_owned()];
         let raw = event_with(&[r#"{"features":{"x":1},"pred_id":1}"#, "not json"]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
-        let batch = event::decode(&records, &columns);
-        let (events, _) = EventEncoder::new("m", "v").encode(&batch, &[2.0]);
-        let response = write_response(&batch, &events, &batch.rejected, &["0"]);
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &values(&[2.0], 1));
+        ledger.redeliver([0]);
+        let response = write_response(&ledger);
         let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
         assert_eq!(response["predictions"][0]["prediction"]["cnt"], 2.0);
         assert_eq!(response["rejected"][0]["sequenceNumber"], "1");

@@ -73,6 +73,8 @@ impl RetryPolicy {
 /// One event to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {
+    /// The position in the event of the record the entry is for.
+    pub record: usize,
     /// The event's JSON.
     pub data: &'a [u8],
     /// The Kinesis partition key: the record's `pred_id` as text.
@@ -88,7 +90,8 @@ pub struct PublishReport {
     pub calls: usize,
     /// Entries sent again after a failure.
     pub resent: usize,
-    /// Indexes (into the events given) of events that could not be published.
+    /// The records (positions in the event, [`Outgoing::record`]) whose entries could not be
+    /// published.
     pub failed: Vec<usize>,
     /// The last error seen, for the log.
     pub last_error: Option<String>,
@@ -137,7 +140,11 @@ impl Publisher {
             }
             pending = failed;
         }
-        report.failed = pending;
+        report.failed = pending
+            .iter()
+            .filter_map(|&index| events.get(index))
+            .map(|event| event.record)
+            .collect();
         report
     }
 

@@ -56,6 +56,8 @@ pub fn flush_metrics(collector: Option<&metrics_cloudwatch_embedded::Collector>)
 /// reported for re-delivery.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchReport {
+    /// Lambda's request id for the invocation (empty outside Lambda).
+    pub request_id: String,
     /// Records in the event.
     pub records: usize,
     /// Records predicted (their events are in the response).
@@ -86,6 +88,7 @@ impl BatchReport {
     /// Logs the batch as one line and records it as metrics.
     pub fn emit(&self) {
         tracing::info!(
+            request_id = self.request_id,
             records = self.records,
             predicted = self.predicted,
             published = self.published,

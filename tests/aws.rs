@@ -74,7 +74,7 @@ fn location(vars: &[(&str, &str)]) -> (String, String) {
 fn assert_predicts_like_python(model: &bike_prediction::model::Model) {
     let reference = reference();
     let rows: Vec<f32> = reference.rows[..20].concat();
-    let predicted = model.predict(&rows).unwrap();
+    let predicted = common::predict_rows(model, &rows);
     for (actual, expected) in predicted.iter().zip(&reference.models["bike-demand"]) {
         assert!(
             close(f64::from(*actual), f64::from(*expected), 1e-4),
@@ -195,7 +195,7 @@ async fn onnx_external_data_files_are_downloaded_with_the_model() {
     assert!(artifact.onnx_path.with_file_name("weights.bin").is_file());
     let model = runtime().load_model(artifact).unwrap();
     // The fixture computes t1 + 2 t2 + hum / 2 - 3 weather_code + 10 from weights in weights.bin.
-    assert_eq!(model.predict(&[2.0, 3.0, 50.0, 2.0]).unwrap(), [37.0]);
+    assert_eq!(common::predict_rows(&model, &[2.0, 3.0, 50.0, 2.0]), [37.0]);
 }
 
 /// Every record on every shard of `stream`, as (partition key, data).
@@ -266,6 +266,7 @@ async fn two_thousand_events_are_published_in_at_least_four_calls_with_nothing_l
         .iter()
         .enumerate()
         .map(|(i, data)| Outgoing {
+            record: i,
             data,
             partition_key: i.to_string().into(),
         })

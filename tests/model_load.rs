@@ -26,23 +26,37 @@ fn bundled_models_declare_their_feature_columns() {
 }
 
 #[test]
-fn model_with_two_inputs_names_them() {
+fn model_whose_inputs_no_column_names_says_which() {
     let error = load_error("two-inputs");
-    assert!(error.contains(r#"["a", "b"]"#), "{error}");
-    assert!(error.contains("exactly one [N, 4] float input"), "{error}");
+    assert!(
+        error.contains("`a` (float32 [-1, 2]), `b` (float32 [-1, 2])"),
+        "{error}"
+    );
+    assert!(
+        error.contains("input `a` has no column of that name"),
+        "{error}"
+    );
+    assert!(
+        error.contains(r#"["t1", "t2", "hum", "weather_code"]"#),
+        "{error}"
+    );
 }
 
 #[test]
-fn model_with_integer_input_says_what_it_needs() {
+fn float_column_cannot_feed_an_integer_input() {
     let error = load_error("int-input");
-    assert!(error.contains("float32 [N, 4]"), "{error}");
-    assert!(error.contains("Int64") || error.contains("i64"), "{error}");
+    assert!(error.contains("column `t1` is `float`"), "{error}");
+    assert!(error.contains("`input` (int64 [-1, 4])"), "{error}");
 }
 
 #[test]
 fn model_without_signature_is_refused() {
     let error = load_error("no-signature");
-    assert!(error.contains("no column-based input signature"), "{error}");
+    assert!(
+        error.contains("no usable input signature (no `signature`)"),
+        "{error}"
+    );
+    assert!(error.contains("infer_signature"), "{error}");
 }
 
 #[test]

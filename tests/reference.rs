@@ -65,7 +65,7 @@ fn one_record_batches_predict_the_same_as_one_big_batch() {
     let expected = &reference.models["bike-demand"];
     for (row, wanted) in reference.rows.iter().zip(expected).take(50) {
         let features: Vec<f32> = row.clone();
-        let predicted = model.predict(&features).unwrap();
+        let predicted = common::predict_rows(&model, &features);
         assert!(close(
             f64::from(predicted[0]),
             f64::from(*wanted),

@@ -2,12 +2,90 @@ use base64::Engine as _;
 use proptest::prelude::*;
 
 use super::*;
+use crate::ledger::Fate;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 fn columns() -> Vec<String> {
     ["t1", "t2", "hum", "weather_code"]
         .map(String::from)
         .to_vec()
+}
+
+fn layout() -> InputLayout {
+    InputLayout::float_columns(&columns())
+}
+
+/// A decoded record, by its position in the event.
+struct Accepted {
+    record: usize,
+}
+
+/// A rejected record, by its position in the event.
+#[derive(Debug)]
+struct Rejection {
+    record: usize,
+    reason: RejectReason,
+}
+
+/// What `decode` made of an event for the bike models' float columns, in a form tests read
+/// easily: the `[N, 4]` rows, and which records were decoded or rejected.
+struct Decoded<'e> {
+    ledger: Ledger<'e>,
+    features: Vec<f32>,
+    accepted: Vec<Accepted>,
+    rejected: Vec<Rejection>,
+}
+
+impl<'e> Decoded<'e> {
+    fn of(records: &'e KinesisBatch) -> Self {
+        Self::with(records, &layout())
+    }
+
+    fn with(records: &'e KinesisBatch, layout: &InputLayout) -> Self {
+        let (ledger, inputs) = decode(records, layout);
+        let features = match inputs.buffers.first() {
+            Some(crate::inputs::Buffer::Float32(values)) => values.clone(),
+            _ => Vec::new(),
+        };
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for (record, entry) in ledger.entries().iter().enumerate() {
+            match &entry.fate {
+                Fate::Decoded { row } => {
+                    assert_eq!(*row, accepted.len(), "rows follow event order");
+                    accepted.push(Accepted { record });
+                }
+                Fate::Rejected(reason) => rejected.push(Rejection {
+                    record,
+                    reason: reason.clone(),
+                }),
+                Fate::Predicted { .. } => panic!("predicted before encoding"),
+            }
+        }
+        assert_eq!(inputs.rows, accepted.len());
+        Self {
+            ledger,
+            features,
+            accepted,
+            rejected,
+        }
+    }
+
+    fn record(&self, index: usize) -> crate::kinesis::KinesisRecord<'e> {
+        self.ledger.record(index)
+    }
+
+    fn pred_id(&self, accepted: &Accepted) -> &str {
+        self.ledger.pred_id(&self.ledger.entries()[accepted.record])
+    }
+
+    fn partition_key(&self, accepted: &Accepted) -> std::borrow::Cow<'_, str> {
+        self.ledger.partition_key(accepted.record)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ledger.is_empty()
+    }
 }
 
 /// A Kinesis event whose records carry `data` exactly as given (already base64).
@@ -35,7 +113,7 @@ const GOOD: &[u8] =
 #[test]
 fn seed_event_decodes_into_one_row() {
     let records = KinesisBatch::from_slice(include_bytes!("../../events/sample.json")).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
     assert_eq!(batch.features, [2.0, 3.0, 50.0, 2.0]);
     assert_eq!(
@@ -50,7 +128,7 @@ fn features_are_placed_in_model_column_order_whatever_the_key_order() {
     let payload = br#"{"pred_id": "x-1", "features": {"weather_code": 4, "hum": 81.5, "t2": -1, "t1": 0.25, "windspeed": 9}}"#;
     let event = event_with_payloads(&[payload]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert_eq!(batch.features, [0.25, -1.0, 81.5, 4.0]);
     assert_eq!(batch.pred_id(&batch.accepted[0]), r#""x-1""#);
 }
@@ -61,7 +139,7 @@ fn escaped_keys_and_string_pred_ids_are_read() {
         br#"{"pred_id": "a\"b", "features": {"t\u0031": 1, "t2": 2, "hum": 3, "weather_code": 4}}"#;
     let event = event_with_payloads(&[payload]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert_eq!(batch.features, [1.0, 2.0, 3.0, 4.0]);
     assert_eq!(batch.pred_id(&batch.accepted[0]), r#""a\"b""#);
 }
@@ -71,7 +149,7 @@ fn assert_rejected_between_good_records(bad_data: &str, expected: RejectReason) 
     let good = BASE64.encode(GOOD);
     let event = event_with_data(&[&good, bad_data, &good]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert_eq!(batch.rejected.len(), 1, "{bad_data}: {:?}", batch.rejected);
     let rejection = &batch.rejected[0];
     assert_eq!(batch.record(rejection.record).sequence_number, "1");
@@ -106,7 +184,7 @@ fn non_json_record_is_rejected() {
     let good = BASE64.encode(GOOD);
     let event = event_with_data(&[&good, &BASE64.encode("hello")]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert!(matches!(batch.rejected[0].reason, RejectReason::NotJson(_)));
     assert_payload_rejected(
         b"{\"features\": {",
@@ -161,7 +239,7 @@ fn pred_id_beyond_f64_range_is_rejected_but_long_ordinary_numbers_are_kept() {
     assert_payload_rejected(payload.as_bytes(), RejectReason::InvalidPredId);
     let event = event_with_payloads(&[br#"{"features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": 12345678901234567890123}"#]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    assert_eq!(decode(&records, &columns()).accepted.len(), 1);
+    assert_eq!(Decoded::of(&records).accepted.len(), 1);
 }
 
 #[test]
@@ -184,7 +262,7 @@ fn partition_key_is_the_pred_id_as_text() {
     ];
     let event = event_with_payloads(&payloads);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     let keys: Vec<_> = batch
         .accepted
         .iter()
@@ -223,7 +301,7 @@ fn nan_and_infinite_features_are_rejected() {
         let good = BASE64.encode(GOOD);
         let event = event_with_data(&[&good, &BASE64.encode(&payload), &good]);
         let records = KinesisBatch::from_slice(&event).unwrap();
-        let batch = decode(&records, &columns());
+        let batch = Decoded::of(&records);
         assert_eq!(batch.accepted.len(), 2);
         match &batch.rejected[0].reason {
             RejectReason::InvalidFeatureJson { name, .. } => assert_eq!(name, "hum", "{value}"),
@@ -232,7 +310,10 @@ fn nan_and_infinite_features_are_rejected() {
     }
     assert_payload_rejected(
         br#"{"features": {"t1": 2, "t2": 3, "hum": 1e308, "weather_code": 2}, "pred_id": 1}"#,
-        RejectReason::NonFiniteFeature("hum".into()),
+        RejectReason::NonFiniteFeature {
+            name: "hum".into(),
+            element: ElementType::Float32,
+        },
     );
 }
 
@@ -241,14 +322,14 @@ fn repeated_pred_id_keeps_the_last_value() {
     let payload = br#"{"pred_id": 1, "features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "last"}"#;
     let event = event_with_payloads(&[payload]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert_eq!(batch.pred_id(&batch.accepted[0]), r#""last""#);
 }
 
 #[test]
 fn empty_record_list_gives_an_empty_batch() {
     let records = KinesisBatch::from_slice(br#"{"Records": []}"#).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert!(batch.is_empty());
     assert!(batch.features.is_empty());
 }
@@ -266,7 +347,7 @@ fn padded_payload(size: usize) -> Vec<u8> {
 fn record_at_the_kinesis_size_limit_is_predicted() {
     let event = event_with_payloads(&[&padded_payload(MAX_RECORD_BYTES)]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
     assert_eq!(batch.features, [2.0, 3.5, 50.0, 2.0]);
 }
@@ -281,7 +362,7 @@ fn record_over_the_kinesis_size_limit_is_rejected() {
 fn duplicate_pred_ids_are_both_predicted() {
     let event = event_with_payloads(&[GOOD, GOOD]);
     let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = decode(&records, &columns());
+    let batch = Decoded::of(&records);
     assert_eq!(batch.accepted.len(), 2);
     assert_eq!(
         batch.pred_id(&batch.accepted[0]),
@@ -289,18 +370,44 @@ fn duplicate_pred_ids_are_both_predicted() {
     );
 }
 
+/// Parses one payload into a fresh row, by `decode`'s way (`fast` true) or the general parser
+/// alone; returns the outcome and the row.
+fn parse_with(
+    payload: &[u8],
+    pred_ids: &mut String,
+    fast: bool,
+) -> (Result<(), RejectReason>, [f32; 4]) {
+    let layout = layout();
+    let mut inputs = layout.buffers(1);
+    inputs.push_row(&layout);
+    let mut parser = PayloadParser {
+        layout: &layout,
+        plain: fast,
+        seen: vec![false; 4],
+    };
+    let outcome = parser.parse(payload, &mut inputs, pred_ids);
+    let mut row = [f32::NAN; 4];
+    if let Some(crate::inputs::Buffer::Float32(values)) = inputs.buffers.first() {
+        row.copy_from_slice(values);
+    }
+    (outcome, row)
+}
+
+fn parse_general(payload: &[u8], pred_ids: &mut String) -> (Result<(), RejectReason>, [f32; 4]) {
+    parse_with(payload, pred_ids, false)
+}
+
 /// Parses `payload` by the fast path and, when it accepts, checks that the general parser
 /// accepts it too with the same row, bit for bit, and the same `pred_id` text. Returns whether
 /// the fast path accepted.
 fn fast_path_agrees_with_general(payload: &[u8]) -> bool {
     let columns = columns();
-    let parser = PayloadParser { columns: &columns };
-    let (mut fast_row, mut general_row) = ([f32::NAN; 4], [f32::NAN; 4]);
+    let mut fast_row = [f32::NAN; 4];
     let (mut fast_ids, mut general_ids) = (String::new(), String::new());
     if !fast::parse(payload, &columns, &mut fast_row, &mut fast_ids) {
         return false;
     }
-    let general = parser.parse_general(payload, &mut general_row, &mut general_ids);
+    let (general, general_row) = parse_general(payload, &mut general_ids);
     let text = String::from_utf8_lossy(payload);
     assert_eq!(general, Ok(()), "fast path accepted {text}");
     assert_eq!(
@@ -411,12 +518,9 @@ proptest! {
 /// parser alone, and checks both give the same outcome: the same row bit for bit and `pred_id`
 /// text, or the same rejection reason.
 fn assert_same_outcome_as_general(payload: &[u8]) {
-    let columns = columns();
-    let parser = PayloadParser { columns: &columns };
-    let (mut row, mut general_row) = ([f32::NAN; 4], [f32::NAN; 4]);
     let (mut ids, mut general_ids) = (String::new(), String::new());
-    let outcome = parser.parse(payload, &mut row, &mut ids);
-    let general = parser.parse_general(payload, &mut general_row, &mut general_ids);
+    let (outcome, row) = parse_with(payload, &mut ids, true);
+    let (general, general_row) = parse_general(payload, &mut general_ids);
     let text = String::from_utf8_lossy(payload);
     assert_eq!(outcome, general, "{text}");
     if outcome.is_ok() {

@@ -18,6 +18,7 @@ fn events(data: &[Vec<u8>]) -> Vec<Outgoing<'_>> {
     data.iter()
         .enumerate()
         .map(|(i, data)| Outgoing {
+            record: i,
             data,
             partition_key: Cow::Owned(i.to_string()),
         })

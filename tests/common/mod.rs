@@ -90,3 +90,29 @@ pub fn kinesis_event(payloads: &[Vec<u8>]) -> Vec<u8> {
 pub fn close(actual: f64, expected: f64, relative: f64) -> bool {
     (actual - expected).abs() <= relative * expected.abs().max(1.0)
 }
+
+/// Predicts rows of float features (`[N, F]`, row-major, columns in the model's order) with a
+/// regressor of float32 output: one value per row.
+pub fn predict_rows(model: &Model, rows: &[f32]) -> Vec<f32> {
+    use bike_prediction::inputs::Value;
+    use bike_prediction::model::{Predictions, Values};
+    let layout = model.layout();
+    let width = layout.fields.len();
+    let mut inputs = layout.buffers(rows.len() / width);
+    for row in rows.chunks(width) {
+        inputs.push_row(layout);
+        for (field, value) in row.iter().enumerate() {
+            inputs
+                .set(layout, field, Value::Float(f64::from(*value)))
+                .unwrap();
+        }
+        inputs.finish_row();
+    }
+    match model.predict(&inputs).unwrap() {
+        Predictions::Values {
+            values: Values::Float32(values),
+            width: 1,
+        } => values,
+        other => panic!("not one float32 value per row: {other:?}"),
+    }
+}
