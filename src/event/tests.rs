@@ -564,3 +564,379 @@ fn reference_rows_and_bad_records_decode_as_with_the_general_parser_alone() {
     }
     assert!(count >= 30, "{count} payload seeds");
 }
+
+/// A layout with one input per column of every element type, as skl2onnx converts a
+/// DataFrame pipeline: `t1` float32, `t2` float64 (optional), `hum` int64, `code` int32,
+/// `flag` bool, `weather` string, and `level` int64 but optional.
+fn typed_layout() -> InputLayout {
+    use crate::artifact::{ColumnSpec, InputSignature, SignatureType as S};
+    use crate::inputs::GraphInput;
+    let columns = [
+        ("t1", S::Float, ElementType::Float32, true),
+        ("t2", S::Double, ElementType::Float64, false),
+        ("hum", S::Long, ElementType::Int64, true),
+        ("code", S::Integer, ElementType::Int32, true),
+        ("flag", S::Boolean, ElementType::Bool, true),
+        ("weather", S::String, ElementType::String, true),
+        ("level", S::Long, ElementType::Int64, false),
+    ];
+    let signature = InputSignature::Columns(
+        columns
+            .iter()
+            .map(|(name, kind, _, required)| ColumnSpec {
+                name: (*name).into(),
+                kind: *kind,
+                required: *required,
+            })
+            .collect(),
+    );
+    let graph: Vec<GraphInput> = columns
+        .iter()
+        .map(|(name, _, element, _)| GraphInput {
+            name: (*name).into(),
+            element: Ok(*element),
+            shape: vec![-1, 1],
+        })
+        .collect();
+    InputLayout::bind(&signature, &graph).unwrap()
+}
+
+const TYPED: &str = r#"{"features": {"t1": 2.5, "t2": 0.1, "hum": 50, "code": -3, "flag": true, "weather": "cloudy/misty", "level": 2.0, "other": [1]}, "pred_id": 9}"#;
+
+/// Decodes `payloads` with `layout` and returns the inputs and each record's fate.
+fn decode_with(layout: &InputLayout, payloads: &[&str]) -> (Inputs, Vec<Result<(), RejectReason>>) {
+    let data: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+    let event = event_with_payloads(&data);
+    let records = KinesisBatch::from_slice(&event).unwrap();
+    let (ledger, inputs) = decode(&records, layout);
+    let fates = ledger
+        .entries()
+        .iter()
+        .map(|entry| match &entry.fate {
+            Fate::Rejected(reason) => Err(reason.clone()),
+            _ => Ok(()),
+        })
+        .collect();
+    (inputs, fates)
+}
+
+#[test]
+fn typed_columns_are_decoded_into_their_own_inputs() {
+    use crate::inputs::Buffer;
+    let layout = typed_layout();
+    let (inputs, fates) = decode_with(&layout, &[TYPED, TYPED]);
+    assert_eq!(fates, [Ok(()), Ok(())]);
+    assert_eq!(inputs.buffers[0], Buffer::Float32(vec![2.5, 2.5]));
+    assert_eq!(inputs.buffers[1], Buffer::Float64(vec![0.1, 0.1]));
+    assert_eq!(inputs.buffers[2], Buffer::Int64(vec![50, 50]));
+    assert_eq!(inputs.buffers[3], Buffer::Int32(vec![-3, -3]));
+    assert_eq!(inputs.buffers[4], Buffer::Bool(vec![true, true]));
+    assert_eq!(inputs.strings(5), ["cloudy/misty", "cloudy/misty"]);
+    assert_eq!(inputs.buffers[6], Buffer::Int64(vec![2, 2]));
+}
+
+/// `TYPED` with the member `"name": value` of `features` replaced (or removed, for `None`).
+fn typed_with(name: &str, value: Option<&str>) -> String {
+    let mut features: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str::<serde_json::Value>(TYPED).unwrap()["features"]
+            .as_object()
+            .unwrap()
+            .clone();
+    features.remove(name);
+    let mut body: Vec<String> = features
+        .iter()
+        .map(|(key, value)| format!("{key:?}: {value}"))
+        .collect();
+    if let Some(value) = value {
+        body.push(format!("{name:?}: {value}"));
+    }
+    format!(r#"{{"features": {{{}}}, "pred_id": 1}}"#, body.join(", "))
+}
+
+#[test]
+fn every_value_that_does_not_fit_its_input_is_rejected_with_its_own_reason() {
+    let layout = typed_layout();
+    let name = |name: &str| name.to_owned();
+    let cases = [
+        ("hum", Some("2.5"), RejectReason::NotAnInteger(name("hum"))),
+        (
+            "t1",
+            Some("\"2\""),
+            RejectReason::NonNumericFeature(name("t1")),
+        ),
+        (
+            "hum",
+            Some("true"),
+            RejectReason::NonNumericFeature(name("hum")),
+        ),
+        (
+            "weather",
+            Some("3"),
+            RejectReason::NotAString(name("weather")),
+        ),
+        (
+            "weather",
+            Some("null"),
+            RejectReason::NotAString(name("weather")),
+        ),
+        (
+            "weather",
+            Some(r#""a\u0000b""#),
+            RejectReason::StringWithNul(name("weather")),
+        ),
+        ("flag", Some("1"), RejectReason::NotABoolean(name("flag"))),
+        (
+            "flag",
+            Some("\"true\""),
+            RejectReason::NotABoolean(name("flag")),
+        ),
+        (
+            "hum",
+            Some("9223372036854775808"),
+            RejectReason::IntegerOutOfRange {
+                name: name("hum"),
+                element: ElementType::Int64,
+            },
+        ),
+        (
+            "hum",
+            Some("-1e19"),
+            RejectReason::IntegerOutOfRange {
+                name: name("hum"),
+                element: ElementType::Int64,
+            },
+        ),
+        (
+            "code",
+            Some("2147483648"),
+            RejectReason::IntegerOutOfRange {
+                name: name("code"),
+                element: ElementType::Int32,
+            },
+        ),
+        (
+            "t1",
+            Some("1e39"),
+            RejectReason::NonFiniteFeature {
+                name: name("t1"),
+                element: ElementType::Float32,
+            },
+        ),
+        (
+            "weather",
+            None,
+            RejectReason::MissingFeature(name("weather")),
+        ),
+        ("flag", None, RejectReason::MissingFeature(name("flag"))),
+        (
+            "t1",
+            Some("null"),
+            RejectReason::NonNumericFeature(name("t1")),
+        ),
+        // Optional, but an int64 input has no missing value.
+        ("level", None, RejectReason::MissingFeature(name("level"))),
+        (
+            "level",
+            Some("0.5"),
+            RejectReason::NotAnInteger(name("level")),
+        ),
+    ];
+    for (field, value, reason) in cases {
+        let bad = typed_with(field, value);
+        let (inputs, fates) = decode_with(&layout, &[TYPED, &bad, TYPED]);
+        assert_eq!(fates, [Ok(()), Err(reason), Ok(())], "{bad}");
+        assert_eq!(inputs.rows, 2);
+        assert_eq!(
+            inputs.strings(5).len(),
+            2,
+            "the rejected row's string is dropped"
+        );
+    }
+}
+
+#[test]
+fn an_optional_float_column_left_out_or_null_is_missing() {
+    use crate::inputs::Buffer;
+    let layout = typed_layout();
+    let (inputs, fates) = decode_with(
+        &layout,
+        &[
+            &typed_with("t2", None),
+            &typed_with("t2", Some("null")),
+            TYPED,
+        ],
+    );
+    assert_eq!(fates, [Ok(()), Ok(()), Ok(())]);
+    let Buffer::Float64(t2) = &inputs.buffers[1] else {
+        panic!("{:?}", inputs.buffers[1]);
+    };
+    assert!(t2[0].is_nan() && t2[1].is_nan());
+    assert_eq!(t2[2], 0.1);
+}
+
+#[test]
+fn a_repeated_features_key_replaces_the_earlier_one() {
+    use crate::inputs::Buffer;
+    let layout = typed_layout();
+    let features = |payload: &str| -> String {
+        let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+        value["features"].to_string()
+    };
+    let without_t2 = features(&typed_with("t2", None));
+    let repeated = format!(
+        r#"{{"features": {}, "features": {without_t2}, "pred_id": 1}}"#,
+        features(TYPED)
+    );
+    let (inputs, fates) = decode_with(&layout, &[&repeated]);
+    assert_eq!(fates, [Ok(())]);
+    assert!(matches!(&inputs.buffers[1], Buffer::Float64(t2) if t2[0].is_nan()));
+    let missing = format!(
+        r#"{{"features": {}, "features": {{}}, "pred_id": 1}}"#,
+        features(TYPED)
+    );
+    let (_, fates) = decode_with(&layout, &[&missing]);
+    assert_eq!(fates, [Err(RejectReason::MissingFeature("t1".into()))]);
+}
+
+fn tensor_layout(element: ElementType, kind: crate::artifact::SignatureType) -> InputLayout {
+    use crate::artifact::InputSignature;
+    use crate::inputs::GraphInput;
+    let signature = InputSignature::Tensor {
+        dtype: kind,
+        width: Some(3),
+    };
+    let graph = [GraphInput {
+        name: "input".into(),
+        element: Ok(element),
+        shape: vec![-1, 3],
+    }];
+    InputLayout::bind(&signature, &graph).unwrap()
+}
+
+#[test]
+fn tensor_signature_reads_features_as_an_array_in_column_order() {
+    use crate::artifact::SignatureType as S;
+    use crate::inputs::Buffer;
+    let layout = tensor_layout(ElementType::Float32, S::Float);
+    let good = r#"{"features": [2, 3.5, -1e3], "pred_id": 1}"#;
+    let (inputs, fates) = decode_with(&layout, &[good, r#"{"pred_id": 2, "features": [0,0,0]}"#]);
+    assert_eq!(fates, [Ok(()), Ok(())]);
+    assert_eq!(
+        inputs.buffers[0],
+        Buffer::Float32(vec![2.0, 3.5, -1000.0, 0.0, 0.0, 0.0])
+    );
+    let element = |position: usize| format!("features[{position}]");
+    let cases = [
+        (
+            r#"[1, 2]"#,
+            RejectReason::WrongFeatureCount {
+                expected: 3,
+                got: 2,
+            },
+        ),
+        (
+            r#"[1, 2, 3, 4]"#,
+            RejectReason::WrongFeatureCount {
+                expected: 3,
+                got: 4,
+            },
+        ),
+        (
+            r#"[]"#,
+            RejectReason::WrongFeatureCount {
+                expected: 3,
+                got: 0,
+            },
+        ),
+        (
+            r#"{"a": 1, "b": 2, "c": 3}"#,
+            RejectReason::FeaturesNotAnArray,
+        ),
+        (r#""1,2,3""#, RejectReason::FeaturesNotAnArray),
+        ("null", RejectReason::FeaturesNotAnArray),
+        (
+            r#"[1, "2", 3]"#,
+            RejectReason::NonNumericFeature(element(1)),
+        ),
+        (
+            r#"[1, 2, [3]]"#,
+            RejectReason::NonNumericFeature(element(2)),
+        ),
+        (
+            r#"[1, 2, 1e39]"#,
+            RejectReason::NonFiniteFeature {
+                name: element(2),
+                element: ElementType::Float32,
+            },
+        ),
+    ];
+    for (features, reason) in cases {
+        let bad = format!(r#"{{"features": {features}, "pred_id": 1}}"#);
+        let (inputs, fates) = decode_with(&layout, &[good, &bad, good]);
+        assert_eq!(fates, [Ok(()), Err(reason), Ok(())], "{bad}");
+        assert_eq!(inputs.rows, 2);
+    }
+    let (_, fates) = decode_with(&layout, &[r#"{"features": [1, NaN, 3], "pred_id": 1}"#]);
+    assert!(
+        matches!(&fates[0], Err(RejectReason::InvalidFeatureJson { name, .. }) if name == "features[1]"),
+        "{fates:?}"
+    );
+    // A column-based model given an array says it wants an object.
+    let (_, fates) = decode_with(
+        &typed_layout(),
+        &[r#"{"features": [1, 2, 3], "pred_id": 1}"#],
+    );
+    assert_eq!(fates, [Err(RejectReason::FeaturesNotAnObject)]);
+    // An integer tensor takes only integers.
+    let layout = tensor_layout(ElementType::Int64, S::Long);
+    let (inputs, fates) = decode_with(
+        &layout,
+        &[
+            r#"{"features": [1, 2.0, -3], "pred_id": 1}"#,
+            r#"{"features": [1, 2.5, 3], "pred_id": 1}"#,
+        ],
+    );
+    assert_eq!(fates, [Ok(()), Err(RejectReason::NotAnInteger(element(1)))]);
+    assert_eq!(inputs.buffers[0], Buffer::Int64(vec![1, 2, -3]));
+}
+
+#[test]
+fn every_reason_has_its_own_code() {
+    let reasons = [
+        RejectReason::TooLarge(1),
+        RejectReason::InvalidBase64,
+        RejectReason::NotUtf8,
+        RejectReason::NotJson(String::new()),
+        RejectReason::NotAnObject,
+        RejectReason::MissingFeatures,
+        RejectReason::FeaturesNotAnObject,
+        RejectReason::FeaturesNotAnArray,
+        RejectReason::WrongFeatureCount {
+            expected: 1,
+            got: 2,
+        },
+        RejectReason::MissingPredId,
+        RejectReason::InvalidPredId,
+        RejectReason::MissingFeature(String::new()),
+        RejectReason::NonNumericFeature(String::new()),
+        RejectReason::NonFiniteFeature {
+            name: String::new(),
+            element: ElementType::Float32,
+        },
+        RejectReason::NotAnInteger(String::new()),
+        RejectReason::IntegerOutOfRange {
+            name: String::new(),
+            element: ElementType::Int64,
+        },
+        RejectReason::NotABoolean(String::new()),
+        RejectReason::NotAString(String::new()),
+        RejectReason::StringWithNul(String::new()),
+        RejectReason::InvalidFeatureJson {
+            name: String::new(),
+            detail: String::new(),
+        },
+        RejectReason::NonFinitePrediction,
+    ];
+    let codes: std::collections::BTreeSet<&str> = reasons.iter().map(RejectReason::code).collect();
+    assert_eq!(codes.len(), reasons.len());
+}
