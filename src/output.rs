@@ -449,4 +449,70 @@ mod tests {
             serde_json::json!([{"itemIdentifier": "0"}])
         );
     }
+
+    fn probability() -> impl proptest::strategy::Strategy<Value = f32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => 0.0f32..=1.0,
+            1 => any::<f32>(),
+            1 => proptest::sample::select(vec![f32::NAN, f32::INFINITY, -0.0, f32::MIN_POSITIVE]),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// Any labels, class names and probabilities: each record's event is JSON with the
+        /// label exactly as given and one probability per class, each the model's float32
+        /// exactly, or the record is rejected because one of its probabilities is not finite.
+        #[test]
+        fn classifier_events_carry_labels_and_probabilities_exactly(
+            classes in proptest::collection::btree_set("[ -~\u{e9}\u{1F600}\\\"]{0,8}", 1..5),
+            rows in proptest::collection::vec(
+                (proptest::prelude::any::<i64>(), "[ -~\u{e9}\"\\\u{0}-\u{1f}]{0,10}", proptest::collection::vec(probability(), 5)),
+                1..6,
+            ),
+            string_labels in proptest::prelude::any::<bool>(),
+        ) {
+            let classes: Vec<String> = classes.into_iter().collect();
+            let width = classes.len();
+            let payloads: Vec<String> = (0..rows.len())
+                .map(|i| format!(r#"{{"features":{{"x":{i}}},"pred_id":{i}}}"#))
+                .collect();
+            let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+            let raw = event_with(&payloads);
+            let records = KinesisBatch::from_slice(&raw).unwrap();
+            let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+            let probabilities: Vec<f32> = rows.iter().flat_map(|(_, _, p)| p[..width].to_vec()).collect();
+            let labels = match string_labels {
+                true => Labels::String(rows.iter().map(|(_, label, _)| label.clone()).collect()),
+                false => Labels::Int64(rows.iter().map(|(label, _, _)| *label).collect()),
+            };
+            let predictions = Predictions::Classes { labels, classes: classes.clone(), probabilities };
+            EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &predictions);
+            let events: std::collections::BTreeMap<usize, &[u8]> = ledger.predicted().collect();
+            for (index, (number, text, row)) in rows.iter().enumerate() {
+                let row = &row[..width];
+                let Some(json) = events.get(&index) else {
+                    proptest::prop_assert!(row.iter().any(|p| !p.is_finite()), "row {index} rejected");
+                    continue;
+                };
+                proptest::prop_assert!(row.iter().all(|p| p.is_finite()));
+                let event: serde_json::Value = serde_json::from_slice(json).unwrap();
+                let prediction = &event["prediction"];
+                let label = match string_labels {
+                    true => serde_json::json!(text),
+                    false => serde_json::json!(number),
+                };
+                proptest::prop_assert_eq!(&prediction["label"], &label);
+                proptest::prop_assert_eq!(&prediction["pred_id"], &serde_json::json!(index));
+                let written = prediction["probabilities"].as_object().unwrap();
+                proptest::prop_assert_eq!(written.len(), width);
+                for (class, probability) in classes.iter().zip(row) {
+                    let value = written[class].as_f64().unwrap() as f32;
+                    proptest::prop_assert_eq!(value.to_bits(), probability.to_bits(), "{}", class);
+                }
+            }
+        }
+    }
 }

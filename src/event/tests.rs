@@ -940,3 +940,152 @@ fn every_reason_has_its_own_code() {
     let codes: std::collections::BTreeSet<&str> = reasons.iter().map(RejectReason::code).collect();
     assert_eq!(codes.len(), reasons.len());
 }
+
+/// A JSON value for a typed column, or `None` to leave the column out: numbers of every kind
+/// (integers within and beyond i64 and i32, fractions, integral floats, beyond float32),
+/// strings (with escapes and NUL), booleans, null and composites.
+fn typed_value() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        1 => Just(None),
+        3 => any::<i64>().prop_map(|value| Some(value.to_string())),
+        1 => any::<i32>().prop_map(|value| Some(value.to_string())),
+        1 => (i64::MAX as u64..=u64::MAX).prop_map(|value| Some(value.to_string())),
+        2 => any::<f64>()
+            .prop_filter("JSON numbers are finite", |value| value.is_finite())
+            .prop_map(|value| Some(format!("{value:?}"))),
+        1 => (-1e6..1e6f64).prop_map(|value| Some(format!("{:?}", value.trunc()))),
+        2 => "[a-z\u{e9}\"\\\\/\u{0}]{0,6}".prop_map(|text| Some(serde_json::to_string(&text).unwrap())),
+        1 => any::<bool>().prop_map(|value| Some(value.to_string())),
+        1 => proptest::sample::select(vec!["null", "[]", "{}", "[1]"]).prop_map(|text| Some(text.to_owned())),
+    ]
+}
+
+/// What the service must make of `value` for a field, written from the documented rules with
+/// `serde_json::Value` (not the service's parser): the value it becomes, or the reason code.
+fn expected_value(
+    field: &crate::inputs::Field,
+    value: Option<&serde_json::Value>,
+) -> Result<Option<serde_json::Value>, &'static str> {
+    use serde_json::Value as J;
+    let Some(value) = value else {
+        return match (field.required, field.element) {
+            (false, ElementType::Float32 | ElementType::Float64) => Ok(None),
+            _ => Err("missing_feature"),
+        };
+    };
+    let number = value.as_f64();
+    let integer = || -> Result<i64, &'static str> {
+        if let Some(value) = value.as_i64() {
+            return Ok(value);
+        }
+        if value.is_u64() {
+            return Err("integer_out_of_range");
+        }
+        let value = number.ok_or("non_numeric_feature")?;
+        if value.fract() != 0.0 {
+            return Err("not_an_integer");
+        }
+        if value.abs() >= 9_223_372_036_854_775_808.0 {
+            return Err("integer_out_of_range");
+        }
+        Ok(value as i64)
+    };
+    match field.element {
+        ElementType::Float32 | ElementType::Float64 => {
+            if value.is_null() && !field.required {
+                return Ok(None);
+            }
+            if !value.is_number() {
+                return Err("non_numeric_feature");
+            }
+            if field.integral {
+                integer()?;
+            }
+            let number = number.ok_or("non_numeric_feature")?;
+            if field.element == ElementType::Float32 {
+                let rounded = number as f32;
+                if !rounded.is_finite() {
+                    return Err("non_finite_feature");
+                }
+                return Ok(Some(J::from(rounded)));
+            }
+            Ok(Some(J::from(number)))
+        }
+        ElementType::Int64 => integer().map(|value| Some(J::from(value))),
+        ElementType::Int32 => {
+            let value = integer()?;
+            i32::try_from(value)
+                .map(|value| Some(J::from(value)))
+                .map_err(|_| "integer_out_of_range")
+        }
+        ElementType::Bool => value
+            .as_bool()
+            .map(|value| Some(J::from(value)))
+            .ok_or("not_a_boolean"),
+        ElementType::String => match value.as_str() {
+            Some(text) if text.contains('\0') => Err("string_with_nul"),
+            Some(text) => Ok(Some(J::from(text))),
+            None => Err("not_a_string"),
+        },
+    }
+}
+
+/// Row `row` of input `input`, as JSON values (NaN as `None`).
+fn decoded_value(inputs: &Inputs, input: usize, row: usize) -> Option<serde_json::Value> {
+    use crate::inputs::Buffer;
+    use serde_json::Value as J;
+    match &inputs.buffers[input] {
+        Buffer::Float32(values) => Some(values[row]).filter(|v| !v.is_nan()).map(J::from),
+        Buffer::Float64(values) => Some(values[row]).filter(|v| !v.is_nan()).map(J::from),
+        Buffer::Int64(values) => Some(J::from(values[row])),
+        Buffer::Int32(values) => Some(J::from(values[row])),
+        Buffer::Bool(values) => Some(J::from(values[row])),
+        Buffer::String(_) => Some(J::from(inputs.strings(input)[row])),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+    /// Any mix of values for the typed columns: the record is accepted exactly when every
+    /// value fits its input by the documented rules, with exactly the values those rules give;
+    /// otherwise it is rejected for one of the values that do not fit.
+    #[test]
+    fn typed_values_are_accepted_or_rejected_as_the_rules_say(
+        values in proptest::collection::vec(typed_value(), 7),
+    ) {
+        let layout = typed_layout();
+        let members: Vec<String> = layout
+            .fields
+            .iter()
+            .zip(&values)
+            .filter_map(|(field, value)| Some(format!("{:?}: {}", field.name, value.as_ref()?)))
+            .collect();
+        let payload = format!(r#"{{"features": {{{}}}, "pred_id": 1}}"#, members.join(", "));
+        let (inputs, fates) = decode_with(&layout, &[&payload]);
+        let parsed: Vec<Option<serde_json::Value>> = values
+            .iter()
+            .map(|value| value.as_ref().map(|text| serde_json::from_str(text).unwrap()))
+            .collect();
+        let expected: Vec<_> = layout
+            .fields
+            .iter()
+            .zip(&parsed)
+            .map(|(field, value)| expected_value(field, value.as_ref()))
+            .collect();
+        let failing: Vec<&str> = expected.iter().filter_map(|e| e.as_ref().err().copied()).collect();
+        match &fates[0] {
+            Ok(()) => {
+                prop_assert!(failing.is_empty(), "{} accepted, expected {:?}", payload, failing);
+                for (field, expected) in layout.fields.iter().zip(&expected) {
+                    let decoded = decoded_value(&inputs, field.input, 0);
+                    prop_assert_eq!(&decoded, expected.as_ref().unwrap(), "{} in {}", field.name, payload);
+                }
+            }
+            Err(reason) => prop_assert!(
+                failing.contains(&reason.code()),
+                "{} rejected as {:?}, expected one of {:?}", payload, reason, failing
+            ),
+        }
+    }
+}
