@@ -4,6 +4,10 @@
 //!   receives them, to the response bytes, with nothing published (`TEST_RUN`), for the
 //!   bundled gradient-boosting model and the linear one. Compare `handler/bike-linear/N` with
 //!   `floor/N` (benches/event.rs).
+//! - `handler/<kind>/10000`: the same for models of other kinds
+//!   (`tests/fixtures/model-kinds/`): `columns-float-string`, a scikit-learn pipeline with one
+//!   input per column and a one-hot-encoded string column, and `classifier-zipmap`, a
+//!   classifier whose probabilities come as ZipMap's sequence of maps.
 //! - `lambda_runtime/*/N`: the work done outside the handler when the function serves Lambda
 //!   (src/main.rs `serve`, lambda_runtime 1.5). lambda_runtime deserializes the invocation body
 //!   into the handler's payload type through `serde_path_to_error` (its
@@ -71,6 +75,35 @@ fn handler(c: &mut Criterion) {
     }
 }
 
+fn kinds(c: &mut Criterion) {
+    let tokio = tokio_runtime();
+    let records = 10_000;
+    for kind in ["columns-float-string", "classifier-zipmap"] {
+        let handler = Handler::new(common::load_kind(kind), kind, "run");
+        let event = common::kind_event(kind, records);
+        let response = tokio
+            .block_on(handler.handle_bytes(&event))
+            .expect("the event is handled")
+            .response;
+        let response: serde_json::Value = serde_json::from_slice(&response).expect("JSON");
+        assert_eq!(
+            response["predictions"].as_array().map(Vec::len),
+            Some(records)
+        );
+        let mut group = c.benchmark_group(format!("handler/{kind}"));
+        let id = common::batch(&mut group, records);
+        group.bench_function(id, |b| {
+            b.to_async(&tokio).iter(|| async {
+                handler
+                    .handle_bytes(black_box(&event))
+                    .await
+                    .expect("handled")
+            })
+        });
+        group.finish();
+    }
+}
+
 fn lambda_runtime(c: &mut Criterion) {
     let tokio = tokio_runtime();
     let events = events();
@@ -130,6 +163,6 @@ fn lambda_runtime(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = handler, lambda_runtime
+    targets = handler, kinds, lambda_runtime
 }
 criterion_main!(benches);

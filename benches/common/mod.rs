@@ -159,6 +159,37 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain values serialize")
 }
 
+/// A model of `tests/fixtures/model-kinds/` (written by `models/model_kinds.py`).
+pub fn load_kind(kind: &str) -> Model {
+    let dir = root().join("tests/fixtures/model-kinds").join(kind);
+    let artifact = ModelArtifact::read_dir(&dir).expect("a model-kinds fixture");
+    runtime().load_model(artifact).expect("the fixture loads")
+}
+
+/// A Lambda event of `records` records carrying the reference payloads of one model kind
+/// (`tests/fixtures/model-kinds/reference.json`), rotated like [`kinesis_event`]'s rows.
+pub fn kind_event(kind: &str, records: usize) -> Vec<u8> {
+    #[derive(Deserialize)]
+    struct Kind {
+        records: Vec<Box<RawValue>>,
+    }
+    let text = std::fs::read_to_string(root().join("tests/fixtures/model-kinds/reference.json"))
+        .expect("tests/fixtures/model-kinds/reference.json");
+    let mut kinds: std::collections::HashMap<String, Kind> =
+        serde_json::from_str(&text).expect("reference.json has each kind's records");
+    let payloads = kinds.remove(kind).expect("a known kind").records;
+    let records: Vec<String> = (0..records)
+        .map(|index| {
+            let payload = payloads[index % payloads.len()].get();
+            format!(
+                r#"{{"kinesis": {{"partitionKey": "{index}", "sequenceNumber": "{index}", "data": "{}"}}, "eventSource": "aws:kinesis"}}"#,
+                BASE64.encode(payload)
+            )
+        })
+        .collect();
+    format!(r#"{{"Records": [{}]}}"#, records.join(", ")).into_bytes()
+}
+
 /// Python onnxruntime's prediction for each record of a `records`-record event (reference rows
 /// rotated like the event's), standing in for model output where the model is not under test.
 pub fn reference_predictions(model: &str, records: usize) -> Vec<f32> {
