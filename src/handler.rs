@@ -166,14 +166,14 @@ impl Handler {
         };
         self.publish(&mut ledger, &mut report).await;
         self.keep_rejected(&mut ledger, &mut report).await;
+        let published = Instant::now();
         let response = output::write_response(&ledger);
 
-        (_, report.rejected, report.redeliver) = ledger.counts();
         report.records = ledger.len();
-        report.predicted = ledger.predicted().count();
+        (report.predicted, report.rejected, report.redeliver) = ledger.counts();
         report.decode_ms = (decoded - started).as_secs_f64() * 1e3;
         report.inference_ms = (predicted - decoded).as_secs_f64() * 1e3;
-        report.publish_ms = encoded.elapsed().as_secs_f64() * 1e3;
+        report.publish_ms = (published - encoded).as_secs_f64() * 1e3;
         report.total_ms = started.elapsed().as_secs_f64() * 1e3;
         report.emit();
         Ok(Handled { response, report })

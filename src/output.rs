@@ -50,9 +50,7 @@ impl EventEncoder {
     /// prediction. A record whose prediction is not finite (JSON cannot carry it) is rejected
     /// instead.
     pub fn encode(&self, ledger: &mut Ledger<'_>, predictions: &Predictions) {
-        let (_, rejected, _) = ledger.counts();
-        let events = ledger.len() - rejected;
-        ledger.event_buffer(events * (self.prefix.len() + EVENT_OVERHEAD));
+        ledger.event_buffer(ledger.len() * (self.prefix.len() + EVENT_OVERHEAD));
         ledger.encode_each(|row, pred_id, out| {
             let prediction = predictions
                 .row(row)
