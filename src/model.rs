@@ -142,7 +142,12 @@ impl OnnxRuntime {
             let onnx = std::fs::read(&artifact.onnx_path).map_err(|error| error.to_string())?;
             artifact::class_labels(&onnx).map_err(|error| error.to_string())
         };
-        let outputs = OutputLayout::bind(session.outputs(), class_labels).map_err(incompatible)?;
+        let graph_outputs: Vec<_> = session
+            .outputs()
+            .iter()
+            .map(|output| (output.name(), output.dtype()))
+            .collect();
+        let outputs = OutputLayout::bind(&graph_outputs, class_labels).map_err(incompatible)?;
         Ok(Model {
             session: Mutex::new(session),
             inputs,

@@ -9,7 +9,7 @@
 //!   in the order of the classifier node's `classlabels_*` attribute.
 
 use ort::session::SessionOutputs;
-use ort::value::{DynMapValueType, Outlet, TensorElementType, ValueType};
+use ort::value::{DynMapValueType, TensorElementType, ValueType};
 
 use super::InferenceError;
 
@@ -185,11 +185,14 @@ impl Predictions {
     }
 }
 
-/// Describes an output for messages: `name (Tensor<f32>(-1, 1))`.
-fn describe(outputs: &[Outlet]) -> String {
+/// An output of the ONNX graph: its name and type.
+pub type GraphOutput<'a> = (&'a str, &'a ValueType);
+
+/// Describes the outputs for messages: `` `name` (Tensor<f32>(-1, 1)) ``.
+fn describe(outputs: &[GraphOutput<'_>]) -> String {
     let outputs: Vec<String> = outputs
         .iter()
-        .map(|output| format!("`{}` ({})", output.name(), output.dtype()))
+        .map(|(name, dtype)| format!("`{name}` ({dtype})"))
         .collect();
     outputs.join(", ")
 }
@@ -208,7 +211,7 @@ impl OutputLayout {
     /// Finds what the outputs are; `class_labels` reads the classifier's classes from the
     /// graph when the probabilities are a tensor.
     pub fn bind(
-        outputs: &[Outlet],
+        outputs: &[GraphOutput<'_>],
         class_labels: impl FnOnce() -> Result<Option<Vec<String>>, String>,
     ) -> Result<Self, String> {
         let unusable = || {
@@ -219,8 +222,8 @@ impl OutputLayout {
                 describe(outputs)
             )
         };
-        let first = outputs.first().ok_or("it has no output")?;
-        if let ValueType::Tensor { ty, shape, .. } = first.dtype()
+        let &(first, first_type) = outputs.first().ok_or("it has no output")?;
+        if let ValueType::Tensor { ty, shape, .. } = first_type
             && is_float(*ty)
         {
             let width = match &shape[..] {
@@ -230,19 +233,19 @@ impl OutputLayout {
                 _ => return Err(unusable()),
             };
             return Ok(Self::Regression {
-                output: first.name().to_owned(),
+                output: first.to_owned(),
                 element: *ty,
                 width,
             });
         }
-        let label = outputs
+        let &(label, label_type) = outputs
             .iter()
-            .find(|output| is_label(output.dtype()))
+            .find(|(_, dtype)| is_label(dtype))
             .ok_or_else(unusable)?;
-        let ValueType::Tensor { ty: element, .. } = label.dtype() else {
+        let ValueType::Tensor { ty: element, .. } = label_type else {
             return Err(unusable());
         };
-        let probabilities = outputs.iter().find_map(|output| match output.dtype() {
+        let probabilities = outputs.iter().find_map(|&(output, dtype)| match dtype {
             ValueType::Sequence(item) => match item.as_ref() {
                 ValueType::Map {
                     key: TensorElementType::Int64 | TensorElementType::String,
@@ -260,33 +263,31 @@ impl OutputLayout {
         let probabilities = match probabilities {
             None => None,
             Some((output, None)) => Some(Probabilities {
-                output: output.name().to_owned(),
+                output: output.to_owned(),
                 form: ProbabilityForm::ZipMap,
             }),
             Some((output, Some(width))) => {
                 let classes = class_labels()?.ok_or_else(|| {
                     format!(
-                        "its probabilities `{}` are a tensor, but no node of the graph names the \
-                         classes (a classlabels_strings or classlabels_int64s attribute)",
-                        output.name()
+                        "its probabilities `{output}` are a tensor, but no node of the graph \
+                         names the classes (a classlabels_strings or classlabels_int64s attribute)"
                     )
                 })?;
                 if width > 0 && width as usize != classes.len() {
                     return Err(format!(
-                        "its probabilities `{}` have {width} columns, but the graph names {} \
-                         classes {classes:?}",
-                        output.name(),
+                        "its probabilities `{output}` have {width} columns, but the graph names \
+                         {} classes {classes:?}",
                         classes.len()
                     ));
                 }
                 Some(Probabilities {
-                    output: output.name().to_owned(),
+                    output: output.to_owned(),
                     form: ProbabilityForm::Tensor(classes),
                 })
             }
         };
         Ok(Self::Classification {
-            label: label.name().to_owned(),
+            label: label.to_owned(),
             element: *element,
             probabilities,
         })
@@ -455,4 +456,171 @@ fn append_map(
     }
     probabilities.extend(pairs.iter().map(|(_, probability)| *probability));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ort::value::{Shape, SymbolicDimensions};
+
+    use super::*;
+
+    fn tensor(ty: TensorElementType, shape: &[i64]) -> ValueType {
+        ValueType::Tensor {
+            ty,
+            shape: Shape::new(shape.iter().copied()),
+            dimension_symbols: SymbolicDimensions::empty(shape.len()),
+        }
+    }
+
+    fn zipmap(key: TensorElementType) -> ValueType {
+        ValueType::Sequence(Box::new(ValueType::Map {
+            key,
+            value: TensorElementType::Float32,
+        }))
+    }
+
+    fn bind(outputs: &[(&str, ValueType)]) -> Result<OutputLayout, String> {
+        let outputs: Vec<GraphOutput<'_>> = outputs.iter().map(|(n, t)| (*n, t)).collect();
+        OutputLayout::bind(&outputs, || Ok(Some(vec!["a".into(), "b".into()])))
+    }
+
+    use TensorElementType::{Float32, Float64, Int64, String as Str};
+
+    #[test]
+    fn a_float_first_output_is_a_regressor_of_one_or_several_targets() {
+        for (shape, width) in [
+            (&[-1, 1][..], Some(1)),
+            (&[-1][..], Some(1)),
+            (&[-1, 3][..], Some(3)),
+            (&[-1, -1][..], None),
+        ] {
+            let layout = bind(&[("variable", tensor(Float32, shape))]).unwrap();
+            assert_eq!(
+                layout,
+                OutputLayout::Regression {
+                    output: "variable".into(),
+                    element: Float32,
+                    width
+                },
+                "{shape:?}"
+            );
+        }
+        let layout = bind(&[("y", tensor(Float64, &[-1, 1]))]).unwrap();
+        assert!(matches!(
+            layout,
+            OutputLayout::Regression {
+                element: Float64,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_label_and_probabilities_are_a_classifier() {
+        let layout = bind(&[
+            ("output_label", tensor(Str, &[-1])),
+            ("output_probability", zipmap(Str)),
+        ])
+        .unwrap();
+        assert_eq!(
+            layout,
+            OutputLayout::Classification {
+                label: "output_label".into(),
+                element: Str,
+                probabilities: Some(Probabilities {
+                    output: "output_probability".into(),
+                    form: ProbabilityForm::ZipMap
+                })
+            }
+        );
+        let layout = bind(&[
+            ("label", tensor(Int64, &[-1])),
+            ("probabilities", tensor(Float32, &[-1, 2])),
+        ])
+        .unwrap();
+        assert_eq!(
+            layout,
+            OutputLayout::Classification {
+                label: "label".into(),
+                element: Int64,
+                probabilities: Some(Probabilities {
+                    output: "probabilities".into(),
+                    form: ProbabilityForm::Tensor(vec!["a".into(), "b".into()])
+                })
+            }
+        );
+        let layout = bind(&[("label", tensor(Int64, &[-1, 1]))]).unwrap();
+        assert!(matches!(
+            layout,
+            OutputLayout::Classification {
+                probabilities: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn outputs_the_service_cannot_write_are_refused_with_what_they_are() {
+        let cases: Vec<(Vec<(&str, ValueType)>, &str)> = vec![
+            (vec![], "it has no output"),
+            (
+                vec![("y", tensor(Float32, &[-1, 2, 2]))],
+                "its outputs are `y`",
+            ),
+            (
+                vec![("text", tensor(Str, &[-1, 3]))],
+                "a classifier's int64 or string label [N]",
+            ),
+            (
+                vec![("seq", ValueType::Sequence(Box::new(tensor(Float32, &[-1]))))],
+                "its outputs are `seq`",
+            ),
+            (
+                vec![
+                    ("label", tensor(Int64, &[-1])),
+                    ("probabilities", tensor(Float32, &[-1, 3])),
+                ],
+                "have 3 columns, but the graph names 2 classes",
+            ),
+        ];
+        for (outputs, message) in cases {
+            let error = bind(&outputs).unwrap_err();
+            assert!(error.contains(message), "{message}: {error}");
+        }
+        let outputs = [
+            ("label", tensor(Int64, &[-1])),
+            ("probabilities", tensor(Float32, &[-1, 3])),
+        ];
+        let outputs: Vec<GraphOutput<'_>> = outputs.iter().map(|(n, t)| (*n, t)).collect();
+        let error = OutputLayout::bind(&outputs, || Ok(None)).unwrap_err();
+        assert!(
+            error.contains("no node of the graph names the classes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rows_of_predictions_are_read_by_position() {
+        let values = Predictions::Values {
+            values: Values::Float32(vec![1.0, 2.0, 3.0, 4.0]),
+            width: 2,
+        };
+        assert_eq!(values.row(1), Some(Prediction::Float32(&[3.0, 4.0])));
+        assert_eq!(values.row(2), None);
+        let classes = Predictions::Classes {
+            labels: Labels::String(vec!["a".into(), "b".into()]),
+            classes: vec!["a".into(), "b".into()],
+            probabilities: vec![0.9, 0.1, 0.2, 0.8],
+        };
+        let Some(Prediction::Class {
+            label,
+            probabilities,
+            ..
+        }) = classes.row(1)
+        else {
+            panic!("{classes:?}");
+        };
+        assert_eq!(label, Label::String("b"));
+        assert_eq!(probabilities, [0.2, 0.8]);
+    }
 }
