@@ -285,6 +285,7 @@ impl PayloadParser<'_> {
 
 /// Whether a JSON number's text is a finite f64. Only an exponent or 300-odd digits can
 /// overflow, so the common `123` is not parsed at all.
+#[inline]
 fn is_finite_number(text: &str) -> bool {
     let may_overflow = text.len() > 300 || text.contains(['e', 'E']);
     !may_overflow || text.parse::<f64>().is_ok_and(f64::is_finite)

@@ -459,6 +459,7 @@ impl Buffer {
 
     /// Appends one row of `width` placeholder values: NaN for floats, so that an optional
     /// column a record leaves out is missing as MLflow has it.
+    #[inline]
     fn push_row(&mut self, width: usize) {
         match self {
             Self::Float32(values) => values.resize(values.len() + width, f32::NAN),
@@ -514,6 +515,7 @@ pub struct Inputs {
 
 impl Inputs {
     /// Starts the next row: every input gets a row of placeholders.
+    #[inline]
     pub fn push_row(&mut self, layout: &InputLayout) {
         for (buffer, input) in self.buffers.iter_mut().zip(&layout.inputs) {
             buffer.push_row(input.width);

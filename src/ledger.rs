@@ -51,6 +51,10 @@ pub struct Ledger<'e> {
     pred_ids: String,
     /// Every prediction event, end to end.
     events: Vec<u8>,
+    /// Records predicted, rejected and to re-deliver, kept as entries change.
+    predicted: usize,
+    rejected: usize,
+    redelivered: usize,
 }
 
 impl<'e> Ledger<'e> {
@@ -61,6 +65,9 @@ impl<'e> Ledger<'e> {
             entries: Vec::with_capacity(records.len()),
             pred_ids: String::with_capacity(records.len() * 8),
             events: Vec::new(),
+            predicted: 0,
+            rejected: 0,
+            redelivered: 0,
         }
     }
 
@@ -83,6 +90,7 @@ impl<'e> Ledger<'e> {
     /// `pred_id_start` is dropped.
     pub fn rejected(&mut self, reason: RejectReason, pred_id_start: usize) {
         self.pred_ids.truncate(pred_id_start);
+        self.rejected += 1;
         self.entries.push(Entry {
             fate: Fate::Rejected(reason),
             pred_id: pred_id_start..pred_id_start,
@@ -111,12 +119,14 @@ impl<'e> Ledger<'e> {
             let pred_id = self.pred_ids.get(entry.pred_id.clone()).unwrap_or_default();
             match write(row, pred_id, &mut self.events) {
                 Ok(()) => {
+                    self.predicted += 1;
                     entry.fate = Fate::Predicted {
                         event: start..self.events.len(),
                     }
                 }
                 Err(reason) => {
                     self.events.truncate(start);
+                    self.rejected += 1;
                     entry.fate = Fate::Rejected(reason);
                 }
             }
@@ -135,11 +145,6 @@ impl<'e> Ledger<'e> {
     /// Every record's entry, in event order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
-    }
-
-    /// Every record's entry, in event order, to be marked.
-    pub fn entries_mut(&mut self) -> &mut [Entry] {
-        &mut self.entries
     }
 
     /// The `pred_id` of a decoded or predicted record, as the JSON text it had in the record
@@ -170,7 +175,7 @@ impl<'e> Ledger<'e> {
 
     /// Each rejected record's position and reason, in event order.
     pub fn rejections(&self) -> impl Iterator<Item = (usize, &RejectReason)> + '_ {
-        self.entries
+        self.entries_if(self.rejected > 0)
             .iter()
             .enumerate()
             .filter_map(|(index, entry)| match &entry.fate {
@@ -183,6 +188,7 @@ impl<'e> Ledger<'e> {
     pub fn redeliver(&mut self, records: impl IntoIterator<Item = usize>) {
         for index in records {
             if let Some(entry) = self.entries.get_mut(index) {
+                self.redelivered += usize::from(!entry.redeliver);
                 entry.redeliver = true;
             }
         }
@@ -190,7 +196,7 @@ impl<'e> Ledger<'e> {
 
     /// The sequence numbers of the records Lambda must deliver again, in event order.
     pub fn redeliveries(&self) -> impl Iterator<Item = &'e str> + '_ {
-        self.entries
+        self.entries_if(self.redelivered > 0)
             .iter()
             .enumerate()
             .filter(|(_, entry)| entry.redeliver)
@@ -209,18 +215,15 @@ impl<'e> Ledger<'e> {
 
     /// How many records are in each state: (predicted, rejected, to re-deliver).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let mut counts = (0, 0, 0);
-        for entry in &self.entries {
-            match entry.fate {
-                Fate::Predicted { .. } => counts.0 += 1,
-                Fate::Rejected(_) => counts.1 += 1,
-                Fate::Decoded { .. } => {}
-            }
-            if entry.redeliver {
-                counts.2 += 1;
-            }
+        (self.predicted, self.rejected, self.redelivered)
+    }
+
+    /// Every entry, or none when `any` is false: a list with nothing in it is not walked.
+    fn entries_if(&self, any: bool) -> &[Entry] {
+        match any {
+            true => &self.entries,
+            false => &[],
         }
-        counts
     }
 
     /// Total bytes of all prediction events.

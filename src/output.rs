@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::event::RejectReason;
 use crate::kinesis::KinesisRecord;
 use crate::ledger::Ledger;
-use crate::model::{Label, Prediction, Predictions};
+use crate::model::{Label, Prediction, Predictions, Values};
 
 /// Bytes a prediction event takes besides the model name, version and `pred_id`; used to size
 /// the output buffer once per batch.
@@ -26,8 +26,8 @@ const EVENT_OVERHEAD: usize = 80;
 pub struct EventEncoder {
     /// `{"model":<name>,"version":<version>,"prediction":{`, escaped once at start-up.
     prefix: Vec<u8>,
-    /// `"<field>":`, the key of a regressor's value.
-    value_key: Vec<u8>,
+    /// The prefix and `"<field>":`, the key of a regressor's value.
+    value_prefix: Vec<u8>,
 }
 
 impl EventEncoder {
@@ -40,26 +40,45 @@ impl EventEncoder {
         prefix.extend_from_slice(b",\"version\":");
         write_json(&mut prefix, version);
         prefix.extend_from_slice(b",\"prediction\":{");
-        let mut value_key = Vec::new();
-        write_json(&mut value_key, prediction_field);
-        value_key.push(b':');
-        Self { prefix, value_key }
+        let mut value_prefix = prefix.clone();
+        write_json(&mut value_prefix, prediction_field);
+        value_prefix.push(b':');
+        Self {
+            prefix,
+            value_prefix,
+        }
     }
 
     /// Writes the event of every decoded record of `ledger`, whose row of `predictions` is its
     /// prediction. A record whose prediction is not finite (JSON cannot carry it) is rejected
     /// instead.
     pub fn encode(&self, ledger: &mut Ledger<'_>, predictions: &Predictions) {
-        ledger.event_buffer(ledger.len() * (self.prefix.len() + EVENT_OVERHEAD));
+        ledger.event_buffer(ledger.len() * (self.value_prefix.len() + EVENT_OVERHEAD));
+        // One float32 value per row, the most common model: written straight from the values,
+        // the shape of every other prediction decided row by row.
+        if let Predictions::Values {
+            values: Values::Float32(values),
+            width: 1,
+        } = predictions
+        {
+            ledger.encode_each(|row, pred_id, out| {
+                let value = values.get(row).copied().unwrap_or(f32::NAN);
+                if !value.is_finite() {
+                    return Err(RejectReason::NonFinitePrediction);
+                }
+                out.extend_from_slice(&self.value_prefix);
+                write_json(out, &value);
+                end_event(out, pred_id);
+                Ok(())
+            });
+            return;
+        }
         ledger.encode_each(|row, pred_id, out| {
             let prediction = predictions
                 .row(row)
                 .ok_or(RejectReason::NonFinitePrediction)?;
-            out.extend_from_slice(&self.prefix);
             self.write_prediction(out, prediction)?;
-            out.extend_from_slice(b",\"pred_id\":");
-            out.extend_from_slice(pred_id.as_bytes());
-            out.extend_from_slice(b"}}");
+            end_event(out, pred_id);
             Ok(())
         });
     }
@@ -71,11 +90,11 @@ impl EventEncoder {
     ) -> Result<(), RejectReason> {
         match prediction {
             Prediction::Float32(values) => {
-                out.extend_from_slice(&self.value_key);
+                out.extend_from_slice(&self.value_prefix);
                 write_values(out, values, |value| value.is_finite())
             }
             Prediction::Float64(values) => {
-                out.extend_from_slice(&self.value_key);
+                out.extend_from_slice(&self.value_prefix);
                 write_values(out, values, |value| value.is_finite())
             }
             Prediction::Class {
@@ -83,6 +102,7 @@ impl EventEncoder {
                 classes,
                 probabilities,
             } => {
+                out.extend_from_slice(&self.prefix);
                 out.extend_from_slice(b"\"label\":");
                 match label {
                     Label::Int64(label) => write_json(out, &label),
@@ -105,6 +125,13 @@ impl EventEncoder {
             }
         }
     }
+}
+
+/// Ends an event: the echoed `pred_id` and the closing braces.
+fn end_event(out: &mut Vec<u8>, pred_id: &str) {
+    out.extend_from_slice(b",\"pred_id\":");
+    out.extend_from_slice(pred_id.as_bytes());
+    out.extend_from_slice(b"}}");
 }
 
 /// Writes one value, or several as an array; all must be finite.
