@@ -191,13 +191,13 @@ def test_a_model_file_that_is_not_onnx_fails_the_cold_start_naming_it(stack, dam
 # The fixtures' inputs as models/make_test_fixtures.py builds them, and what the message must
 # say about each (a tuple: any one of its spellings).
 INCOMPATIBLE_MODELS = {
-    # Two float inputs `a` and `b`: the message names both.
-    "two-inputs": ['inputs ["a", "b"]', "exactly one [N, 4] float input"],
-    # One int64 input: the message names the type found (ONNX Runtime's `Tensor<i64>`) and
-    # the one needed.
-    "int-input": [("int64", "<i64>"), "float32 [N, 4]"],
-    # No signature in MLmodel: nothing says which feature feeds which column.
-    "no-signature": ["no column-based input signature"],
+    # Two float inputs `a` and `b` that no column of the signature names: the message names
+    # both inputs and the columns.
+    "two-inputs": ["`a` (float32 [-1, 2]), `b` (float32 [-1, 2])", "no column of that name"],
+    # One int64 input fed by float columns: the message names the column type and the input.
+    "int-input": ["column `t1` is `float`", "`input` (int64 [-1, 4])"],
+    # No signature in MLmodel: nothing says which feature feeds which input.
+    "no-signature": ["no usable input signature", "infer_signature"],
     # A signature of five columns for a four-column input.
     "wrong-width": ["windspeed", "[N, 5]"],
 }
