@@ -434,3 +434,81 @@ async fn rejected_records_the_dead_letter_stream_refuses_are_redelivered() {
     let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
     assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
 }
+
+/// Swapping the model is changing `RUN_ID`: a string-column pipeline and a classifier, each
+/// uploaded at its run's MLflow path, are fetched from S3 by `RUN_ID` and publish events that
+/// carry what Python onnxruntime predicts.
+#[tokio::test]
+async fn other_kinds_of_model_swap_in_by_run_id_and_publish_their_predictions() {
+    let aws = aws().await;
+    let s3 = aws_sdk_s3::Client::new(&aws);
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/model-kinds/reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (kind, run_id) in [
+        ("columns-float-string", "0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+        ("classifier-tensor", "f9e8d7c6b5a4938271605f4e3d2c1b0a"),
+    ] {
+        let dir = root().join("tests/fixtures/model-kinds").join(kind);
+        let bucket = upload_model(&s3, &dir, &format!("1/{run_id}/artifacts/model")).await;
+        let (bucket, prefix) = location(&[("MODEL_BUCKET", &bucket), ("RUN_ID", run_id)]);
+        let cache = tempfile::tempdir().unwrap();
+        let artifact = fetch_model(&s3, &bucket, &prefix, cache.path())
+            .await
+            .unwrap();
+        let model = runtime().load_model(artifact).unwrap();
+        let stream = create_stream(&kinesis, 1).await;
+        let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default());
+        let handler = Handler::new(model, kind, run_id).publishing_to(publisher);
+
+        let records = &reference[kind]["records"].as_array().unwrap()[..20];
+        let outputs = &reference[kind]["outputs"].as_array().unwrap()[..20];
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .map(|record| serde_json::to_vec(record).unwrap())
+            .collect();
+        let response = handler
+            .handle_bytes(&kinesis_event(&payloads))
+            .await
+            .unwrap();
+        let response: serde_json::Value = serde_json::from_slice(&response.response).unwrap();
+        assert_eq!(response["rejected"], serde_json::json!([]), "{kind}");
+        assert_eq!(
+            response["batchItemFailures"],
+            serde_json::json!([]),
+            "{kind}"
+        );
+
+        let published = read_stream(&kinesis, &stream).await;
+        assert_eq!(published.len(), records.len(), "{kind}");
+        for (key, data) in published {
+            let event: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(event["version"], run_id);
+            let prediction = &event["prediction"];
+            assert_eq!(key, prediction["pred_id"].to_string(), "{kind}");
+            let position = records
+                .iter()
+                .position(|record| record["pred_id"] == prediction["pred_id"])
+                .unwrap();
+            let expected = &outputs[position];
+            match expected.get("value") {
+                Some(value) => assert!(close(
+                    prediction["cnt"].as_f64().unwrap(),
+                    value.as_f64().unwrap(),
+                    1e-4
+                )),
+                None => {
+                    assert_eq!(prediction["label"], expected["label"], "{kind}");
+                    for (class, probability) in expected["probabilities"].as_object().unwrap() {
+                        assert!(close(
+                            prediction["probabilities"][class].as_f64().unwrap(),
+                            probability.as_f64().unwrap(),
+                            1e-4
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
