@@ -116,12 +116,7 @@ pub fn reference() -> &'static Reference {
 /// predictor, not the model).
 pub fn kinesis_event(records: usize) -> Vec<u8> {
     let reference = reference();
-    let mut event = String::with_capacity(records * 760);
-    event.push_str(r#"{"Records": ["#);
-    for index in 0..records {
-        if index > 0 {
-            event.push_str(", ");
-        }
+    let payloads = (0..records).map(|index| {
         let row = &reference.rows[index % reference.rows.len()];
         let features: Vec<String> = reference
             .columns
@@ -129,10 +124,23 @@ pub fn kinesis_event(records: usize) -> Vec<u8> {
             .zip(row)
             .map(|(name, value)| format!("{}: {}", json(name), value.get()))
             .collect();
-        let payload = format!(
+        format!(
             r#"{{"features": {{{}}}, "pred_id": {index}}}"#,
             features.join(", ")
-        );
+        )
+    });
+    event_of(payloads, records)
+}
+
+/// The raw Lambda event of `count` records carrying `payloads`, each record with every field
+/// Lambda sends.
+fn event_of(payloads: impl Iterator<Item = String>, count: usize) -> Vec<u8> {
+    let mut event = String::with_capacity(count * 760);
+    event.push_str(r#"{"Records": ["#);
+    for (index, payload) in payloads.enumerate() {
+        if index > 0 {
+            event.push_str(", ");
+        }
         let sequence_number = format!("49633930873543048396023173467440720160140773540{index:010}");
         event.push_str(&format!(
             concat!(
@@ -167,7 +175,8 @@ pub fn load_kind(kind: &str) -> Model {
 }
 
 /// A Lambda event of `records` records carrying the reference payloads of one model kind
-/// (`tests/fixtures/model-kinds/reference.json`), rotated like [`kinesis_event`]'s rows.
+/// (`tests/fixtures/model-kinds/reference.json`), rotated, in records like
+/// [`kinesis_event`]'s.
 pub fn kind_event(kind: &str, records: usize) -> Vec<u8> {
     #[derive(Deserialize)]
     struct Kind {
@@ -178,16 +187,8 @@ pub fn kind_event(kind: &str, records: usize) -> Vec<u8> {
     let mut kinds: std::collections::HashMap<String, Kind> =
         serde_json::from_str(&text).expect("reference.json has each kind's records");
     let payloads = kinds.remove(kind).expect("a known kind").records;
-    let records: Vec<String> = (0..records)
-        .map(|index| {
-            let payload = payloads[index % payloads.len()].get();
-            format!(
-                r#"{{"kinesis": {{"partitionKey": "{index}", "sequenceNumber": "{index}", "data": "{}"}}, "eventSource": "aws:kinesis"}}"#,
-                BASE64.encode(payload)
-            )
-        })
-        .collect();
-    format!(r#"{{"Records": [{}]}}"#, records.join(", ")).into_bytes()
+    let rotated = (0..records).map(|index| payloads[index % payloads.len()].get().to_owned());
+    event_of(rotated, records)
 }
 
 /// Python onnxruntime's prediction for each record of a `records`-record event (reference rows
