@@ -558,7 +558,7 @@ impl Inputs {
     ///
     /// - float inputs take any number within the type's finite range (rounded to nearest),
     ///   and `null` for an optional column (NaN); a column the signature types as an integer
-    ///   takes only numbers without a fraction;
+    ///   (`integer` or `long`) takes only whole numbers within int64, as MLflow's `long`;
     /// - integer inputs take numbers without a fraction (`2` or `2.0`) within the type's range;
     /// - bool inputs take `true` and `false`; string inputs take strings (without NUL, which
     ///   ONNX Runtime's strings cannot hold).
@@ -577,8 +577,11 @@ impl Inputs {
         let Some(buffer) = self.buffers.get_mut(spec.input) else {
             return Ok(());
         };
-        if spec.integral && !matches!(value, Value::Null) {
-            integer(value, name)?;
+        // An integer column feeding a float input: whole numbers only (integer inputs check
+        // that themselves, against their own range).
+        let float_input = matches!(buffer, Buffer::Float32(_) | Buffer::Float64(_));
+        if spec.integral && float_input && !matches!(value, Value::Null) {
+            integer(value, ElementType::Int64, name)?;
         }
         match buffer {
             Buffer::Float32(values) => {
@@ -592,9 +595,9 @@ impl Inputs {
                 put(values, index, value);
             }
             Buffer::Float64(values) => put(values, index, float(value, spec, name)?),
-            Buffer::Int64(values) => put(values, index, integer(value, name)?),
+            Buffer::Int64(values) => put(values, index, integer(value, ElementType::Int64, name)?),
             Buffer::Int32(values) => {
-                let value = integer(value, name)?;
+                let value = integer(value, ElementType::Int32, name)?;
                 let value = i32::try_from(value).map_err(|_| RejectReason::IntegerOutOfRange {
                     name: name(),
                     element: ElementType::Int32,
@@ -650,8 +653,13 @@ fn float(value: Value<'_>, spec: &Field, name: impl Fn() -> String) -> Result<f6
     Ok(value)
 }
 
-/// A number without a fraction, as an i64.
-fn integer(value: Value<'_>, name: impl Fn() -> String) -> Result<i64, RejectReason> {
+/// A number without a fraction, as an i64; `element` is the type named when it is beyond
+/// even an i64.
+fn integer(
+    value: Value<'_>,
+    element: ElementType,
+    name: impl Fn() -> String,
+) -> Result<i64, RejectReason> {
     // 2^63 as an f64: every f64 below it in magnitude with no fraction fits an i64.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
     match value {
@@ -660,7 +668,7 @@ fn integer(value: Value<'_>, name: impl Fn() -> String) -> Result<i64, RejectRea
         Value::Float(value) if (-LIMIT..LIMIT).contains(&value) => Ok(value as i64),
         Value::UInt(_) | Value::Float(_) => Err(RejectReason::IntegerOutOfRange {
             name: name(),
-            element: ElementType::Int64,
+            element,
         }),
         _ => Err(RejectReason::NonNumericFeature(name())),
     }
