@@ -9,6 +9,13 @@ tests/fixtures/models/ holds an MLmodel and a model.onnx that break this in one 
   no-signature/  the bike-linear model, with no signature in MLmodel
   wrong-width/   the bike-linear model, with a signature naming five columns
 
+and models the service serves that fail on some inputs:
+
+  gather-index/  looks an int64 column `id` up in a table of 10 values: ONNX Runtime fails on
+                 an id outside 0..9, on that row alone
+  one-row/       the bike-linear graph with its batch fixed to one row ([1, 4])
+  fixed-batch/   the same graph with its batch fixed to two rows ([2, 4]): refused
+
 and one valid model stored the way ONNX stores large models, for the S3 download tests:
 
   external-data/ the bike-linear model with its weights in weights.bin beside model.onnx
@@ -79,6 +86,49 @@ def int_input_graph():
     )
 
 
+GATHER_TABLE = [float(value) * 1.5 for value in range(10)]
+"""gather-index/ predicts GATHER_TABLE[id]."""
+
+
+def gather_index_graph():
+    """A graph returning GATHER_TABLE[id] for an int64 input id of shape [N, 1]."""
+    return finish(
+        helper.make_graph(
+            [
+                helper.make_node("Gather", ["table", "id"], ["gathered"], axis=0),
+                helper.make_node("Reshape", ["gathered", "shape"], ["prediction"]),
+            ],
+            "gather-index",
+            inputs=[helper.make_tensor_value_info("id", TensorProto.INT64, [None, 1])],
+            outputs=[helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+            initializer=[
+                numpy_helper.from_array(np.array(GATHER_TABLE, np.float32), "table"),
+                numpy_helper.from_array(np.array([-1, 1], np.int64), "shape"),
+            ],
+        )
+    )
+
+
+def fixed_batch_graph(rows):
+    """The bike-linear model with the batch dimension of its input and output fixed."""
+    model = onnx.load_from_string((MODELS_DIR / LINEAR_MODEL / model_dir.ONNX_FILE).read_bytes())
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = rows
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def long_signature(names):
+    """A signature of required int64 (`long`) columns, one float tensor out."""
+    import json
+
+    return {
+        "inputs": json.dumps([{"type": "long", "name": name, "required": True} for name in names]),
+        "outputs": model_dir.tensor_schema((-1, 1)),
+        "params": None,
+    }
+
+
 def external_data_model():
     """A linear graph, input @ weights + bias, whose tensors live in weights.bin beside the
     model file, as ONNX stores models too large for one protobuf: (onnx, weights.bin)."""
@@ -108,13 +158,16 @@ def external_data_model():
 
 
 def main():
-    """Write the four fixture directories."""
+    """Write the fixture directories."""
     linear_onnx = (MODELS_DIR / LINEAR_MODEL / model_dir.ONNX_FILE).read_bytes()
     fixtures = {
         "two-inputs": (two_inputs_graph(), model_dir.signature(FEATURES)),
         "int-input": (int_input_graph(), model_dir.signature(FEATURES)),
         "no-signature": (linear_onnx, None),
         "wrong-width": (linear_onnx, model_dir.signature(FEATURES + ("windspeed",))),
+        "gather-index": (gather_index_graph(), long_signature(["id"])),
+        "one-row": (fixed_batch_graph(1), model_dir.signature(FEATURES)),
+        "fixed-batch": (fixed_batch_graph(2), model_dir.signature(FEATURES)),
     }
     for name, (onnx_bytes, signature) in fixtures.items():
         model_dir.write_model(FIXTURES_DIR / name, onnx_bytes, signature)

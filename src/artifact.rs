@@ -291,7 +291,9 @@ mod onnx_proto {
                             .map(|label| String::from_utf8_lossy(label).into_owned())
                             .collect(),
                     ),
-                    "classlabels_int64s" if !attribute.ints.is_empty() => {
+                    // Tree ensembles and ZipMap say `int64s`; LinearClassifier and SVMClassifier
+                    // say `ints`.
+                    "classlabels_int64s" | "classlabels_ints" if !attribute.ints.is_empty() => {
                         Some(attribute.ints.iter().map(i64::to_string).collect())
                     }
                     _ => None,
@@ -360,7 +362,9 @@ struct Signature {
 struct SignatureInput {
     #[serde(rename = "type")]
     kind: String,
-    name: Option<String>,
+    /// A string, or a number for a DataFrame built from an array (`pd.DataFrame(X)` names its
+    /// columns 0, 1, ...): records then use `"0"`, `"1"`, ... as keys.
+    name: Option<serde_json::Value>,
     #[serde(default = "required_by_default")]
     required: bool,
     #[serde(rename = "tensor-spec")]
@@ -498,7 +502,12 @@ fn input_signature(
     }
     let mut columns: Vec<ColumnSpec> = Vec::with_capacity(inputs.len());
     for (position, input) in inputs.into_iter().enumerate() {
-        let Some(name) = input.name.filter(|name| !name.is_empty()) else {
+        let name = match input.name {
+            Some(serde_json::Value::String(name)) => Some(name),
+            Some(serde_json::Value::Number(number)) => Some(number.to_string()),
+            _ => None,
+        };
+        let Some(name) = name.filter(|name| !name.is_empty()) else {
             return Err(missing(format!("input {position} has no name")));
         };
         let Some(kind) = SignatureType::of_column(&input.kind) else {
@@ -735,6 +744,49 @@ signature:
             Vec::<String>::new()
         );
         assert!(external_data_files(b"\xff\xff not onnx", "m").is_err());
+    }
+
+    #[test]
+    fn class_labels_are_read_from_any_classifier_attribute() {
+        use onnx_proto::*;
+        use prost::Message as _;
+        let model = |name: &str, ints: Vec<i64>, strings: Vec<Vec<u8>>| {
+            ModelProto {
+                graph: Some(GraphProto {
+                    node: vec![NodeProto {
+                        attribute: vec![AttributeProto {
+                            name: name.into(),
+                            ints,
+                            strings,
+                            ..Default::default()
+                        }],
+                    }],
+                    initializer: vec![],
+                }),
+            }
+            .encode_to_vec()
+        };
+        for name in ["classlabels_int64s", "classlabels_ints"] {
+            let labels = class_labels(&model(name, vec![0, 2, 7], vec![])).unwrap();
+            assert_eq!(labels.unwrap(), ["0", "2", "7"], "{name}");
+        }
+        let strings = model(
+            "classlabels_strings",
+            vec![],
+            vec![b"low".to_vec(), b"high".to_vec()],
+        );
+        assert_eq!(class_labels(&strings).unwrap().unwrap(), ["low", "high"]);
+        assert_eq!(class_labels(&model("axis", vec![1], vec![])).unwrap(), None);
+    }
+
+    #[test]
+    fn numbered_columns_of_a_dataframe_built_from_an_array_are_keyed_by_their_number() {
+        let text = MLMODEL.replace(
+            r#"'[{"type": "float", "name": "a", "required": true}, {"type": "double", "name": "b", "required": true}]'"#,
+            r#"'[{"type": "double", "name": 0, "required": true}, {"type": "double", "name": 1, "required": true}]'"#,
+        );
+        let mlmodel = MlModel::parse(&text, "m").unwrap();
+        assert_eq!(mlmodel.signature.column_names(), ["0", "1"]);
     }
 
     #[test]

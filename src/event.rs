@@ -110,6 +110,9 @@ pub enum RejectReason {
         /// What the JSON parser said.
         detail: String,
     },
+    /// ONNX Runtime could not predict the record (alone, the rest of the batch predicted).
+    #[error("ONNX Runtime could not predict the record: {0}")]
+    InferenceFailed(String),
     /// The model returned NaN or infinity for the record, which JSON cannot carry.
     #[error("the model returned a non-finite prediction")]
     NonFinitePrediction,
@@ -139,6 +142,7 @@ impl RejectReason {
             Self::NotAString(_) => "not_a_string",
             Self::StringWithNul(_) => "string_with_nul",
             Self::InvalidFeatureJson { .. } => "invalid_feature_json",
+            Self::InferenceFailed(_) => "inference_failed",
             Self::NonFinitePrediction => "non_finite_prediction",
         }
     }

@@ -11,27 +11,24 @@ use crate::config::DEFAULT_PREDICTION_FIELD;
 use crate::event;
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::ledger::Ledger;
-use crate::model::{InferenceError, Model};
+use crate::model::Model;
 use crate::output::{self, EventEncoder};
 use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
 
-/// Why an invocation failed as a whole. Bad records never fail it: they are rejected.
+/// Why an invocation failed as a whole. Bad records never fail it: they are rejected, those
+/// ONNX Runtime fails on included.
 #[derive(Debug, Error)]
 pub enum HandlerError {
     /// The event is not a Kinesis event.
     #[error(transparent)]
     Event(#[from] EventError),
-    /// ONNX Runtime failed on the batch.
-    #[error(transparent)]
-    Inference(#[from] InferenceError),
 }
 
 impl From<HandlerError> for Diagnostic {
     fn from(error: HandlerError) -> Self {
         let error_type = match error {
             HandlerError::Event(_) => "InvalidEvent",
-            HandlerError::Inference(_) => "InferenceFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -155,9 +152,9 @@ impl Handler {
         let started = Instant::now();
         let (mut ledger, inputs) = event::decode(records, self.model.layout());
         let decoded = Instant::now();
-        let predictions = self.model.predict(&inputs)?;
+        let predictions = self.model.predict_isolating(&inputs);
         let predicted = Instant::now();
-        self.encoder.encode(&mut ledger, &predictions);
+        self.encoder.encode_batch(&mut ledger, &predictions);
         let encoded = Instant::now();
 
         let mut report = BatchReport {

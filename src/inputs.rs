@@ -136,6 +136,9 @@ pub struct InputLayout {
     pub fields: Vec<Field>,
     /// The ONNX inputs, in the graph's order.
     pub inputs: Vec<InputSpec>,
+    /// The graph fixes its batch size to one row (`[1, F]`, as `torch.onnx.export` writes
+    /// without `dynamic_axes`): each run takes one row.
+    pub one_row_per_run: bool,
     /// The field names, for looking keys up.
     names: Vec<String>,
 }
@@ -143,10 +146,22 @@ pub struct InputLayout {
 impl InputLayout {
     /// Binds the signature to the graph's inputs, or says what does not fit.
     pub fn bind(signature: &InputSignature, graph: &[GraphInput]) -> Result<Self, String> {
-        let layout = match signature {
+        let mut layout = match signature {
             InputSignature::Columns(columns) => bind_columns(columns, graph)?,
             InputSignature::Tensor { dtype, width } => bind_tensor(*dtype, *width, graph)?,
         };
+        if let Some(fixed) = graph
+            .iter()
+            .find(|input| input.shape.first().is_some_and(|&rows| rows > 1))
+        {
+            return Err(format!(
+                "input {} fixes the batch to {} rows; export the model with a dynamic first \
+                 dimension (skl2onnx: `[None, F]`; torch.onnx.export: `dynamic_axes`)",
+                describe_input(fixed),
+                fixed.shape.first().copied().unwrap_or_default()
+            ));
+        }
+        layout.one_row_per_run = graph.iter().any(|input| input.shape.first() == Some(&1));
         Ok(layout)
     }
 
@@ -183,6 +198,7 @@ impl InputLayout {
             form,
             fields,
             inputs,
+            one_row_per_run: false,
             names,
         }
     }
@@ -665,7 +681,9 @@ fn integer(
     match value {
         Value::Int(value) => Ok(value),
         Value::Float(value) if value.fract() != 0.0 => Err(RejectReason::NotAnInteger(name())),
-        Value::Float(value) if (-LIMIT..LIMIT).contains(&value) => Ok(value as i64),
+        // Exactly -2^63 as a float only comes from an integer written beyond i64 (one within
+        // it is read as an i64), rounded: out of range.
+        Value::Float(value) if value > -LIMIT && value < LIMIT => Ok(value as i64),
         Value::UInt(_) | Value::Float(_) => Err(RejectReason::IntegerOutOfRange {
             name: name(),
             element,

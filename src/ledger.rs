@@ -104,20 +104,25 @@ impl<'e> Ledger<'e> {
         &mut self.events
     }
 
-    /// Turns every decoded record into a predicted one: `write(row, pred_id, events)` appends
-    /// the record's event to `events`, or says why the record is rejected instead (what it
-    /// appended is then dropped). `pred_id` is the record's `pred_id` JSON text.
+    /// Turns every decoded record whose row is in `rows` into a predicted one:
+    /// `write(row, pred_id, events)` appends the record's event to `events` (`row` counted
+    /// from `rows.start`), or says why the record is rejected instead (what it appended is then
+    /// dropped). `pred_id` is the record's `pred_id` JSON text.
     pub fn encode_each(
         &mut self,
+        rows: Range<usize>,
         mut write: impl FnMut(usize, &str, &mut Vec<u8>) -> Result<(), RejectReason>,
     ) {
         for entry in &mut self.entries {
             let Fate::Decoded { row } = entry.fate else {
                 continue;
             };
+            if !rows.contains(&row) {
+                continue;
+            }
             let start = self.events.len();
             let pred_id = self.pred_ids.get(entry.pred_id.clone()).unwrap_or_default();
-            match write(row, pred_id, &mut self.events) {
+            match write(row - rows.start, pred_id, &mut self.events) {
                 Ok(()) => {
                     self.predicted += 1;
                     entry.fate = Fate::Predicted {

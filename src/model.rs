@@ -74,14 +74,6 @@ pub enum InferenceError {
     /// ONNX Runtime returned an error.
     #[error("ONNX Runtime inference failed")]
     Runtime(#[from] ort::Error),
-    /// The model returned a different number of predictions than rows given.
-    #[error("the model returned {got} values for {rows} rows")]
-    OutputLength {
-        /// Rows fed to the model.
-        rows: usize,
-        /// Values the model returned.
-        got: usize,
-    },
     /// An output is not what it was at load.
     #[error("the model's output `{output}` cannot be read: {detail}")]
     Output {
@@ -182,6 +174,9 @@ fn graph_input(input: &ort::value::Outlet) -> GraphInput {
     }
 }
 
+/// The outcome of predicting one range of a batch's rows.
+pub type RowsPredicted = (std::ops::Range<usize>, Result<Predictions, InferenceError>);
+
 /// A loaded model, ready to predict. Built once at cold start and shared by every invocation.
 pub struct Model {
     // `Session::run` takes `&mut self`; the lock is held only around that synchronous call.
@@ -217,10 +212,56 @@ impl Model {
 
     /// Predicts every row of `inputs`, with one `session.run` per [`MAX_INFERENCE_ROWS`] rows.
     pub fn predict(&self, inputs: &Inputs) -> Result<Predictions, InferenceError> {
-        let mut predictions = self.outputs.empty(inputs.rows);
-        let mut start = 0;
-        while start < inputs.rows {
-            let end = inputs.rows.min(start + MAX_INFERENCE_ROWS);
+        self.predict_rows(inputs, 0..inputs.rows)
+    }
+
+    /// Predicts every row of `inputs` as [`Self::predict`] does, and when ONNX Runtime fails on
+    /// the batch (a category a `OneHotEncoder` never saw, an index out of a table), finds the
+    /// rows it fails on by splitting the batch in halves until each failing row is alone, so
+    /// that one bad record does not cost the others their predictions. Returns the outcome of
+    /// each range of rows, in row order.
+    pub fn predict_isolating(&self, inputs: &Inputs) -> Vec<RowsPredicted> {
+        let mut done = Vec::new();
+        let mut pending = vec![0..inputs.rows];
+        while let Some(rows) = pending.pop() {
+            if rows.is_empty() {
+                continue;
+            }
+            match self.predict_rows(inputs, rows.clone()) {
+                Ok(predictions) => done.push((rows, Ok(predictions))),
+                Err(error) if rows.len() == 1 => done.push((rows, Err(error))),
+                Err(error) => {
+                    if rows.len() == inputs.rows {
+                        tracing::warn!(
+                            error = %crate::handler::error_chain(&error),
+                            rows = rows.len(),
+                            "inference failed on the batch; finding the records it fails on"
+                        );
+                    }
+                    // The left half is popped first, so ranges finish in row order.
+                    let middle = rows.start + rows.len() / 2;
+                    pending.push(middle..rows.end);
+                    pending.push(rows.start..middle);
+                }
+            }
+        }
+        done
+    }
+
+    /// Predicts rows `rows` of `inputs`; row 0 of the result is row `rows.start`.
+    fn predict_rows(
+        &self,
+        inputs: &Inputs,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Predictions, InferenceError> {
+        let chunk = match self.inputs.one_row_per_run {
+            true => 1,
+            false => MAX_INFERENCE_ROWS,
+        };
+        let mut predictions = self.outputs.empty(rows.len());
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = rows.end.min(start + chunk);
             let feeds = self.feeds(inputs, start..end)?;
             // A panic elsewhere while the lock was held cannot leave the session half-updated.
             let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);

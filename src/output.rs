@@ -9,13 +9,14 @@
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Serialize;
 
 use crate::event::RejectReason;
 use crate::kinesis::KinesisRecord;
 use crate::ledger::Ledger;
-use crate::model::{Label, Prediction, Predictions, Values};
+use crate::model::{Label, Prediction, Predictions, RowsPredicted, Values};
 
 /// Bytes a prediction event takes besides the model name, version and `pred_id`; used to size
 /// the output buffer once per batch.
@@ -49,11 +50,32 @@ impl EventEncoder {
         }
     }
 
+    /// Writes the event of every decoded record of `ledger` from the predictions of its rows
+    /// ([`Model::predict_isolating`](crate::model::Model::predict_isolating)); a record whose
+    /// rows ONNX Runtime failed on is rejected with what it said.
+    pub fn encode_batch(&self, ledger: &mut Ledger<'_>, predicted: &[RowsPredicted]) {
+        ledger.event_buffer(ledger.len() * (self.value_prefix.len() + EVENT_OVERHEAD));
+        for (rows, outcome) in predicted {
+            match outcome {
+                Ok(predictions) => self.encode_rows(ledger, predictions, rows.clone()),
+                Err(error) => {
+                    let reason = RejectReason::InferenceFailed(crate::handler::error_chain(error));
+                    ledger.encode_each(rows.clone(), |_, _, _| Err(reason.clone()));
+                }
+            }
+        }
+    }
+
     /// Writes the event of every decoded record of `ledger`, whose row of `predictions` is its
     /// prediction. A record whose prediction is not finite (JSON cannot carry it) is rejected
     /// instead.
     pub fn encode(&self, ledger: &mut Ledger<'_>, predictions: &Predictions) {
         ledger.event_buffer(ledger.len() * (self.value_prefix.len() + EVENT_OVERHEAD));
+        self.encode_rows(ledger, predictions, 0..usize::MAX);
+    }
+
+    /// [`Self::encode`] for the records of rows `rows`, predicted in `predictions`.
+    fn encode_rows(&self, ledger: &mut Ledger<'_>, predictions: &Predictions, rows: Range<usize>) {
         // One float32 value per row, the most common model: written straight from the values,
         // the shape of every other prediction decided row by row.
         if let Predictions::Values {
@@ -61,7 +83,7 @@ impl EventEncoder {
             width: 1,
         } = predictions
         {
-            ledger.encode_each(|row, pred_id, out| {
+            ledger.encode_each(rows, |row, pred_id, out| {
                 let value = values.get(row).copied().unwrap_or(f32::NAN);
                 if !value.is_finite() {
                     return Err(RejectReason::NonFinitePrediction);
@@ -73,7 +95,7 @@ impl EventEncoder {
             });
             return;
         }
-        ledger.encode_each(|row, pred_id, out| {
+        ledger.encode_each(rows, |row, pred_id, out| {
             let prediction = predictions
                 .row(row)
                 .ok_or(RejectReason::NonFinitePrediction)?;

@@ -223,8 +223,11 @@ impl OutputLayout {
             )
         };
         let &(first, first_type) = outputs.first().ok_or("it has no output")?;
+        // A model with a label output is a classifier, whatever order its outputs come in.
+        let has_label = outputs.iter().any(|(_, dtype)| is_label(dtype));
         if let ValueType::Tensor { ty, shape, .. } = first_type
             && is_float(*ty)
+            && !has_label
         {
             let width = match &shape[..] {
                 [_] => Some(1),
@@ -342,29 +345,33 @@ impl OutputLayout {
                 detail: "ONNX Runtime did not return it".into(),
             })
         };
-        let length = |got: usize, per_row: usize| match got == rows * per_row {
-            true => Ok(()),
-            false => Err(InferenceError::OutputLength { rows, got }),
-        };
         match (self, predictions) {
             (Self::Regression { output, .. }, Predictions::Values { values, width }) => {
                 let value = get(output)?;
-                let got = match values {
+                let shape = match values {
                     Values::Float32(values) => {
-                        let (_, read) = value.try_extract_tensor::<f32>()?;
+                        let (shape, read) = value.try_extract_tensor::<f32>()?;
                         values.extend_from_slice(read);
-                        read.len()
+                        shape
                     }
                     Values::Float64(values) => {
-                        let (_, read) = value.try_extract_tensor::<f64>()?;
+                        let (shape, read) = value.try_extract_tensor::<f64>()?;
                         values.extend_from_slice(read);
-                        read.len()
+                        shape
                     }
                 };
-                if *width == 0 && rows > 0 {
-                    *width = (got / rows).max(1);
+                let per_row = check_rows(output, shape, rows)?;
+                match *width {
+                    0 => *width = per_row,
+                    known if known != per_row => {
+                        return Err(InferenceError::Output {
+                            output: output.clone(),
+                            detail: format!("it has {per_row} values per row, earlier {known}"),
+                        });
+                    }
+                    _ => {}
                 }
-                length(got, *width)
+                Ok(())
             }
             (
                 Self::Classification {
@@ -379,33 +386,52 @@ impl OutputLayout {
                 },
             ) => {
                 let value = get(label)?;
-                let got = match labels {
+                let per_row = match labels {
                     Labels::Int64(labels) => {
-                        let (_, read) = value.try_extract_tensor::<i64>()?;
+                        let (shape, read) = value.try_extract_tensor::<i64>()?;
                         labels.extend_from_slice(read);
-                        read.len()
+                        check_rows(label, shape, rows)?
                     }
                     Labels::String(labels) => {
-                        let (_, read) = value.try_extract_strings()?;
-                        let got = read.len();
+                        let (shape, read) = value.try_extract_strings()?;
+                        let per_row = check_rows(label, shape, rows)?;
                         labels.extend(read);
-                        got
+                        per_row
                     }
                 };
-                length(got, 1)?;
+                if per_row != 1 {
+                    return Err(InferenceError::Output {
+                        output: label.clone(),
+                        detail: format!("it has {per_row} labels per row"),
+                    });
+                }
                 let Some(form) = form else {
                     return Ok(());
                 };
                 let value = get(&form.output)?;
                 match &form.form {
                     ProbabilityForm::Tensor(_) => {
-                        let (_, read) = value.try_extract_tensor::<f32>()?;
-                        length(read.len(), classes.len())?;
+                        let (shape, read) = value.try_extract_tensor::<f32>()?;
+                        let per_row = check_rows(&form.output, shape, rows)?;
+                        if per_row != classes.len() {
+                            return Err(InferenceError::Output {
+                                output: form.output.clone(),
+                                detail: format!(
+                                    "it has {per_row} probabilities per row for the {} classes",
+                                    classes.len()
+                                ),
+                            });
+                        }
                         probabilities.extend_from_slice(read);
                     }
                     ProbabilityForm::ZipMap => {
                         let maps = value.try_extract_sequence::<DynMapValueType>()?;
-                        length(maps.len(), 1)?;
+                        if maps.len() != rows {
+                            return Err(InferenceError::Output {
+                                output: form.output.clone(),
+                                detail: format!("it has {} maps for {rows} rows", maps.len()),
+                            });
+                        }
                         for map in &maps {
                             append_map(map, &form.output, classes, probabilities)?;
                         }
@@ -419,6 +445,20 @@ impl OutputLayout {
             }),
         }
     }
+}
+
+/// Checks that an output of this shape has one row per input row (its first dimension), and
+/// returns its values per row.
+fn check_rows(output: &str, shape: &[i64], rows: usize) -> Result<usize, InferenceError> {
+    let first = shape.first().copied().unwrap_or(1);
+    let per_row: i64 = shape.iter().skip(1).product();
+    if first != rows as i64 || per_row < 1 {
+        return Err(InferenceError::Output {
+            output: output.to_owned(),
+            detail: format!("its shape is {shape:?} for {rows} rows"),
+        });
+    }
+    Ok(per_row as usize)
 }
 
 /// Appends one row's probabilities from a ZipMap map. The first map gives the classes (in the
@@ -597,6 +637,20 @@ mod tests {
             error.contains("no node of the graph names the classes"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_output_must_have_one_row_per_input_row() {
+        assert_eq!(check_rows("y", &[3, 1], 3).unwrap(), 1);
+        assert_eq!(check_rows("y", &[3], 3).unwrap(), 1);
+        assert_eq!(check_rows("y", &[3, 2], 3).unwrap(), 2);
+        for shape in [&[2, 3][..], &[1], &[3, 0], &[6]] {
+            let error = check_rows("y", shape, 3).unwrap_err().to_string();
+            assert!(
+                error.contains("`y`") && error.contains("for 3 rows"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
