@@ -203,15 +203,15 @@ pub fn external_data_files(onnx: &[u8], object: &str) -> Result<Vec<String>, Art
     Ok(files)
 }
 
-/// The classes a classifier in the ONNX model names (its `classlabels_*` attribute), in the
-/// order of its probability columns; `None` if no node names any.
-pub fn class_labels(onnx: &[u8]) -> Result<Option<Vec<String>>, ArtifactError> {
+/// The classes of the classifier whose probabilities the ONNX model outputs as `output`, in
+/// the order of its probability columns; `None` if no node says.
+pub fn class_labels(onnx: &[u8], output: &str) -> Result<Option<Vec<String>>, ArtifactError> {
     use prost::Message as _;
     let model = onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
         object: "model.onnx".to_owned(),
         detail: error.to_string(),
     })?;
-    Ok(model.graph.and_then(|graph| graph.class_labels()))
+    Ok(model.graph.and_then(|graph| graph.class_labels(output)))
 }
 
 /// The few fields of ONNX's protobuf schema (onnx/onnx.proto) that say where tensor data lives;
@@ -233,6 +233,10 @@ mod onnx_proto {
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
         #[prost(message, repeated, tag = "5")]
         pub attribute: Vec<AttributeProto>,
     }
@@ -277,27 +281,32 @@ mod onnx_proto {
     const EXTERNAL: i32 = 1;
 
     impl GraphProto {
-        /// The first `classlabels_strings` or `classlabels_int64s` attribute of a node, as
-        /// text: the classes of a classifier's probability columns, in order.
-        pub fn class_labels(&self) -> Option<Vec<String>> {
-            self.node
-                .iter()
-                .flat_map(|node| &node.attribute)
-                .find_map(|attribute| match attribute.name.as_str() {
-                    "classlabels_strings" if !attribute.strings.is_empty() => Some(
-                        attribute
-                            .strings
-                            .iter()
-                            .map(|label| String::from_utf8_lossy(label).into_owned())
-                            .collect(),
-                    ),
-                    // Tree ensembles and ZipMap say `int64s`; LinearClassifier and SVMClassifier
-                    // say `ints`.
-                    "classlabels_int64s" | "classlabels_ints" if !attribute.ints.is_empty() => {
-                        Some(attribute.ints.iter().map(i64::to_string).collect())
-                    }
-                    _ => None,
-                })
+        /// The classes of the classifier whose probabilities come out as `output`: the
+        /// `classlabels_*` attribute of the first node met walking back from `output` through
+        /// the nodes producing it (first inputs; post-processing such as `Normalizer`, `Cast`
+        /// or `Identity` sits between). If that walk meets none, the classes every classifier
+        /// node of the graph names, when they all agree.
+        pub fn class_labels(&self, output: &str) -> Option<Vec<String>> {
+            let mut name = output;
+            for _ in 0..self.node.len() {
+                let Some(node) = self
+                    .node
+                    .iter()
+                    .find(|node| node.output.iter().any(|o| o == name))
+                else {
+                    break;
+                };
+                if let Some(labels) = node.class_labels() {
+                    return Some(labels);
+                }
+                match node.input.first() {
+                    Some(input) => name = input,
+                    None => break,
+                }
+            }
+            let mut named = self.node.iter().filter_map(NodeProto::class_labels);
+            let first = named.next()?;
+            named.all(|labels| labels == first).then_some(first)
         }
 
         pub fn collect_external_files(&self, files: &mut Vec<String>) {
@@ -313,6 +322,28 @@ mod onnx_proto {
                     graph.collect_external_files(files);
                 }
             }
+        }
+    }
+
+    impl NodeProto {
+        /// The node's `classlabels_strings`, `classlabels_int64s` (tree ensembles, ZipMap) or
+        /// `classlabels_ints` (LinearClassifier, SVMClassifier) attribute, as text.
+        fn class_labels(&self) -> Option<Vec<String>> {
+            self.attribute
+                .iter()
+                .find_map(|attribute| match attribute.name.as_str() {
+                    "classlabels_strings" if !attribute.strings.is_empty() => Some(
+                        attribute
+                            .strings
+                            .iter()
+                            .map(|label| String::from_utf8_lossy(label).into_owned())
+                            .collect(),
+                    ),
+                    "classlabels_int64s" | "classlabels_ints" if !attribute.ints.is_empty() => {
+                        Some(attribute.ints.iter().map(i64::to_string).collect())
+                    }
+                    _ => None,
+                })
         }
     }
 
@@ -720,6 +751,7 @@ signature:
                         g: Some(Box::new(subgraph)),
                         ..Default::default()
                     }],
+                    ..Default::default()
                 }],
                 initializer: vec![
                     external("weights.bin"),
@@ -754,12 +786,14 @@ signature:
             ModelProto {
                 graph: Some(GraphProto {
                     node: vec![NodeProto {
+                        output: vec!["probabilities".into()],
                         attribute: vec![AttributeProto {
                             name: name.into(),
                             ints,
                             strings,
                             ..Default::default()
                         }],
+                        ..Default::default()
                     }],
                     initializer: vec![],
                 }),
@@ -767,16 +801,60 @@ signature:
             .encode_to_vec()
         };
         for name in ["classlabels_int64s", "classlabels_ints"] {
-            let labels = class_labels(&model(name, vec![0, 2, 7], vec![])).unwrap();
-            assert_eq!(labels.unwrap(), ["0", "2", "7"], "{name}");
+            let labels = class_labels(&model(name, vec![0, 2, 7], vec![]), "probabilities");
+            assert_eq!(labels.unwrap().unwrap(), ["0", "2", "7"], "{name}");
         }
         let strings = model(
             "classlabels_strings",
             vec![],
             vec![b"low".to_vec(), b"high".to_vec()],
         );
-        assert_eq!(class_labels(&strings).unwrap().unwrap(), ["low", "high"]);
-        assert_eq!(class_labels(&model("axis", vec![1], vec![])).unwrap(), None);
+        let labels = class_labels(&strings, "probabilities").unwrap();
+        assert_eq!(labels.unwrap(), ["low", "high"]);
+        let labels = class_labels(&model("axis", vec![1], vec![]), "probabilities").unwrap();
+        assert_eq!(labels, None);
+    }
+
+    #[test]
+    fn class_labels_come_from_the_classifier_that_produces_the_probabilities() {
+        use onnx_proto::*;
+        use prost::Message as _;
+        let classifier = |input: &str, outputs: [&str; 2], labels: [&str; 3]| NodeProto {
+            input: vec![input.into()],
+            output: outputs.map(String::from).to_vec(),
+            attribute: vec![AttributeProto {
+                name: "classlabels_strings".into(),
+                strings: labels.map(|l| l.as_bytes().to_vec()).to_vec(),
+                ..Default::default()
+            }],
+        };
+        let normalizer = NodeProto {
+            input: vec!["raw".into()],
+            output: vec!["probabilities".into()],
+            attribute: vec![],
+        };
+        let graph = |nodes: Vec<NodeProto>| {
+            ModelProto {
+                graph: Some(GraphProto {
+                    node: nodes,
+                    initializer: vec![],
+                }),
+            }
+            .encode_to_vec()
+        };
+        let onnx = graph(vec![
+            classifier("input", ["aux_label", "aux"], ["c", "b", "a"]),
+            classifier("input", ["label", "raw"], ["a", "b", "c"]),
+            normalizer.clone(),
+        ]);
+        let labels = class_labels(&onnx, "probabilities").unwrap();
+        assert_eq!(labels.unwrap(), ["a", "b", "c"]);
+        // Not on the way back, and two classifiers disagree: nobody can say.
+        let onnx = graph(vec![
+            classifier("input", ["aux_label", "aux"], ["c", "b", "a"]),
+            classifier("input", ["label", "other"], ["a", "b", "c"]),
+        ]);
+        assert_eq!(class_labels(&onnx, "probabilities").unwrap(), None);
     }
 
     #[test]

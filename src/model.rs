@@ -130,9 +130,9 @@ impl OnnxRuntime {
         };
         let graph: Vec<GraphInput> = session.inputs().iter().map(graph_input).collect();
         let inputs = InputLayout::bind(&artifact.signature, &graph).map_err(incompatible)?;
-        let class_labels = || {
+        let class_labels = |output: &str| {
             let onnx = std::fs::read(&artifact.onnx_path).map_err(|error| error.to_string())?;
-            artifact::class_labels(&onnx).map_err(|error| error.to_string())
+            artifact::class_labels(&onnx, output).map_err(|error| error.to_string())
         };
         let graph_outputs: Vec<_> = session
             .outputs()

@@ -212,7 +212,7 @@ impl OutputLayout {
     /// graph when the probabilities are a tensor.
     pub fn bind(
         outputs: &[GraphOutput<'_>],
-        class_labels: impl FnOnce() -> Result<Option<Vec<String>>, String>,
+        class_labels: impl FnOnce(&str) -> Result<Option<Vec<String>>, String>,
     ) -> Result<Self, String> {
         let unusable = || {
             format!(
@@ -270,10 +270,11 @@ impl OutputLayout {
                 form: ProbabilityForm::ZipMap,
             }),
             Some((output, Some(width))) => {
-                let classes = class_labels()?.ok_or_else(|| {
+                let classes = class_labels(output)?.ok_or_else(|| {
                     format!(
-                        "its probabilities `{output}` are a tensor, but no node of the graph \
-                         names the classes (a classlabels_strings or classlabels_int64s attribute)"
+                        "its probabilities `{output}` are a tensor, but no classifier node \
+                         producing them names the classes (a classlabels_strings, \
+                         classlabels_int64s or classlabels_ints attribute)"
                     )
                 })?;
                 if width > 0 && width as usize != classes.len() {
@@ -521,7 +522,7 @@ mod tests {
 
     fn bind(outputs: &[(&str, ValueType)]) -> Result<OutputLayout, String> {
         let outputs: Vec<GraphOutput<'_>> = outputs.iter().map(|(n, t)| (*n, t)).collect();
-        OutputLayout::bind(&outputs, || Ok(Some(vec!["a".into(), "b".into()])))
+        OutputLayout::bind(&outputs, |_| Ok(Some(vec!["a".into(), "b".into()])))
     }
 
     use TensorElementType::{Float32, Float64, Int64, String as Str};
@@ -632,9 +633,9 @@ mod tests {
             ("probabilities", tensor(Float32, &[-1, 3])),
         ];
         let outputs: Vec<GraphOutput<'_>> = outputs.iter().map(|(n, t)| (*n, t)).collect();
-        let error = OutputLayout::bind(&outputs, || Ok(None)).unwrap_err();
+        let error = OutputLayout::bind(&outputs, |_| Ok(None)).unwrap_err();
         assert!(
-            error.contains("no node of the graph names the classes"),
+            error.contains("no classifier node producing them names the classes"),
             "{error}"
         );
     }
