@@ -16,7 +16,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::inputs::{ElementType, FeatureForm, InputLayout, Inputs, Value};
+use crate::inputs::{ElementType, FeatureForm, FieldNames, InputLayout, Inputs, Value};
 use crate::kinesis::{KeySeed, KinesisBatch};
 use crate::ledger::Ledger;
 
@@ -219,7 +219,7 @@ impl PayloadParser<'_> {
         let pred_id_start = pred_ids.len();
         if self.plain {
             if let Some(row) = inputs.plain_float_row(self.layout) {
-                if fast::parse(payload, self.layout.names(), row, pred_ids) {
+                if fast::parse(payload, self.layout.field_names(), row, pred_ids) {
                     return Ok(());
                 }
                 row.fill(f32::NAN);
@@ -465,6 +465,34 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
     }
 }
 
+/// Deserializes an object key into the field it names, or `None` for a key the model does not
+/// use, without allocating.
+struct FieldSeed<'n>(&'n FieldNames);
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_bytes(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a feature name")
+    }
+
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<usize>, E> {
+        Ok(self.0.position(key))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        self.visit_bytes(key.as_bytes())
+    }
+}
+
 /// Deserializes the `features` object (or array, for a tensor signature) into the row.
 struct FeaturesSeed<'r, 'a, 'l>(&'r mut Row<'a, 'l>);
 
@@ -488,7 +516,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_, '_> {
         if row.layout.form != FeatureForm::Object {
             return row.fail(RejectReason::FeaturesNotAnArray);
         }
-        while let Some(column) = map.next_key_seed(KeySeed(row.layout.names()))? {
+        while let Some(column) = map.next_key_seed(FieldSeed(row.layout.field_names()))? {
             let Some(field) = column else {
                 map.next_value::<IgnoredAny>()?;
                 continue;

@@ -140,7 +140,48 @@ pub struct InputLayout {
     /// without `dynamic_axes`): each run takes one row.
     pub one_row_per_run: bool,
     /// The field names, for looking keys up.
+    names: FieldNames,
+}
+
+/// The names of a layout's fields, and how a key is looked up among them: by scanning them
+/// for the few columns most models have, by hashing for wide models, where scanning every
+/// name for every key would make decoding quadratic in the number of columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldNames {
     names: Vec<String>,
+    index: Option<std::collections::HashMap<String, usize>>,
+}
+
+/// Fields beyond which keys are looked up by hashing.
+const SCANNED_FIELDS: usize = 16;
+
+impl FieldNames {
+    /// The names, in field order.
+    pub fn new(names: Vec<String>) -> Self {
+        let index = (names.len() > SCANNED_FIELDS).then(|| {
+            let mut index = std::collections::HashMap::with_capacity(names.len());
+            for (position, name) in names.iter().enumerate() {
+                index.entry(name.clone()).or_insert(position);
+            }
+            index
+        });
+        Self { names, index }
+    }
+
+    /// The field a key names, if any. Keys are compared as bytes: a key that is not UTF-8
+    /// cannot be a name.
+    #[inline]
+    pub fn position(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            None => self.names.iter().position(|name| name.as_bytes() == key),
+            Some(index) => index.get(std::str::from_utf8(key).ok()?).copied(),
+        }
+    }
+
+    /// The names, in field order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.names
+    }
 }
 
 impl InputLayout {
@@ -193,7 +234,7 @@ impl InputLayout {
     }
 
     fn new(form: FeatureForm, fields: Vec<Field>, inputs: Vec<InputSpec>) -> Self {
-        let names = fields.iter().map(|field| field.name.clone()).collect();
+        let names = FieldNames::new(fields.iter().map(|field| field.name.clone()).collect());
         Self {
             form,
             fields,
@@ -205,6 +246,11 @@ impl InputLayout {
 
     /// The field names, in order.
     pub fn names(&self) -> &[String] {
+        self.names.as_slice()
+    }
+
+    /// The field names, for looking keys up.
+    pub fn field_names(&self) -> &FieldNames {
         &self.names
     }
 

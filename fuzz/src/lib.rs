@@ -1275,9 +1275,10 @@ fn whole_number(number: &Number, name: &str) -> Result<i64, RejectReason> {
     if value.trunc() != value {
         return Err(RejectReason::NotAnInteger(name.to_owned()));
     }
-    // i64::MIN is -2^63 exactly; i64::MAX + 1 is 2^63.
+    // i64::MAX + 1 is 2^63; -2^63 as a float comes only from an integer written beyond i64
+    // (i64::MIN itself is read as an i64), so it is out of range too.
     let bound = 2f64.powi(63);
-    if value < -bound || value >= bound {
+    if value <= -bound || value >= bound {
         return Err(out_of_range());
     }
     Ok(value as i64)

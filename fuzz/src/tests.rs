@@ -195,6 +195,12 @@ const SEEDS: &[(&str, &str, &str)] = &[
     ("tensor-f32-overflow.json", "tensor-double", "predicted"),
     ("tensor-floats.json", "tensor-double", "predicted"),
     ("tensor-i64-extremes.json", "tensor-long", "predicted"),
+    // Read as a float, it rounds to -2^63 exactly: out of range, not i64::MIN.
+    (
+        "tensor-i64-below-min.json",
+        "tensor-long",
+        "integer_out_of_range",
+    ),
     ("tensor-whole-floats.json", "tensor-long", "predicted"),
     (
         "tensor-i64-2-63.json",

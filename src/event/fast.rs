@@ -16,13 +16,14 @@
 //! target check that both paths agree bit for bit wherever this one accepts.
 
 use super::{MAX_PARTITION_KEY_CHARS, is_finite_number};
+use crate::inputs::FieldNames;
 
 /// Reads a plain payload into `row` (all NaN on entry; columns in the model's order) and
 /// appends its `pred_id` JSON text to `pred_ids`. Returns `false`, with `row` and `pred_ids`
 /// possibly partly written, when the payload is not in the plain form or cannot be accepted.
 pub(super) fn parse(
     payload: &[u8],
-    columns: &[String],
+    columns: &FieldNames,
     row: &mut [f32],
     pred_ids: &mut String,
 ) -> bool {
@@ -64,7 +65,7 @@ pub(super) fn parse(
 
 /// Reads `{"column": number, ...}` into the row; numbers under keys the model does not use
 /// are skipped. A repeated column keeps its last value, as in the general parser.
-fn read_features(cursor: &mut Cursor<'_>, columns: &[String], row: &mut [f32]) -> bool {
+fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32]) -> bool {
     if !cursor.eat(b'{') {
         return false;
     }
@@ -81,7 +82,7 @@ fn read_features(cursor: &mut Cursor<'_>, columns: &[String], row: &mut [f32]) -
         let Some(value) = cursor.number().and_then(|number| number.value()) else {
             return false;
         };
-        let column = columns.iter().position(|name| name.as_bytes() == key);
+        let column = columns.position(key);
         if let Some(slot) = column.and_then(|column| row.get_mut(column)) {
             let value = value as f32;
             if !value.is_finite() {

@@ -404,7 +404,12 @@ fn fast_path_agrees_with_general(payload: &[u8]) -> bool {
     let columns = columns();
     let mut fast_row = [f32::NAN; 4];
     let (mut fast_ids, mut general_ids) = (String::new(), String::new());
-    if !fast::parse(payload, &columns, &mut fast_row, &mut fast_ids) {
+    if !fast::parse(
+        payload,
+        &FieldNames::new(columns),
+        &mut fast_row,
+        &mut fast_ids,
+    ) {
         return false;
     }
     let (general, general_row) = parse_general(payload, &mut general_ids);
@@ -1088,4 +1093,22 @@ proptest! {
             ),
         }
     }
+}
+
+#[test]
+fn wide_models_find_each_column_whatever_the_key_order() {
+    use crate::inputs::Buffer;
+    let names: Vec<String> = (0..200).map(|i| format!("c{i}")).collect();
+    let layout = InputLayout::float_columns(&names);
+    let members: Vec<String> = (0..200).rev().map(|i| format!(r#""c{i}": {i}"#)).collect();
+    let plain = format!(
+        r#"{{"features": {{{}}}, "pred_id": 1}}"#,
+        members.join(", ")
+    );
+    // The same with an escaped key, which only the general parser reads.
+    let escaped = plain.replace(r#""c7":"#, r#""c\u0037":"#);
+    let (inputs, fates) = decode_with(&layout, &[&plain, &escaped]);
+    assert_eq!(fates, [Ok(()), Ok(())]);
+    let expected: Vec<f32> = (0..200).chain(0..200).map(|i| i as f32).collect();
+    assert_eq!(inputs.buffers[0], Buffer::Float32(expected));
 }
