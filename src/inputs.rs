@@ -283,6 +283,9 @@ impl InputLayout {
 
 /// Describes the graph's inputs for messages: `name (float32 [-1, 4])`.
 fn describe(graph: &[GraphInput]) -> String {
+    if graph.is_empty() {
+        return "none".into();
+    }
     let inputs: Vec<String> = graph.iter().map(describe_input).collect();
     inputs.join(", ")
 }

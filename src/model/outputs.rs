@@ -257,7 +257,7 @@ impl OutputLayout {
                 _ => None,
             },
             ValueType::Tensor {
-                ty: TensorElementType::Float32,
+                ty: TensorElementType::Float32 | TensorElementType::Float64,
                 shape,
                 ..
             } if shape.len() == 2 => Some((output, shape.get(1).copied())),
@@ -412,8 +412,25 @@ impl OutputLayout {
                 let value = get(&form.output)?;
                 match &form.form {
                     ProbabilityForm::Tensor(_) => {
-                        let (shape, read) = value.try_extract_tensor::<f32>()?;
-                        let per_row = check_rows(&form.output, shape, rows)?;
+                        // float64 probabilities are written as float32, like float32 ones.
+                        let double = matches!(
+                            value.dtype(),
+                            ValueType::Tensor {
+                                ty: TensorElementType::Float64,
+                                ..
+                            }
+                        );
+                        let (shape, read): (Vec<i64>, Vec<f32>) = match double {
+                            true => {
+                                let (shape, read) = value.try_extract_tensor::<f64>()?;
+                                (shape.to_vec(), read.iter().map(|&p| p as f32).collect())
+                            }
+                            false => {
+                                let (shape, read) = value.try_extract_tensor::<f32>()?;
+                                (shape.to_vec(), read.to_vec())
+                            }
+                        };
+                        let per_row = check_rows(&form.output, &shape, rows)?;
                         if per_row != classes.len() {
                             return Err(InferenceError::Output {
                                 output: form.output.clone(),
@@ -423,7 +440,7 @@ impl OutputLayout {
                                 ),
                             });
                         }
-                        probabilities.extend_from_slice(read);
+                        probabilities.extend_from_slice(&read);
                     }
                     ProbabilityForm::ZipMap => {
                         let maps = value.try_extract_sequence::<DynMapValueType>()?;
@@ -590,6 +607,22 @@ mod tests {
                 })
             }
         );
+        // Probabilities in float64, and the outputs in any order.
+        let layout = bind(&[
+            ("probabilities", tensor(Float64, &[-1, 2])),
+            ("label", tensor(Int64, &[-1])),
+        ])
+        .unwrap();
+        assert!(matches!(
+            layout,
+            OutputLayout::Classification {
+                probabilities: Some(Probabilities {
+                    form: ProbabilityForm::Tensor(_),
+                    ..
+                }),
+                ..
+            }
+        ));
         let layout = bind(&[("label", tensor(Int64, &[-1, 1]))]).unwrap();
         assert!(matches!(
             layout,
