@@ -190,6 +190,40 @@ def lightgbm_regressor(frame, y, train, ref):
     )
 
 
+def columns_ridge(name, x, category, types, y, train, ref):
+    """Ridge on ``x`` (t1, t2, hum scaled, ``category`` one-hot encoded), converted with one
+    ONNX input per column of the element types ``types``."""
+    pipeline = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["t1", "t2", "hum"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), [category]),
+                    ]
+                ),
+            ),
+            ("reg", Ridge()),
+        ]
+    )
+    pipeline.fit(x.iloc[train], y[train])
+    onnx_model = skl2onnx.convert_sklearn(
+        pipeline,
+        name=name,
+        initial_types=columns_inputs(x, types),
+        target_opset=TARGET_OPSET,
+    )
+    return Kind(
+        name,
+        tidy(onnx_model),
+        infer_signature(x.iloc[train], y[train]),
+        x.iloc[ref],
+        "regressor",
+        pipeline,
+    )
+
+
 def columns_float_string(frame, y, train, ref):
     """Ridge pipeline on float32 t1, t2, hum and the string weather, one ONNX input per column."""
     x = pd.DataFrame(
@@ -200,41 +234,13 @@ def columns_float_string(frame, y, train, ref):
             "weather": frame["weather_code"].astype(np.int64).map(WEATHER_NAMES),
         }
     )
-    pipeline = Pipeline(
-        [
-            (
-                "prep",
-                ColumnTransformer(
-                    [
-                        ("num", StandardScaler(), ["t1", "t2", "hum"]),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["weather"]),
-                    ]
-                ),
-            ),
-            ("reg", Ridge()),
-        ]
-    )
-    pipeline.fit(x.iloc[train], y[train])
     types = {
         "t1": FloatTensorType,
         "t2": FloatTensorType,
         "hum": FloatTensorType,
         "weather": StringTensorType,
     }
-    onnx_model = skl2onnx.convert_sklearn(
-        pipeline,
-        name="columns-float-string",
-        initial_types=columns_inputs(x, types),
-        target_opset=TARGET_OPSET,
-    )
-    return Kind(
-        "columns-float-string",
-        tidy(onnx_model),
-        infer_signature(x.iloc[train], y[train]),
-        x.iloc[ref],
-        "regressor",
-        pipeline,
-    )
+    return columns_ridge("columns-float-string", x, "weather", types, y, train, ref)
 
 
 def columns_int_double(frame, y, train, ref):
@@ -247,41 +253,13 @@ def columns_int_double(frame, y, train, ref):
             "weather_code": frame["weather_code"].astype(np.int64),
         }
     )
-    pipeline = Pipeline(
-        [
-            (
-                "prep",
-                ColumnTransformer(
-                    [
-                        ("num", StandardScaler(), ["t1", "t2", "hum"]),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["weather_code"]),
-                    ]
-                ),
-            ),
-            ("reg", Ridge()),
-        ]
-    )
-    pipeline.fit(x.iloc[train], y[train])
     types = {
         "t1": DoubleTensorType,
         "t2": DoubleTensorType,
         "hum": Int64TensorType,
         "weather_code": Int64TensorType,
     }
-    onnx_model = skl2onnx.convert_sklearn(
-        pipeline,
-        name="columns-int-double",
-        initial_types=columns_inputs(x, types),
-        target_opset=TARGET_OPSET,
-    )
-    return Kind(
-        "columns-int-double",
-        tidy(onnx_model),
-        infer_signature(x.iloc[train], y[train]),
-        x.iloc[ref],
-        "regressor",
-        pipeline,
-    )
+    return columns_ridge("columns-int-double", x, "weather_code", types, y, train, ref)
 
 
 def classifier_zipmap(frame, levels, train, ref):

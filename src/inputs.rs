@@ -233,6 +233,33 @@ impl InputLayout {
         )
     }
 
+    /// The layout of a graph with one `[N, 1]` input per column, bound to a column signature,
+    /// as skl2onnx converts a DataFrame pipeline: each column is (name, signature type, the
+    /// input's element type, required). A short way to build one in tests and fuzzing.
+    pub fn per_column(
+        columns: &[(&str, SignatureType, ElementType, bool)],
+    ) -> Result<Self, String> {
+        let signature = InputSignature::Columns(
+            columns
+                .iter()
+                .map(|&(name, kind, _, required)| ColumnSpec {
+                    name: name.into(),
+                    kind,
+                    required,
+                })
+                .collect(),
+        );
+        let graph: Vec<GraphInput> = columns
+            .iter()
+            .map(|&(name, _, element, _)| GraphInput {
+                name: name.into(),
+                element: Ok(element),
+                shape: vec![-1, 1],
+            })
+            .collect();
+        Self::bind(&signature, &graph)
+    }
+
     fn new(form: FeatureForm, fields: Vec<Field>, inputs: Vec<InputSpec>) -> Self {
         let names = FieldNames::new(fields.iter().map(|field| field.name.clone()).collect());
         Self {

@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 
-use bike_prediction::artifact::{ColumnSpec, InputSignature, SignatureType};
+use bike_prediction::artifact::{InputSignature, SignatureType};
 use bike_prediction::event::{self, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, RejectReason};
 use bike_prediction::inputs::{Buffer, ElementType, FeatureForm, GraphInput, InputLayout, Inputs};
 use bike_prediction::kinesis::KinesisBatch;
@@ -149,24 +149,6 @@ fn typed_specs() -> Vec<Spec> {
     use Cell::*;
     use ElementType as E;
     use SignatureType as S;
-    let signature = InputSignature::Columns(
-        TYPED_COLUMNS
-            .iter()
-            .map(|(name, kind, _, required)| ColumnSpec {
-                name: (*name).into(),
-                kind: *kind,
-                required: *required,
-            })
-            .collect(),
-    );
-    let graph: Vec<GraphInput> = TYPED_COLUMNS
-        .iter()
-        .map(|(name, _, element, _)| GraphInput {
-            name: (*name).into(),
-            element: Ok(*element),
-            shape: vec![-1, 1],
-        })
-        .collect();
     let fields = TYPED_COLUMNS
         .iter()
         .enumerate()
@@ -181,7 +163,7 @@ fn typed_specs() -> Vec<Spec> {
         .collect();
     let columns = Spec::new(
         "columns",
-        InputLayout::bind(&signature, &graph).expect("the typed layout binds"),
+        InputLayout::per_column(&TYPED_COLUMNS).expect("the typed layout binds"),
         FeatureForm::Object,
         fields,
         vec![1; TYPED_COLUMNS.len()],

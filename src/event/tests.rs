@@ -574,9 +574,8 @@ fn reference_rows_and_bad_records_decode_as_with_the_general_parser_alone() {
 /// DataFrame pipeline: `t1` float32, `t2` float64 (optional), `hum` int64, `code` int32,
 /// `flag` bool, `weather` string, and `level` int64 but optional.
 fn typed_layout() -> InputLayout {
-    use crate::artifact::{ColumnSpec, InputSignature, SignatureType as S};
-    use crate::inputs::GraphInput;
-    let columns = [
+    use crate::artifact::SignatureType as S;
+    InputLayout::per_column(&[
         ("t1", S::Float, ElementType::Float32, true),
         ("t2", S::Double, ElementType::Float64, false),
         ("hum", S::Long, ElementType::Int64, true),
@@ -584,26 +583,8 @@ fn typed_layout() -> InputLayout {
         ("flag", S::Boolean, ElementType::Bool, true),
         ("weather", S::String, ElementType::String, true),
         ("level", S::Long, ElementType::Int64, false),
-    ];
-    let signature = InputSignature::Columns(
-        columns
-            .iter()
-            .map(|(name, kind, _, required)| ColumnSpec {
-                name: (*name).into(),
-                kind: *kind,
-                required: *required,
-            })
-            .collect(),
-    );
-    let graph: Vec<GraphInput> = columns
-        .iter()
-        .map(|(name, _, element, _)| GraphInput {
-            name: (*name).into(),
-            element: Ok(*element),
-            shape: vec![-1, 1],
-        })
-        .collect();
-    InputLayout::bind(&signature, &graph).unwrap()
+    ])
+    .unwrap()
 }
 
 const TYPED: &str = r#"{"features": {"t1": 2.5, "t2": 0.1, "hum": 50, "code": -3, "flag": true, "weather": "cloudy/misty", "level": 2.0, "other": [1]}, "pred_id": 9}"#;
