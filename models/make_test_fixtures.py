@@ -16,9 +16,13 @@ and models the service serves that fail on some inputs:
   one-row/       the bike-linear graph with its batch fixed to one row ([1, 4])
   fixed-batch/   the same graph with its batch fixed to two rows ([2, 4]): refused
 
-and one valid model stored the way ONNX stores large models, for the S3 download tests:
+and valid models stored the way ONNX stores large models:
 
   external-data/ the bike-linear model with its weights in weights.bin beside model.onnx
+                 (the S3 download tests)
+  zipmap-external-data/  the model-kinds ZipMap classifier with a tensor in weights.bin: the
+                 service reads its probabilities map by map (a model with external data is
+                 loaded from its file as it is)
 
 Run it after models/train.py, whose bike-linear model two of them reuse; models/train.sh
 runs both.
@@ -157,6 +161,22 @@ def external_data_model():
     return model.SerializeToString(), weights
 
 
+def zipmap_external_data_model():
+    """tests/fixtures/model-kinds/classifier-zipmap with an unused initializer kept in
+    weights.bin: (onnx, weights.bin, MLmodel text)."""
+    from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
+    import tempfile
+
+    source = REPO_ROOT / "tests" / "fixtures" / "model-kinds" / "classifier-zipmap"
+    model = onnx.load_from_string((source / model_dir.ONNX_FILE).read_bytes())
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(4, np.float32), "unused"))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = write_external_data_tensors(model, scratch)
+        weights = (pathlib.Path(scratch) / "weights.bin").read_bytes()
+    return model.SerializeToString(), weights, (source / "MLmodel").read_text()
+
+
 def main():
     """Write the fixture directories."""
     linear_onnx = (MODELS_DIR / LINEAR_MODEL / model_dir.ONNX_FILE).read_bytes()
@@ -174,7 +194,13 @@ def main():
     external_onnx, weights = external_data_model()
     model_dir.write_model(FIXTURES_DIR / "external-data", external_onnx, model_dir.signature(FEATURES))
     (FIXTURES_DIR / "external-data" / "weights.bin").write_bytes(weights)
-    print(f"wrote {len(fixtures) + 1} model directories under {FIXTURES_DIR.relative_to(REPO_ROOT)}")
+    zipmap_onnx, zipmap_weights, zipmap_mlmodel = zipmap_external_data_model()
+    zipmap_dir = FIXTURES_DIR / "zipmap-external-data"
+    zipmap_dir.mkdir(parents=True, exist_ok=True)
+    (zipmap_dir / model_dir.ONNX_FILE).write_bytes(zipmap_onnx)
+    (zipmap_dir / "weights.bin").write_bytes(zipmap_weights)
+    (zipmap_dir / "MLmodel").write_text(zipmap_mlmodel)
+    print(f"wrote {len(fixtures) + 2} model directories under {FIXTURES_DIR.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

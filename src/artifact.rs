@@ -214,6 +214,64 @@ pub fn class_labels(onnx: &[u8], output: &str) -> Result<Option<Vec<String>>, Ar
     Ok(model.graph.and_then(|graph| graph.class_labels(output)))
 }
 
+/// A ZipMap node that writes a classifier's probabilities to a graph output as a sequence of
+/// maps: reading each row's map costs far more than reading the `[N, C]` tensor it is made
+/// from, so the service asks ONNX Runtime for that tensor too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipMap {
+    /// The graph output the ZipMap writes.
+    pub output: String,
+    /// Its input: the float probabilities `[N, C]`.
+    pub probabilities: String,
+    /// The classes of its columns, in order.
+    pub classes: Vec<String>,
+}
+
+/// The ZipMap node writing a graph output of the model, if there is one and the model keeps no
+/// tensors in external files (it is then loaded from memory, where relative file names
+/// would not resolve).
+pub fn zipmap(onnx: &[u8]) -> Option<ZipMap> {
+    use prost::Message as _;
+    if !external_data_files(onnx, "model.onnx").ok()?.is_empty() {
+        return None;
+    }
+    let graph = onnx_proto::ModelProto::decode(onnx).ok()?.graph?;
+    let outputs = onnx_proto::OutputsOnly::decode(onnx).ok()?.graph?.output;
+    graph.node.iter().find_map(|node| {
+        let (Some(output), Some(input)) = (node.output.first(), node.input.first()) else {
+            return None;
+        };
+        let is_output = outputs.iter().any(|value| &value.name == output);
+        let input_is_output = outputs.iter().any(|value| &value.name == input);
+        (node.op_type == "ZipMap" && is_output && !input_is_output).then(|| {
+            Some(ZipMap {
+                output: output.clone(),
+                probabilities: input.clone(),
+                classes: node.class_labels()?,
+            })
+        })?
+    })
+}
+
+/// The model's bytes with `name`, a float tensor inside the graph, added to its outputs.
+pub fn with_float_output(onnx: &[u8], name: &str) -> Vec<u8> {
+    use onnx_proto::*;
+    use prost::Message as _;
+    let extra = OutputsOnly {
+        graph: Some(GraphOutputs {
+            output: vec![ValueInfoProto {
+                name: name.to_owned(),
+                r#type: Some(TypeProto {
+                    tensor_type: Some(TensorType { elem_type: FLOAT }),
+                }),
+            }],
+        }),
+    };
+    let mut bytes = onnx.to_vec();
+    bytes.extend(extra.encode_to_vec());
+    bytes
+}
+
 /// The few fields of ONNX's protobuf schema (onnx/onnx.proto) that say where tensor data lives;
 /// every other field is skipped while decoding.
 mod onnx_proto {
@@ -237,6 +295,8 @@ mod onnx_proto {
         pub input: Vec<String>,
         #[prost(string, repeated, tag = "2")]
         pub output: Vec<String>,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
         #[prost(message, repeated, tag = "5")]
         pub attribute: Vec<AttributeProto>,
     }
@@ -276,6 +336,44 @@ mod onnx_proto {
         #[prost(string, tag = "2")]
         pub value: String,
     }
+
+    /// The model's graph outputs alone: `ModelProto.graph.output`, by name and type. Encoded
+    /// and appended to a model's bytes, it adds outputs to its graph (protobuf merges a
+    /// repeated embedded message field into the one already read).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OutputsOnly {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphOutputs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphOutputs {
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TensorType>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorType {
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+    }
+
+    /// `TensorProto.DataType.FLOAT`.
+    pub const FLOAT: i32 = 1;
 
     /// `TensorProto.DataLocation.EXTERNAL`.
     const EXTERNAL: i32 = 1;
@@ -328,7 +426,7 @@ mod onnx_proto {
     impl NodeProto {
         /// The node's `classlabels_strings`, `classlabels_int64s` (tree ensembles, ZipMap) or
         /// `classlabels_ints` (LinearClassifier, SVMClassifier) attribute, as text.
-        fn class_labels(&self) -> Option<Vec<String>> {
+        pub fn class_labels(&self) -> Option<Vec<String>> {
             self.attribute
                 .iter()
                 .find_map(|attribute| match attribute.name.as_str() {
@@ -820,6 +918,7 @@ signature:
         use onnx_proto::*;
         use prost::Message as _;
         let classifier = |input: &str, outputs: [&str; 2], labels: [&str; 3]| NodeProto {
+            op_type: "LinearClassifier".into(),
             input: vec![input.into()],
             output: outputs.map(String::from).to_vec(),
             attribute: vec![AttributeProto {
@@ -829,6 +928,7 @@ signature:
             }],
         };
         let normalizer = NodeProto {
+            op_type: "Normalizer".into(),
             input: vec!["raw".into()],
             output: vec!["probabilities".into()],
             attribute: vec![],

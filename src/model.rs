@@ -112,18 +112,41 @@ impl OnnxRuntime {
     /// Builds a session for the model in `artifact` and checks that the service can fill its
     /// input from the signature's columns and read one prediction per row from its output.
     pub fn load_model(&self, artifact: ModelArtifact) -> Result<Model, ModelError> {
-        let session = Session::builder(&self.environment)
-            .and_then(|builder| Ok(builder.with_optimization_level(GraphOptimizationLevel::All)?))
-            // Lambda gives fractional vCPUs: extra threads would only contend for them.
-            .and_then(|builder| Ok(builder.with_intra_threads(1)?))
-            .and_then(|builder| Ok(builder.with_inter_threads(1)?))
-            .and_then(|builder| Ok(builder.with_intra_op_spinning(false)?))
-            .and_then(|mut builder| builder.commit_from_file(&artifact.onnx_path))
-            .map_err(|source| ModelError::Session {
-                uri: artifact.uri.clone(),
-                path: artifact.onnx_path.clone(),
-                source,
-            })?;
+        // An unreadable file is reported by ONNX Runtime below, with its own message.
+        let onnx = std::fs::read(&artifact.onnx_path).ok();
+        let mut zipmap = onnx.as_deref().and_then(artifact::zipmap);
+        let builder = || {
+            Session::builder(&self.environment)
+                .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
+                // Lambda gives fractional vCPUs: extra threads would only contend for them.
+                .and_then(|b| Ok(b.with_intra_threads(1)?))
+                .and_then(|b| Ok(b.with_inter_threads(1)?))
+                .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
+        };
+        let with_probabilities = match (&onnx, &zipmap) {
+            (Some(onnx), Some(zipmap)) => {
+                let bytes = artifact::with_float_output(onnx, &zipmap.probabilities);
+                builder()
+                    .and_then(|mut builder| builder.commit_from_memory(&bytes))
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "reading the ZipMap's probabilities as maps");
+                    })
+                    .ok()
+            }
+            _ => None,
+        };
+        if with_probabilities.is_none() {
+            zipmap = None;
+        }
+        let session = match with_probabilities {
+            Some(session) => Ok(session),
+            None => builder().and_then(|mut builder| builder.commit_from_file(&artifact.onnx_path)),
+        }
+        .map_err(|source| ModelError::Session {
+            uri: artifact.uri.clone(),
+            path: artifact.onnx_path.clone(),
+            source,
+        })?;
         let incompatible = |detail: String| ModelError::Incompatible {
             uri: artifact.uri.clone(),
             detail,
@@ -131,15 +154,25 @@ impl OnnxRuntime {
         let graph: Vec<GraphInput> = session.inputs().iter().map(graph_input).collect();
         let inputs = InputLayout::bind(&artifact.signature, &graph).map_err(incompatible)?;
         let class_labels = |output: &str| {
-            let onnx = std::fs::read(&artifact.onnx_path).map_err(|error| error.to_string())?;
-            artifact::class_labels(&onnx, output).map_err(|error| error.to_string())
+            let onnx = onnx.as_deref().ok_or("the ONNX file cannot be read")?;
+            artifact::class_labels(onnx, output).map_err(|error| error.to_string())
         };
+        // The tensor a ZipMap reads is an output only because it was added above: it is not
+        // one of the model's own outputs.
         let graph_outputs: Vec<_> = session
             .outputs()
             .iter()
+            .filter(|output| {
+                zipmap
+                    .as_ref()
+                    .is_none_or(|z| output.name() != z.probabilities)
+            })
             .map(|output| (output.name(), output.dtype()))
             .collect();
-        let outputs = OutputLayout::bind(&graph_outputs, class_labels).map_err(incompatible)?;
+        let mut outputs = OutputLayout::bind(&graph_outputs, class_labels).map_err(incompatible)?;
+        if let Some(zipmap) = zipmap {
+            outputs.read_zipmap_input(&zipmap);
+        }
         Ok(Model {
             session: Mutex::new(session),
             inputs,

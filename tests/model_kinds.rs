@@ -157,3 +157,35 @@ fn every_kind_is_served_by_invoke_with_only_model_uri_changed() {
         assert_response_matches_python(kind, &reference[kind], &response);
     }
 }
+
+/// A ZipMap classifier's probabilities are read from the `[N, C]` tensor the ZipMap is made
+/// from; one whose model keeps tensors in external files is loaded from its file as it is,
+/// and its ZipMap read map by map. Both give Python's probabilities.
+#[tokio::test]
+async fn zipmap_probabilities_are_the_same_read_as_a_tensor_or_map_by_map() {
+    let reference = reference();
+    let zipmap = &reference["classifier-zipmap"];
+    for dir in [
+        model_dir("classifier-zipmap"),
+        root().join("tests/fixtures/models/zipmap-external-data"),
+    ] {
+        let model = load_model(&dir).unwrap();
+        let form = match model.outputs() {
+            bike_prediction::model::OutputLayout::Classification {
+                probabilities: Some(probabilities),
+                ..
+            } => probabilities.form.clone(),
+            other => panic!("{other:?}"),
+        };
+        let expected_maps = dir.ends_with("zipmap-external-data");
+        assert_eq!(
+            form == bike_prediction::model::ProbabilityForm::ZipMap,
+            expected_maps,
+            "{form:?}"
+        );
+        let handler = Handler::new(model, "zipmap", "run-1");
+        let response = handler.handle_bytes(&event(zipmap)).await.unwrap().response;
+        let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
+        assert_response_matches_python("classifier-zipmap", zipmap, &response);
+    }
+}

@@ -297,6 +297,24 @@ impl OutputLayout {
         })
     }
 
+    /// Reads a classifier's ZipMap probabilities from the `[N, C]` tensor the ZipMap is made
+    /// from (which the session was given as an extra output) instead of its sequence of maps:
+    /// the same probabilities, classes in the ZipMap's order, without a map per row.
+    pub fn read_zipmap_input(&mut self, zipmap: &crate::artifact::ZipMap) {
+        if let Self::Classification {
+            probabilities: Some(probabilities),
+            ..
+        } = self
+            && probabilities.form == ProbabilityForm::ZipMap
+            && probabilities.output == zipmap.output
+        {
+            *probabilities = Probabilities {
+                output: zipmap.probabilities.clone(),
+                form: ProbabilityForm::Tensor(zipmap.classes.clone()),
+            };
+        }
+    }
+
     /// Empty predictions of this layout, with room for `rows` rows.
     pub fn empty(&self, rows: usize) -> Predictions {
         match self {
