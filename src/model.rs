@@ -255,7 +255,8 @@ impl Model {
     /// each range of rows, in row order.
     pub fn predict_isolating(&self, inputs: &Inputs) -> Vec<RowsPredicted> {
         let mut done = Vec::new();
-        let mut pending = vec![0..inputs.rows];
+        let mut pending = Vec::new();
+        pending.push(0..inputs.rows);
         while let Some(rows) = pending.pop() {
             if rows.is_empty() {
                 continue;
