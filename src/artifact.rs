@@ -185,15 +185,10 @@ pub fn is_inside_directory(path: &str) -> bool {
 /// The external-data files an ONNX model refers to (ONNX can keep large tensors in separate
 /// files beside the model), relative to the model's directory, without duplicates.
 pub fn external_data_files(onnx: &[u8], object: &str) -> Result<Vec<String>, ArtifactError> {
-    use prost::Message as _;
-    let model = onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
-        object: object.to_owned(),
-        detail: error.to_string(),
-    })?;
     let mut files = Vec::new();
-    if let Some(graph) = &model.graph {
-        graph.collect_external_files(&mut files);
-    }
+    OnnxGraph::parse(onnx, object)?
+        .graph
+        .collect_external_files(&mut files);
     if let Some(bad) = files.iter().find(|file| !is_inside_directory(file)) {
         return Err(ArtifactError::NotOnnx {
             object: object.to_owned(),
@@ -203,15 +198,57 @@ pub fn external_data_files(onnx: &[u8], object: &str) -> Result<Vec<String>, Art
     Ok(files)
 }
 
-/// The classes of the classifier whose probabilities the ONNX model outputs as `output`, in
-/// the order of its probability columns; `None` if no node says.
-pub fn class_labels(onnx: &[u8], output: &str) -> Result<Option<Vec<String>>, ArtifactError> {
-    use prost::Message as _;
-    let model = onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
-        object: "model.onnx".to_owned(),
-        detail: error.to_string(),
-    })?;
-    Ok(model.graph.and_then(|graph| graph.class_labels(output)))
+/// What the service reads of an ONNX model's graph at load, parsed once: the classes of a
+/// classifier's probabilities and the ZipMap that writes them.
+#[derive(Debug, Clone)]
+pub struct OnnxGraph {
+    graph: onnx_proto::GraphProto,
+}
+
+impl OnnxGraph {
+    /// Parses the graph of an ONNX model's bytes (`object` names it in errors).
+    pub fn parse(onnx: &[u8], object: &str) -> Result<Self, ArtifactError> {
+        use prost::Message as _;
+        let model =
+            onnx_proto::ModelProto::decode(onnx).map_err(|error| ArtifactError::NotOnnx {
+                object: object.to_owned(),
+                detail: error.to_string(),
+            })?;
+        Ok(Self {
+            graph: model.graph.unwrap_or_default(),
+        })
+    }
+
+    /// The classes of the classifier whose probabilities the model outputs as `output`, in
+    /// the order of its probability columns; `None` if no node says.
+    pub fn class_labels(&self, output: &str) -> Option<Vec<String>> {
+        self.graph.class_labels(output)
+    }
+
+    /// The ZipMap node writing a graph output of the model, if there is one and the model
+    /// keeps no tensors in external files (it is then loaded from memory, where relative file
+    /// names would not resolve).
+    pub fn zipmap(&self) -> Option<ZipMap> {
+        let mut external = Vec::new();
+        self.graph.collect_external_files(&mut external);
+        if !external.is_empty() {
+            return None;
+        }
+        let is_output = |name: &str| self.graph.output.iter().any(|value| value.name == name);
+        self.graph.node.iter().find_map(|node| {
+            let (Some(output), Some(input)) = (node.output.first(), node.input.first()) else {
+                return None;
+            };
+            if node.op_type != "ZipMap" || !is_output(output) || is_output(input) {
+                return None;
+            }
+            Some(ZipMap {
+                output: output.clone(),
+                probabilities: input.clone(),
+                classes: node.class_labels()?,
+            })
+        })
+    }
 }
 
 /// A ZipMap node that writes a classifier's probabilities to a graph output as a sequence of
@@ -227,44 +264,21 @@ pub struct ZipMap {
     pub classes: Vec<String>,
 }
 
-/// The ZipMap node writing a graph output of the model, if there is one and the model keeps no
-/// tensors in external files (it is then loaded from memory, where relative file names
-/// would not resolve).
-pub fn zipmap(onnx: &[u8]) -> Option<ZipMap> {
-    use prost::Message as _;
-    if !external_data_files(onnx, "model.onnx").ok()?.is_empty() {
-        return None;
-    }
-    let graph = onnx_proto::ModelProto::decode(onnx).ok()?.graph?;
-    let outputs = onnx_proto::OutputsOnly::decode(onnx).ok()?.graph?.output;
-    graph.node.iter().find_map(|node| {
-        let (Some(output), Some(input)) = (node.output.first(), node.input.first()) else {
-            return None;
-        };
-        let is_output = outputs.iter().any(|value| &value.name == output);
-        let input_is_output = outputs.iter().any(|value| &value.name == input);
-        (node.op_type == "ZipMap" && is_output && !input_is_output).then(|| {
-            Some(ZipMap {
-                output: output.clone(),
-                probabilities: input.clone(),
-                classes: node.class_labels()?,
-            })
-        })?
-    })
-}
-
-/// The model's bytes with `name`, a float tensor inside the graph, added to its outputs.
+/// The model's bytes with `name`, a float tensor inside the graph, added to its outputs: a
+/// model holding only that graph output, appended, which protobuf merges into the graph
+/// already read (repeated fields of an embedded message add up).
 pub fn with_float_output(onnx: &[u8], name: &str) -> Vec<u8> {
     use onnx_proto::*;
     use prost::Message as _;
-    let extra = OutputsOnly {
-        graph: Some(GraphOutputs {
+    let extra = ModelProto {
+        graph: Some(GraphProto {
             output: vec![ValueInfoProto {
                 name: name.to_owned(),
                 r#type: Some(TypeProto {
                     tensor_type: Some(TensorType { elem_type: FLOAT }),
                 }),
             }],
+            ..GraphProto::default()
         }),
     };
     let mut bytes = onnx.to_vec();
@@ -287,6 +301,8 @@ mod onnx_proto {
         pub node: Vec<NodeProto>,
         #[prost(message, repeated, tag = "5")]
         pub initializer: Vec<TensorProto>,
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -337,21 +353,7 @@ mod onnx_proto {
         pub value: String,
     }
 
-    /// The model's graph outputs alone: `ModelProto.graph.output`, by name and type. Encoded
-    /// and appended to a model's bytes, it adds outputs to its graph (protobuf merges a
-    /// repeated embedded message field into the one already read).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct OutputsOnly {
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphOutputs>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphOutputs {
-        #[prost(message, repeated, tag = "12")]
-        pub output: Vec<ValueInfoProto>,
-    }
-
+    /// A graph output: its name and type.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ValueInfoProto {
         #[prost(string, tag = "1")]
@@ -838,8 +840,8 @@ signature:
             data_location: 1,
         };
         let subgraph = GraphProto {
-            node: vec![],
             initializer: vec![external("sub.bin")],
+            ..Default::default()
         };
         let model = ModelProto {
             graph: Some(GraphProto {
@@ -856,6 +858,7 @@ signature:
                     TensorProto::default(),
                     external("weights.bin"),
                 ],
+                output: vec![],
             }),
         };
         let files = external_data_files(&model.encode_to_vec(), "m").unwrap();
@@ -876,6 +879,11 @@ signature:
         assert!(external_data_files(b"\xff\xff not onnx", "m").is_err());
     }
 
+    /// The classes of `output` in the ONNX model `onnx`.
+    fn class_labels(onnx: &[u8], output: &str) -> Option<Vec<String>> {
+        OnnxGraph::parse(onnx, "m").unwrap().class_labels(output)
+    }
+
     #[test]
     fn class_labels_are_read_from_any_classifier_attribute() {
         use onnx_proto::*;
@@ -894,22 +902,23 @@ signature:
                         ..Default::default()
                     }],
                     initializer: vec![],
+                    output: vec![],
                 }),
             }
             .encode_to_vec()
         };
         for name in ["classlabels_int64s", "classlabels_ints"] {
             let labels = class_labels(&model(name, vec![0, 2, 7], vec![]), "probabilities");
-            assert_eq!(labels.unwrap().unwrap(), ["0", "2", "7"], "{name}");
+            assert_eq!(labels.unwrap(), ["0", "2", "7"], "{name}");
         }
         let strings = model(
             "classlabels_strings",
             vec![],
             vec![b"low".to_vec(), b"high".to_vec()],
         );
-        let labels = class_labels(&strings, "probabilities").unwrap();
+        let labels = class_labels(&strings, "probabilities");
         assert_eq!(labels.unwrap(), ["low", "high"]);
-        let labels = class_labels(&model("axis", vec![1], vec![]), "probabilities").unwrap();
+        let labels = class_labels(&model("axis", vec![1], vec![]), "probabilities");
         assert_eq!(labels, None);
     }
 
@@ -938,6 +947,7 @@ signature:
                 graph: Some(GraphProto {
                     node: nodes,
                     initializer: vec![],
+                    output: vec![],
                 }),
             }
             .encode_to_vec()
@@ -947,14 +957,14 @@ signature:
             classifier("input", ["label", "raw"], ["a", "b", "c"]),
             normalizer.clone(),
         ]);
-        let labels = class_labels(&onnx, "probabilities").unwrap();
+        let labels = class_labels(&onnx, "probabilities");
         assert_eq!(labels.unwrap(), ["a", "b", "c"]);
         // Not on the way back, and two classifiers disagree: nobody can say.
         let onnx = graph(vec![
             classifier("input", ["aux_label", "aux"], ["c", "b", "a"]),
             classifier("input", ["label", "other"], ["a", "b", "c"]),
         ]);
-        assert_eq!(class_labels(&onnx, "probabilities").unwrap(), None);
+        assert_eq!(class_labels(&onnx, "probabilities"), None);
     }
 
     #[test]

@@ -718,13 +718,20 @@ impl Inputs {
 
     /// The strings of input `input` (a string input), in row-major order.
     pub fn strings(&self, input: usize) -> Vec<&str> {
-        match self.buffers.get(input) {
-            Some(Buffer::String(spans)) => spans
-                .iter()
-                .map(|span| self.text.get(span.clone()).unwrap_or_default())
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.strings_in(input, 0..usize::MAX).collect()
+    }
+
+    /// The strings at positions `span` (row-major) of input `input`, a string input.
+    pub fn strings_in(&self, input: usize, span: Range<usize>) -> impl Iterator<Item = &str> + '_ {
+        let spans = match self.buffers.get(input) {
+            Some(Buffer::String(spans)) => spans.as_slice(),
+            _ => &[],
+        };
+        spans
+            .iter()
+            .skip(span.start)
+            .take(span.end.saturating_sub(span.start))
+            .map(|span| self.text.get(span.clone()).unwrap_or_default())
     }
 }
 

@@ -14,7 +14,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use thiserror::Error;
 
-use crate::artifact::{self, ArtifactError, ModelArtifact};
+use crate::artifact::{self, ArtifactError, ModelArtifact, OnnxGraph};
 use crate::inputs::{Buffer, ElementType, GraphInput, InputLayout, Inputs};
 
 pub use outputs::{
@@ -114,7 +114,11 @@ impl OnnxRuntime {
     pub fn load_model(&self, artifact: ModelArtifact) -> Result<Model, ModelError> {
         // An unreadable file is reported by ONNX Runtime below, with its own message.
         let onnx = std::fs::read(&artifact.onnx_path).ok();
-        let mut zipmap = onnx.as_deref().and_then(artifact::zipmap);
+        let object = artifact.onnx_path.display().to_string();
+        let onnx_graph = onnx.as_deref().map(|onnx| OnnxGraph::parse(onnx, &object));
+        let mut zipmap = onnx_graph
+            .as_ref()
+            .and_then(|graph| graph.as_ref().ok()?.zipmap());
         let builder = || {
             Session::builder(&self.environment)
                 .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
@@ -153,9 +157,10 @@ impl OnnxRuntime {
         };
         let graph: Vec<GraphInput> = session.inputs().iter().map(graph_input).collect();
         let inputs = InputLayout::bind(&artifact.signature, &graph).map_err(incompatible)?;
-        let class_labels = |output: &str| {
-            let onnx = onnx.as_deref().ok_or("the ONNX file cannot be read")?;
-            artifact::class_labels(onnx, output).map_err(|error| error.to_string())
+        let class_labels = |output: &str| match &onnx_graph {
+            Some(Ok(graph)) => Ok(graph.class_labels(output)),
+            Some(Err(error)) => Err(error.to_string()),
+            None => Err("the ONNX file cannot be read".to_owned()),
         };
         // The tensor a ZipMap reads is an output only because it was added above: it is not
         // one of the model's own outputs.
@@ -341,13 +346,8 @@ impl Model {
                 Buffer::Bool(values) => view(shape, values, span)?,
                 Buffer::String(_) => {
                     // ort copies each string into a NUL-terminated one; it takes them owned.
-                    let strings = inputs.strings(index);
-                    let strings: Vec<String> = strings
-                        .get(span)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|text| (*text).to_owned())
-                        .collect();
+                    let strings: Vec<String> =
+                        inputs.strings_in(index, span).map(str::to_owned).collect();
                     Tensor::from_string_array((shape, strings.as_slice()))?.into()
                 }
             };
