@@ -438,17 +438,20 @@ impl OutputLayout {
                                 ..
                             }
                         );
-                        let (shape, read): (Vec<i64>, Vec<f32>) = match double {
+                        let shape = match double {
                             true => {
                                 let (shape, read) = value.try_extract_tensor::<f64>()?;
-                                (shape.to_vec(), read.iter().map(|&p| p as f32).collect())
+                                probabilities.extend(read.iter().map(|&p| p as f32));
+                                shape
                             }
                             false => {
                                 let (shape, read) = value.try_extract_tensor::<f32>()?;
-                                (shape.to_vec(), read.to_vec())
+                                probabilities.extend_from_slice(read);
+                                shape
                             }
                         };
-                        let per_row = check_rows(&form.output, &shape, rows)?;
+                        // A mismatch fails this run; its predictions are dropped with it.
+                        let per_row = check_rows(&form.output, shape, rows)?;
                         if per_row != classes.len() {
                             return Err(InferenceError::Output {
                                 output: form.output.clone(),
@@ -458,7 +461,6 @@ impl OutputLayout {
                                 ),
                             });
                         }
-                        probabilities.extend_from_slice(&read);
                     }
                     ProbabilityForm::ZipMap => {
                         let maps = value.try_extract_sequence::<DynMapValueType>()?;
