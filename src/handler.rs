@@ -11,7 +11,7 @@ use crate::config::DEFAULT_PREDICTION_FIELD;
 use crate::event;
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::ledger::Ledger;
-use crate::model::Model;
+use crate::model::{InferenceError, Model};
 use crate::output::{self, EventEncoder};
 use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
@@ -23,12 +23,16 @@ pub enum HandlerError {
     /// The event is not a Kinesis event.
     #[error(transparent)]
     Event(#[from] EventError),
+    /// The model's outputs are not what it declared, whatever the records.
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
 }
 
 impl From<HandlerError> for Diagnostic {
     fn from(error: HandlerError) -> Self {
         let error_type = match error {
             HandlerError::Event(_) => "InvalidEvent",
+            HandlerError::Inference(_) => "InferenceFailed",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -152,7 +156,7 @@ impl Handler {
         let started = Instant::now();
         let (mut ledger, inputs) = event::decode(records, self.model.layout());
         let decoded = Instant::now();
-        let predictions = self.model.predict_isolating(&inputs);
+        let predictions = self.model.predict_isolating(&inputs)?;
         let predicted = Instant::now();
         self.encoder.encode_batch(&mut ledger, &predictions);
         let encoded = Instant::now();

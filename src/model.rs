@@ -257,8 +257,9 @@ impl Model {
     /// the batch (a category a `OneHotEncoder` never saw, an index out of a table), finds the
     /// rows it fails on by splitting the batch in halves until each failing row is alone, so
     /// that one bad record does not cost the others their predictions. Returns the outcome of
-    /// each range of rows, in row order.
-    pub fn predict_isolating(&self, inputs: &Inputs) -> Vec<RowsPredicted> {
+    /// each range of rows, in row order. Outputs that are not what the model declared (the
+    /// wrong number of rows) are a fault of the model, not of a record: they fail the batch.
+    pub fn predict_isolating(&self, inputs: &Inputs) -> Result<Vec<RowsPredicted>, InferenceError> {
         let mut done = Vec::new();
         let mut pending = Vec::new();
         pending.push(0..inputs.rows);
@@ -268,6 +269,7 @@ impl Model {
             }
             match self.predict_rows(inputs, rows.clone()) {
                 Ok(predictions) => done.push((rows, Ok(predictions))),
+                Err(error @ InferenceError::Output { .. }) => return Err(error),
                 Err(error) if rows.len() == 1 => done.push((rows, Err(error))),
                 Err(error) => {
                     if rows.len() == inputs.rows {
@@ -284,7 +286,7 @@ impl Model {
                 }
             }
         }
-        done
+        Ok(done)
     }
 
     /// Predicts rows `rows` of `inputs`; row 0 of the result is row `rows.start`.

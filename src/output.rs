@@ -54,16 +54,29 @@ impl EventEncoder {
     /// ([`Model::predict_isolating`](crate::model::Model::predict_isolating)); a record whose
     /// rows ONNX Runtime failed on is rejected with what it said.
     pub fn encode_batch(&self, ledger: &mut Ledger<'_>, predicted: &[RowsPredicted]) {
-        ledger.event_buffer(ledger.len() * (self.value_prefix.len() + EVENT_OVERHEAD));
-        for (rows, outcome) in predicted {
-            match outcome {
-                Ok(predictions) => self.encode_rows(ledger, predictions, rows.clone()),
-                Err(error) => {
-                    let reason = RejectReason::InferenceFailed(crate::handler::error_chain(error));
-                    ledger.encode_each(rows.clone(), |_, _, _| Err(reason.clone()));
-                }
-            }
+        if let [(rows, Ok(predictions))] = predicted {
+            ledger.event_buffer(ledger.len() * (self.value_prefix.len() + EVENT_OVERHEAD));
+            return self.encode_rows(ledger, predictions, rows.clone());
         }
+        // Rows come in event order, and so do the ranges: one pass over both.
+        let mut ranges = predicted.iter().peekable();
+        ledger.encode_each(0..usize::MAX, |row, pred_id, out| {
+            while ranges.next_if(|(rows, _)| rows.end <= row).is_some() {}
+            match ranges.peek() {
+                Some((rows, Ok(predictions))) if rows.contains(&row) => {
+                    let prediction = predictions
+                        .row(row - rows.start)
+                        .ok_or(RejectReason::NonFinitePrediction)?;
+                    self.write_prediction(out, prediction)?;
+                    end_event(out, pred_id);
+                    Ok(())
+                }
+                Some((_, Err(error))) => Err(RejectReason::InferenceFailed(
+                    crate::handler::error_chain(error),
+                )),
+                _ => Err(RejectReason::NonFinitePrediction),
+            }
+        });
     }
 
     /// Writes the event of every decoded record of `ledger`, whose row of `predictions` is its
