@@ -53,7 +53,7 @@ fn output(c: &mut Criterion) {
         assert_eq!(ledger.predicted().count(), *records);
         let id = common::batch(&mut group, *records);
         group.bench_function(id, |b| {
-            b.iter(|| output::write_response(black_box(&ledger)))
+            b.iter(|| output::write_response(black_box(&ledger), None))
         });
     }
     group.finish();

@@ -116,6 +116,16 @@ pub enum RejectReason {
     /// The model returned NaN or infinity for the record, which JSON cannot carry.
     #[error("the model returned a non-finite prediction")]
     NonFinitePrediction,
+    /// The record's prediction event is larger than the output stream takes.
+    #[error(
+        "its prediction event is {bytes} bytes with its partition key, more than the output stream's record limit of {limit} bytes"
+    )]
+    EventTooLarge {
+        /// The event's size with its partition key.
+        bytes: usize,
+        /// The stream's largest record.
+        limit: usize,
+    },
 }
 
 impl RejectReason {
@@ -144,6 +154,7 @@ impl RejectReason {
             Self::InvalidFeatureJson { .. } => "invalid_feature_json",
             Self::InferenceFailed(_) => "inference_failed",
             Self::NonFinitePrediction => "non_finite_prediction",
+            Self::EventTooLarge { .. } => "event_too_large",
         }
     }
 }

@@ -2,17 +2,17 @@
 //! prediction events -> publisher -> response bytes, with every record's fate kept in one
 //! [`Ledger`].
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
 use crate::config::DEFAULT_PREDICTION_FIELD;
-use crate::event;
+use crate::event::{self, RejectReason};
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::ledger::Ledger;
 use crate::model::{InferenceError, Model};
-use crate::output::{self, EventEncoder};
+use crate::output::{self, EventEncoder, LoggedData};
 use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
 
@@ -53,6 +53,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
+/// Time kept back from the invocation's deadline when publishing: publishing ends this long
+/// before Lambda would stop the invocation, leaving time to write the response and send it.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+/// How long publishing may take in an invocation without a deadline (outside Lambda).
+pub const DEFAULT_PUBLISH_BUDGET: Duration = Duration::from_secs(30);
+
 /// The invocation being handled, from Lambda's context.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Invocation {
@@ -60,6 +66,8 @@ pub struct Invocation {
     pub request_id: String,
     /// When Lambda stops the invocation; `None` outside Lambda.
     pub deadline: Option<SystemTime>,
+    /// Largest response the caller takes; `None`: no limit (outside Lambda).
+    pub response_limit: Option<usize>,
 }
 
 impl From<&lambda_runtime::Context> for Invocation {
@@ -67,6 +75,24 @@ impl From<&lambda_runtime::Context> for Invocation {
         Self {
             request_id: context.request_id.clone(),
             deadline: (context.deadline > 0).then(|| context.deadline()),
+            response_limit: Some(output::MAX_RESPONSE_BYTES),
+        }
+    }
+}
+
+impl Invocation {
+    /// When publishing must be over: [`DEADLINE_MARGIN`] before the deadline, or
+    /// [`DEFAULT_PUBLISH_BUDGET`] from now without one.
+    pub fn publishing_deadline(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match self.deadline {
+            Some(deadline) => {
+                let left = deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                now + left.saturating_sub(DEADLINE_MARGIN)
+            }
+            None => now + DEFAULT_PUBLISH_BUDGET,
         }
     }
 }
@@ -165,10 +191,11 @@ impl Handler {
             request_id: invocation.request_id.clone(),
             ..BatchReport::default()
         };
-        self.publish(&mut ledger, &mut report).await;
-        self.keep_rejected(&mut ledger, &mut report).await;
+        let deadline = invocation.publishing_deadline();
+        self.publish(&mut ledger, deadline, &mut report).await;
+        self.keep_rejected(&mut ledger, deadline, &mut report).await;
         let published = Instant::now();
-        let response = output::write_response(&ledger);
+        let response = output::write_response(&ledger, invocation.response_limit);
 
         report.records = ledger.len();
         (report.predicted, report.rejected, report.redeliver) = ledger.counts();
@@ -180,9 +207,15 @@ impl Handler {
         Ok(Handled { response, report })
     }
 
-    /// Publishes every prediction event; records whose events the stream did not accept are
-    /// marked for re-delivery.
-    async fn publish(&self, ledger: &mut Ledger<'_>, report: &mut BatchReport) {
+    /// Publishes every prediction event until `deadline`; records whose events the stream did
+    /// not accept are marked for re-delivery, and those whose events it can never accept (too
+    /// large) are rejected.
+    async fn publish(
+        &self,
+        ledger: &mut Ledger<'_>,
+        deadline: tokio::time::Instant,
+        report: &mut BatchReport,
+    ) {
         let Some(publisher) = &self.publisher else {
             return;
         };
@@ -194,50 +227,131 @@ impl Handler {
                 partition_key: ledger.partition_key(record),
             })
             .collect();
-        let published = publisher.publish(&outgoing).await;
+        let published = publisher.publish(&outgoing, deadline).await;
+        // Both in event order.
+        let too_large: Vec<(usize, usize)> = outgoing
+            .iter()
+            .filter(|event| published.refused.binary_search(&event.record).is_ok())
+            .map(|event| (event.record, event.data.len() + event.partition_key.len()))
+            .collect();
         drop(outgoing);
         report.published = published.published;
         account(report, &published, publisher.stream());
         ledger.redeliver(published.failed);
+        for (record, bytes) in too_large {
+            let limit = publisher.max_record_bytes();
+            ledger.reject(record, RejectReason::EventTooLarge { bytes, limit });
+        }
     }
 
-    /// Keeps every rejected record: in the dead-letter stream if there is one (a record it
-    /// does not accept is marked for re-delivery), else in the log, in full.
-    async fn keep_rejected(&self, ledger: &mut Ledger<'_>, report: &mut BatchReport) {
+    /// Keeps every rejected record: in the dead-letter stream if there is one (until
+    /// `deadline`; a record whose letter it does not accept is marked for re-delivery), else in
+    /// the log, in full up to [`output::MAX_LOGGED_DATA`] and as a digest beyond.
+    async fn keep_rejected(
+        &self,
+        ledger: &mut Ledger<'_>,
+        deadline: tokio::time::Instant,
+        report: &mut BatchReport,
+    ) {
         for (index, reason) in ledger.rejections() {
             let record = ledger.record(index);
-            let data = match self.dead_letters {
-                Some(_) => None,
-                None => Some(output::original_data(record.data)),
-            };
-            tracing::warn!(
-                sequence_number = record.sequence_number,
-                partition_key = record.partition_key,
-                code = reason.code(),
-                reason = %reason,
-                data = data.as_deref(),
-                "record rejected"
-            );
+            match self.dead_letters {
+                Some(_) => tracing::warn!(
+                    sequence_number = record.sequence_number,
+                    partition_key = record.partition_key,
+                    code = reason.code(),
+                    reason = %reason,
+                    "record rejected"
+                ),
+                None => log_data(
+                    tracing::Level::WARN,
+                    &record,
+                    "record rejected",
+                    Some(reason),
+                ),
+            }
         }
         let Some(dead_letters) = &self.dead_letters else {
             return;
         };
-        let letters = output::dead_letters(ledger, &self.model_name, &self.version);
+        let letters = output::dead_letters(
+            ledger,
+            &self.model_name,
+            &self.version,
+            dead_letters.max_record_bytes(),
+        );
         if letters.is_empty() {
             return;
         }
         let outgoing: Vec<Outgoing<'_>> = letters
             .iter()
-            .map(|(record, data, key)| Outgoing {
-                record: *record,
-                data,
-                partition_key: (*key).into(),
+            .flat_map(|letter| {
+                letter.parts.iter().map(|part| Outgoing {
+                    record: letter.record,
+                    data: part,
+                    partition_key: letter.partition_key.into(),
+                })
             })
             .collect();
-        let kept = dead_letters.publish(&outgoing).await;
-        report.dead_lettered = kept.published;
+        let kept = dead_letters.publish(&outgoing, deadline).await;
+        // A letter is kept when all its parts are. Both lists are in event order.
+        let unkept = |record: &usize| {
+            kept.failed.binary_search(record).is_ok() || kept.refused.binary_search(record).is_ok()
+        };
+        report.dead_lettered = letters
+            .iter()
+            .filter(|letter| !letter.parts.is_empty() && !unkept(&letter.record))
+            .count();
         account(report, &kept, dead_letters.stream());
-        ledger.redeliver(kept.failed);
+        ledger.redeliver(kept.failed.iter().copied());
+        for letter in &letters {
+            if letter.parts.is_empty() || kept.refused.binary_search(&letter.record).is_ok() {
+                log_data(
+                    tracing::Level::ERROR,
+                    &ledger.record(letter.record),
+                    "the dead letter of a rejected record is larger than the dead-letter \
+                     stream's records even without its data; its data is logged instead",
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// Logs a rejected record with its data: in full up to [`output::MAX_LOGGED_DATA`], as its size
+/// and SHA-256 beyond (the record stays in the input stream at its sequence number for the
+/// stream's retention period).
+fn log_data(
+    level: tracing::Level,
+    record: &crate::kinesis::KinesisRecord<'_>,
+    message: &str,
+    reason: Option<&RejectReason>,
+) {
+    let data = output::logged_data(record.data);
+    let (full, bytes, sha256) = match &data {
+        LoggedData::Full(data) => (Some(data.as_ref()), None, None),
+        LoggedData::Digest { bytes, sha256 } => (None, Some(*bytes), Some(sha256.as_str())),
+    };
+    let code = reason.map(RejectReason::code);
+    let reason = reason.map(tracing::field::display);
+    macro_rules! log {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                sequence_number = record.sequence_number,
+                partition_key = record.partition_key,
+                code,
+                reason,
+                data = full,
+                data_bytes = bytes,
+                data_sha256 = sha256,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        tracing::Level::ERROR => log!(tracing::Level::ERROR),
+        _ => log!(tracing::Level::WARN),
     }
 }
 

@@ -138,6 +138,18 @@ impl<'e> Ledger<'e> {
         }
     }
 
+    /// Rejects the predicted record at `index` (its event can never be published): its event
+    /// is dropped.
+    pub fn reject(&mut self, index: usize, reason: RejectReason) {
+        if let Some(entry) = self.entries.get_mut(index)
+            && matches!(entry.fate, Fate::Predicted { .. })
+        {
+            entry.fate = Fate::Rejected(reason);
+            self.predicted -= 1;
+            self.rejected += 1;
+        }
+    }
+
     /// The Kinesis record at `index` in the event.
     pub fn record(&self, index: usize) -> KinesisRecord<'e> {
         self.records.get(index).unwrap_or(KinesisRecord {

@@ -13,7 +13,9 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::event::RejectReason;
+use sha2::Digest as _;
+
+use crate::event::{MAX_PARTITION_KEY_CHARS, RejectReason};
 use crate::kinesis::KinesisRecord;
 use crate::ledger::Ledger;
 use crate::model::{Label, Prediction, Predictions, RowsPredicted, Values};
@@ -210,68 +212,226 @@ impl<'a> RejectedEntry<'a> {
     }
 }
 
+/// Largest response Lambda takes back from a function: 6 MB. A larger one fails the
+/// invocation, and the event source mapping then retries the whole batch.
+pub const MAX_RESPONSE_BYTES: usize = 6_000_000;
+
 /// Writes the handler's response from the ledger: every prediction event, every rejected
 /// record, and the records Lambda should re-deliver (those that could not be published).
-pub fn write_response(ledger: &Ledger<'_>) -> Vec<u8> {
-    let (predicted, rejected, _) = ledger.counts();
-    let mut out = Vec::with_capacity(ledger.event_bytes() + predicted + 128 * (rejected + 1));
+///
+/// With a `limit`, the response stays within it: the records to re-deliver come first (if
+/// even they do not fit, only the first is listed, which is all Lambda needs: it re-delivers
+/// from the lowest sequence number reported), then the rejected records, then the
+/// predictions; any left out are counted in `"omitted": {"predictions": n, "rejected": n}`.
+pub fn write_response(ledger: &Ledger<'_>, limit: Option<usize>) -> Vec<u8> {
+    // `{"predictions":[],"rejected":[],"batchItemFailures":[]}` and the omitted counts.
+    const FRAME: usize = 128;
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut failures = Vec::new();
+    let mut failure_ends = Vec::new();
+    write_list(
+        &mut failures,
+        ledger.redeliveries(),
+        |out, sequence_number| {
+            out.extend_from_slice(b"{\"itemIdentifier\":");
+            write_json(out, sequence_number);
+            out.push(b'}');
+            failure_ends.push(out.len());
+        },
+    );
+    if failures.len() + FRAME > limit
+        && let Some(&first) = failure_ends.first()
+    {
+        failures.truncate(first);
+    }
+    let mut budget = limit.saturating_sub(FRAME + failures.len());
+
+    let mut rejected = Vec::new();
+    let mut omitted_rejected = 0;
+    for (record, reason) in ledger.rejections() {
+        let start = rejected.len();
+        if start > 0 {
+            rejected.push(b',');
+        }
+        write_json(
+            &mut rejected,
+            &RejectedEntry::new(&ledger.record(record), reason),
+        );
+        if rejected.len() > budget {
+            rejected.truncate(start);
+            omitted_rejected += 1;
+        }
+    }
+    budget = budget.saturating_sub(rejected.len());
+
+    let (predicted, _, _) = ledger.counts();
+    let mut out = Vec::with_capacity(
+        ledger.event_bytes().min(budget) + predicted + rejected.len() + failures.len() + FRAME,
+    );
     out.extend_from_slice(b"{\"predictions\":[");
-    write_list(&mut out, ledger.predicted(), |out, (_, event)| {
-        out.extend_from_slice(event)
-    });
+    let mut omitted_predictions = 0;
+    let mut written = 0;
+    for (_, event) in ledger.predicted() {
+        let size = event.len() + usize::from(written > 0);
+        if size > budget - written.min(budget) {
+            omitted_predictions += 1;
+            continue;
+        }
+        if written > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event);
+        written += size;
+    }
     out.extend_from_slice(b"],\"rejected\":[");
-    write_list(&mut out, ledger.rejections(), |out, (record, reason)| {
-        write_json(out, &RejectedEntry::new(&ledger.record(record), reason));
-    });
+    out.extend_from_slice(&rejected);
     out.extend_from_slice(b"],\"batchItemFailures\":[");
-    write_list(&mut out, ledger.redeliveries(), |out, sequence_number| {
-        out.extend_from_slice(b"{\"itemIdentifier\":");
-        write_json(out, sequence_number);
+    out.extend_from_slice(&failures);
+    out.push(b']');
+    if omitted_predictions + omitted_rejected > 0 {
+        out.extend_from_slice(b",\"omitted\":{\"predictions\":");
+        write_json(&mut out, &omitted_predictions);
+        out.extend_from_slice(b",\"rejected\":");
+        write_json(&mut out, &omitted_rejected);
         out.push(b'}');
-    });
-    out.extend_from_slice(b"]}");
+    }
+    out.push(b'}');
     out
 }
 
 /// A rejected record as kept in the dead-letter stream: everything needed to inspect it and
-/// to replay it (`data` is the record's data exactly as it arrived, base64).
+/// to replay it (`data` is the record's data exactly as it arrived, base64). A letter too
+/// large for one stream record is split into `parts` letters, numbered from 1 in `part`, each
+/// with a slice of `data` (a multiple of 4 base64 characters, so each slice decodes alone).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct DeadLetter<'a> {
+struct DeadLetterJson<'a> {
     #[serde(flatten)]
-    entry: RejectedEntry<'a>,
-    data: Cow<'a, str>,
+    entry: &'a RejectedEntry<'a>,
+    data: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parts: Option<usize>,
     model: &'a str,
     version: &'a str,
 }
 
-/// The dead-letter document of each rejected record of the ledger: the record's position, the
-/// document, and the partition key to put it under (the record's own partition key, or its
-/// sequence number if it had none).
+/// The dead letter of one rejected record, ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<'e> {
+    /// The record's position in the event.
+    pub record: usize,
+    /// The partition key to put it under.
+    pub partition_key: &'e str,
+    /// The letter's JSON: one document, or its parts in order when it does not fit in one
+    /// stream record; none when even its description without data does not fit.
+    pub parts: Vec<Vec<u8>>,
+}
+
+/// Smallest slice of data a part carries: below it, the letter's description alone takes
+/// nearly a whole record, which a real Kinesis record never makes it do.
+const MIN_PART_DATA: usize = 1024;
+
+/// The dead letter of each rejected record of the ledger, each part within `max_record_bytes`
+/// with its partition key: the record's own partition key, or its sequence number if that is
+/// not a usable key.
 pub fn dead_letters<'e>(
     ledger: &Ledger<'e>,
     model: &str,
     version: &str,
-) -> Vec<(usize, Vec<u8>, &'e str)> {
+    max_record_bytes: usize,
+) -> Vec<DeadLetter<'e>> {
     ledger
         .rejections()
         .map(|(index, reason)| {
             let record = ledger.record(index);
-            let letter = DeadLetter {
-                entry: RejectedEntry::new(&record, reason),
-                data: original_data(record.data),
-                model,
-                version,
+            let partition_key = letter_key(&record);
+            let entry = RejectedEntry::new(&record, reason);
+            let data = original_data(record.data);
+            let letter = |data: &str, part: Option<(usize, usize)>| {
+                let mut json = Vec::new();
+                let letter = DeadLetterJson {
+                    entry: &entry,
+                    data,
+                    part: part.map(|(part, _)| part),
+                    parts: part.map(|(_, parts)| parts),
+                    model,
+                    version,
+                };
+                write_json(&mut json, &letter);
+                json
             };
-            let mut json = Vec::new();
-            write_json(&mut json, &letter);
-            let key = match record.partition_key {
-                "" => record.sequence_number,
-                key => key,
+            let budget = max_record_bytes.saturating_sub(partition_key.len());
+            let whole = letter(&data, None);
+            let parts = match whole.len() <= budget {
+                true => vec![whole],
+                false => split_letter(&data, budget, letter),
             };
-            (index, json, key)
+            DeadLetter {
+                record: index,
+                partition_key,
+                parts,
+            }
         })
         .collect()
+}
+
+/// The parts of a letter whose data does not fit in one record of `budget` bytes: slices of
+/// `data` as large as fit, each written by `letter`; none if no slice of at least
+/// [`MIN_PART_DATA`] fits.
+fn split_letter(
+    data: &str,
+    budget: usize,
+    letter: impl Fn(&str, Option<(usize, usize)>) -> Vec<u8>,
+) -> Vec<Vec<u8>> {
+    // What a part takes besides its data, counting up to 20 digits for each part number.
+    let overhead = letter("", Some((usize::MAX, usize::MAX))).len();
+    let mut slice = budget.saturating_sub(overhead) / 4 * 4;
+    // Base64 is written as is; undecodable data may need escapes, and then smaller slices.
+    while slice >= MIN_PART_DATA {
+        let slices = slices(data, slice);
+        let parts: Vec<Vec<u8>> = slices
+            .iter()
+            .enumerate()
+            .map(|(position, data)| letter(data, Some((position + 1, slices.len()))))
+            .collect();
+        if parts.iter().all(|part| part.len() <= budget) {
+            return parts;
+        }
+        slice = slice / 2 / 4 * 4;
+    }
+    Vec::new()
+}
+
+/// `text` cut into slices of `size` bytes, the last one shorter, each ending on a character
+/// boundary.
+fn slices(text: &str, size: usize) -> Vec<&str> {
+    let mut slices = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = size.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 {
+            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (slice, tail) = rest.split_at(end);
+        slices.push(slice);
+        rest = tail;
+    }
+    slices
+}
+
+/// The partition key of a record's dead letter: its own partition key, else its sequence
+/// number, else a fixed key, whichever Kinesis can take first.
+fn letter_key<'e>(record: &KinesisRecord<'e>) -> &'e str {
+    let usable = |key: &str| (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count());
+    [record.partition_key, record.sequence_number]
+        .into_iter()
+        .find(|key| usable(key))
+        .unwrap_or("dead-letter")
 }
 
 /// A record's data as it arrived in the event: base64 text.
@@ -279,6 +439,44 @@ pub fn original_data<'a>(data: Result<&'a [u8], &'a str>) -> Cow<'a, str> {
     match data {
         Ok(decoded) => Cow::Owned(base64_simd::STANDARD.encode_to_string(decoded)),
         Err(undecodable) => Cow::Borrowed(undecodable),
+    }
+}
+
+/// Longest record data, as base64 characters, written into a log line: with the rest of the
+/// `record rejected` line it stays under 64 KiB, inside CloudWatch Logs' limit on one log
+/// event and the size Lambda's log capture is known to deliver as one line.
+pub const MAX_LOGGED_DATA: usize = 48 * 1024;
+
+/// How a rejected record's data is written into the log when there is no dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoggedData<'a> {
+    /// In full, as it arrived (base64).
+    Full(Cow<'a, str>),
+    /// Too large for a log line: its size and SHA-256 digest, to find and check it in the input
+    /// stream by its sequence number.
+    Digest {
+        /// Bytes of the data as it arrived (decoded from base64 when it could be).
+        bytes: usize,
+        /// SHA-256 of those bytes, lowercase hex.
+        sha256: String,
+    },
+}
+
+/// The log form of a record's data: in full up to [`MAX_LOGGED_DATA`] base64 characters, a
+/// digest beyond.
+pub fn logged_data<'a>(data: Result<&'a [u8], &'a str>) -> LoggedData<'a> {
+    let bytes = match data {
+        Ok(decoded) if decoded.len().div_ceil(3) * 4 <= MAX_LOGGED_DATA => {
+            return LoggedData::Full(original_data(data));
+        }
+        Err(text) if text.len() <= MAX_LOGGED_DATA => return LoggedData::Full(text.into()),
+        Ok(decoded) => decoded,
+        Err(text) => text.as_bytes(),
+    };
+    let digest = sha2::Sha256::digest(bytes);
+    LoggedData::Digest {
+        bytes: bytes.len(),
+        sha256: digest.iter().map(|byte| format!("{byte:02x}")).collect(),
     }
 }
 
@@ -478,10 +676,18 @@ mod tests {
         let raw = event_with(&["not json"]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
         let (ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
-        let letters = dead_letters(&ledger, "m", "v1");
-        let (record, json, key) = &letters[0];
+        let letters = dead_letters(&ledger, "m", "v1", 1 << 20);
+        let DeadLetter {
+            record,
+            partition_key,
+            parts,
+        } = &letters[0];
+        let [json] = &parts[..] else {
+            panic!("{} parts", parts.len())
+        };
         let letter: serde_json::Value = serde_json::from_slice(json).unwrap();
-        assert_eq!((*record, *key), (0, "p0"));
+        assert_eq!((*record, *partition_key), (0, "p0"));
+        assert!(letter.get("part").is_none() && letter.get("parts").is_none());
         assert_eq!(letter["sequenceNumber"], "0");
         assert_eq!(letter["code"], "not_json");
         assert_eq!(letter["version"], "v1");
@@ -498,7 +704,7 @@ mod tests {
         let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
         EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &values(&[2.0], 1));
         ledger.redeliver([0]);
-        let response = write_response(&ledger);
+        let response = write_response(&ledger, None);
         let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
         assert_eq!(response["predictions"][0]["prediction"]["cnt"], 2.0);
         assert_eq!(response["rejected"][0]["sequenceNumber"], "1");

@@ -1,11 +1,15 @@
-//! Publishing prediction events to the output Kinesis stream with `PutRecords`.
+//! Publishing events (predictions, dead letters) to a Kinesis stream with `PutRecords`.
 //!
 //! Events go out in calls of at most [`MAX_RECORDS_PER_CALL`] records and
-//! [`MAX_BYTES_PER_CALL`] bytes. `PutRecords` succeeds or fails per entry, so every entry's
-//! result is checked and only the failed ones (throttling, internal failure) are sent again,
-//! with exponential backoff and full jitter, up to [`RetryPolicy::max_attempts`] times. Entries
-//! that still fail are returned to the caller, which reports their input records to Lambda for
-//! re-delivery: nothing is dropped silently, and delivery is at-least-once.
+//! [`MAX_BYTES_PER_CALL`] bytes. An entry the stream can never accept (data and partition key
+//! over the stream's record size, or a partition key that is not 1 to 256 characters) is not
+//! sent at all, so that it cannot fail the other entries of its call: it is returned as
+//! refused. `PutRecords` succeeds or fails per entry, so every entry's result is checked and
+//! only the failed ones (throttling, internal failure) are sent again, with exponential backoff
+//! and full jitter, up to [`RetryPolicy::max_attempts`] times, and never past the deadline the
+//! caller gives. Entries that still fail are returned to the caller, which reports their input
+//! records to Lambda for re-delivery: nothing is dropped silently, and delivery is
+//! at-least-once.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -13,16 +17,22 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use tokio::time::Instant;
+
+use crate::event::MAX_PARTITION_KEY_CHARS;
 
 /// Most records one `PutRecords` call accepts.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
-/// Most bytes (data plus partition keys) one `PutRecords` call accepts: 5 MiB.
+/// Most bytes (data plus partition keys) one `PutRecords` call accepts: 5 MiB, or one record
+/// of a stream whose records may be larger.
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Largest record (data plus partition key) of a stream that does not say otherwise: 1 MiB,
+/// Kinesis's default `MaxRecordSizeInKiB`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// Longest wait for one `PutRecords` attempt's answer, and for the SDK's attempts together.
 /// Without them a stream endpoint that accepts the connection but never answers would hold
-/// the invocation until Lambda's timeout, instead of the records being reported for
-/// re-delivery. Five sends at 2 s plus backoff stay well inside a Lambda timeout.
+/// one call until the publishing deadline.
 pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// See [`PUT_RECORDS_ATTEMPT_TIMEOUT`].
 pub const PUT_RECORDS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,8 +57,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Five sends with backoffs of up to 0.1, 0.2, 0.4 and 0.8 s: at most 1.5 s of waiting,
-    /// well inside a Lambda timeout.
+    /// Five sends with backoffs of up to 0.1, 0.2, 0.4 and 0.8 s: at most 1.5 s of waiting.
     fn default() -> Self {
         Self {
             max_attempts: 5,
@@ -75,9 +84,9 @@ impl RetryPolicy {
 pub struct Outgoing<'a> {
     /// The position in the event of the record the entry is for.
     pub record: usize,
-    /// The event's JSON.
+    /// The event's bytes.
     pub data: &'a [u8],
-    /// The Kinesis partition key: the record's `pred_id` as text.
+    /// The Kinesis partition key.
     pub partition_key: Cow<'a, str>,
 }
 
@@ -91,28 +100,39 @@ pub struct PublishReport {
     /// Entries sent again after a failure.
     pub resent: usize,
     /// The records (positions in the event, [`Outgoing::record`]) whose entries could not be
-    /// published.
+    /// published, in the order given.
     pub failed: Vec<usize>,
+    /// The records whose entries the stream can never accept, so were not sent.
+    pub refused: Vec<usize>,
     /// The last error seen, for the log.
     pub last_error: Option<String>,
 }
 
-/// Publishes prediction events to one Kinesis stream.
+/// Publishes events to one Kinesis stream.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     client: Client,
     stream: String,
     retry: RetryPolicy,
+    max_record_bytes: usize,
 }
 
 impl Publisher {
-    /// A publisher to `stream`.
+    /// A publisher to `stream`, whose records may have up to [`DEFAULT_MAX_RECORD_BYTES`].
     pub fn new(client: Client, stream: impl Into<String>, retry: RetryPolicy) -> Self {
         Self {
             client,
             stream: stream.into(),
             retry,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// The same publisher, for a stream whose records may have up to `bytes` (data plus
+    /// partition key; the stream's `MaxRecordSizeInKiB`).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
     }
 
     /// The stream events go to.
@@ -120,39 +140,66 @@ impl Publisher {
         &self.stream
     }
 
-    /// Publishes `events`, resending failed entries; returns which could not be published.
-    pub async fn publish(&self, events: &[Outgoing<'_>]) -> PublishReport {
+    /// Largest entry (data plus partition key) the stream accepts.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// Whether the stream can ever accept an entry of `data` under `partition_key`.
+    pub fn accepts(&self, data: &[u8], partition_key: &str) -> bool {
+        let characters = partition_key.chars().count();
+        (1..=MAX_PARTITION_KEY_CHARS).contains(&characters)
+            && data.len() + partition_key.len() <= self.max_record_bytes
+    }
+
+    /// Publishes `events`, resending failed entries until they are accepted, the retry policy
+    /// is spent or `deadline` comes; returns which could not be published. No call is started,
+    /// and no call is waited for, past `deadline`.
+    pub async fn publish(&self, events: &[Outgoing<'_>], deadline: Instant) -> PublishReport {
         let mut report = PublishReport::default();
-        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let (mut pending, refused): (Vec<usize>, Vec<usize>) =
+            (0..events.len()).partition(|&index| {
+                events
+                    .get(index)
+                    .is_some_and(|event| self.accepts(event.data, &event.partition_key))
+            });
+        report.refused = records(events, &refused);
         for attempt in 1..=self.retry.max_attempts {
             if pending.is_empty() {
                 break;
             }
             if attempt > 1 {
+                let backoff = self.retry.backoff(attempt - 1);
+                if Instant::now() + backoff >= deadline {
+                    break;
+                }
                 report.resent += pending.len();
-                tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                tokio::time::sleep(backoff).await;
             }
             let mut failed = Vec::new();
-            for call in calls(events, &pending) {
+            for call in calls(events, &pending, self.max_record_bytes) {
+                if Instant::now() >= deadline {
+                    report.last_error = Some(DEADLINE_REACHED.into());
+                    failed.extend_from_slice(call);
+                    continue;
+                }
                 report.calls += 1;
-                self.put_records(events, call, &mut report, &mut failed)
+                self.put_records(events, call, deadline, &mut report, &mut failed)
                     .await;
             }
             pending = failed;
         }
-        report.failed = pending
-            .iter()
-            .filter_map(|&index| events.get(index))
-            .map(|event| event.record)
-            .collect();
+        report.failed = records(events, &pending);
         report
     }
 
-    /// Sends one `PutRecords` call of the events at `indexes`; pushes the failed ones to `failed`.
+    /// Sends one `PutRecords` call of the events at `indexes`, waiting for its answer until
+    /// `deadline` at most; pushes the failed ones to `failed`.
     async fn put_records(
         &self,
         events: &[Outgoing<'_>],
         indexes: &[usize],
+        deadline: Instant,
         report: &mut PublishReport,
         failed: &mut Vec<usize>,
     ) {
@@ -167,14 +214,20 @@ impl Publisher {
             });
         let entries: Result<Vec<_>, _> = entries.collect();
         let result = match entries {
-            Ok(entries) => self
-                .client
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .map_err(|error| aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()),
+            Ok(entries) => {
+                let call = self
+                    .client
+                    .put_records()
+                    .stream_name(&self.stream)
+                    .set_records(Some(entries))
+                    .send();
+                match tokio::time::timeout_at(deadline, call).await {
+                    Ok(answer) => answer.map_err(|error| {
+                        aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()
+                    }),
+                    Err(_) => Err(DEADLINE_REACHED.into()),
+                }
+            }
             Err(error) => Err(error.to_string()),
         };
         match result {
@@ -205,8 +258,26 @@ impl Publisher {
     }
 }
 
-/// Splits `pending` (indexes into `events`) into calls within the record and byte limits.
-fn calls<'p>(events: &[Outgoing<'_>], pending: &'p [usize]) -> Vec<&'p [usize]> {
+/// Why entries were left unsent or unconfirmed.
+const DEADLINE_REACHED: &str = "the publishing deadline was reached";
+
+/// The records of the events at `indexes`.
+fn records(events: &[Outgoing<'_>], indexes: &[usize]) -> Vec<usize> {
+    indexes
+        .iter()
+        .filter_map(|&index| events.get(index))
+        .map(|event| event.record)
+        .collect()
+}
+
+/// Splits `pending` (indexes into `events`) into calls within the record and byte limits:
+/// [`MAX_BYTES_PER_CALL`], or one record of `max_record_bytes` if that is more.
+fn calls<'p>(
+    events: &[Outgoing<'_>],
+    pending: &'p [usize],
+    max_record_bytes: usize,
+) -> Vec<&'p [usize]> {
+    let max_bytes = MAX_BYTES_PER_CALL.max(max_record_bytes);
     let mut calls = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -215,7 +286,7 @@ fn calls<'p>(events: &[Outgoing<'_>], pending: &'p [usize]) -> Vec<&'p [usize]> 
             .get(index)
             .map_or(0, |event| event.data.len() + event.partition_key.len());
         let count = position - start;
-        if count > 0 && (count == MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL) {
+        if count > 0 && (count == MAX_RECORDS_PER_CALL || bytes + size > max_bytes) {
             calls.extend(pending.get(start..position));
             start = position;
             bytes = 0;

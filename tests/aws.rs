@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bike_prediction::artifact::ArtifactError;
@@ -272,7 +273,10 @@ async fn two_thousand_events_are_published_in_at_least_four_calls_with_nothing_l
         })
         .collect();
     let report = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default())
-        .publish(&events)
+        .publish(
+            &events,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
         .await;
     assert_eq!(report.published, 2000);
     assert!(report.calls >= 4, "{report:?}");

@@ -34,6 +34,8 @@ pub const COLUMNS: [&str; 4] = ["t1", "t2", "hum", "weather_code"];
 const MODEL: &str = "bike-demand";
 const VERSION: &str = "run";
 const PREDICTION_FIELD: &str = "cnt";
+/// The dead-letter stream's record size: small, so that fuzzed records' letters are split too.
+const LETTER_LIMIT: usize = 4096;
 /// The `pred_id` of every good record around the fuzzed payload.
 const GOOD_PRED_ID: &str = "123";
 
@@ -937,7 +939,7 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
         failures,
         "{name}"
     );
-    let response = output::write_response(&ledger);
+    let response = output::write_response(&ledger, None);
     let response: Value = serde_json::from_slice(&response).unwrap_or_else(|e| {
         panic!(
             "response is not JSON ({e}): {}",
@@ -964,31 +966,43 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
     }
 
     // Dead letters keep each rejected record's data exactly as it arrived.
-    let letters = output::dead_letters(&ledger, MODEL, VERSION);
+    let letters = output::dead_letters(&ledger, MODEL, VERSION, LETTER_LIMIT);
     assert_eq!(letters.len(), rejected.len());
-    for ((position, json, key), (index, reason)) in letters.iter().zip(&rejected) {
-        assert_eq!(position, index, "{name}");
-        let letter: Value = serde_json::from_slice(json).expect("a dead letter is JSON");
+    for (letter, (index, reason)) in letters.iter().zip(&rejected) {
+        assert_eq!(letter.record, *index, "{name}");
         let record = ledger.record(*index);
-        assert_eq!(letter["sequenceNumber"], record.sequence_number);
-        assert_eq!(letter["partitionKey"], record.partition_key);
-        assert_eq!(letter["code"], reason.code());
-        assert_eq!(letter["reason"], reason.to_string());
-        assert_eq!(letter["model"], MODEL);
-        assert_eq!(letter["version"], VERSION);
-        let data = letter["data"].as_str().expect("data is a string");
+        let mut data = String::new();
+        for (position, part) in letter.parts.iter().enumerate() {
+            assert!(part.len() + letter.partition_key.len() <= LETTER_LIMIT);
+            let json: Value = serde_json::from_slice(part).expect("a dead letter is JSON");
+            assert_eq!(json["sequenceNumber"], record.sequence_number);
+            assert_eq!(json["partitionKey"], record.partition_key);
+            assert_eq!(json["code"], reason.code());
+            assert_eq!(json["reason"], reason.to_string());
+            assert_eq!(json["model"], MODEL);
+            assert_eq!(json["version"], VERSION);
+            if letter.parts.len() > 1 {
+                assert_eq!(json["part"], position + 1);
+                assert_eq!(json["parts"], letter.parts.len());
+            }
+            data.push_str(json["data"].as_str().expect("data is a string"));
+        }
+        if letter.parts.is_empty() {
+            continue;
+        }
         match record.data {
             Ok(decoded) => assert_eq!(
-                base64_simd::STANDARD.decode_to_vec(data).ok().as_deref(),
+                base64_simd::STANDARD.decode_to_vec(&data).ok().as_deref(),
                 Some(decoded)
             ),
             Err(text) => assert_eq!(data, text),
         }
-        let expected_key = match record.partition_key {
-            "" => record.sequence_number,
-            key => key,
-        };
-        assert_eq!(*key, expected_key);
+        let usable = |key: &str| (1..=256).contains(&key.chars().count());
+        let expected_key = [record.partition_key, record.sequence_number]
+            .into_iter()
+            .find(|key| usable(key))
+            .unwrap_or("dead-letter");
+        assert_eq!(letter.partition_key, expected_key);
     }
     Checked {
         ledger,

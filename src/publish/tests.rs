@@ -25,6 +25,11 @@ fn events(data: &[Vec<u8>]) -> Vec<Outgoing<'_>> {
         .collect()
 }
 
+/// A deadline no test reaches.
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(600)
+}
+
 fn ok_entry(i: usize) -> PutRecordsResultEntry {
     PutRecordsResultEntry::builder()
         .sequence_number(i.to_string())
@@ -87,7 +92,7 @@ async fn two_thousand_events_go_out_in_four_calls_with_nothing_lost_or_duplicate
         .collect();
     let (client, seen) = client(|_, _| false);
     let report = Publisher::new(client, "out", NO_BACKOFF)
-        .publish(&events(&data))
+        .publish(&events(&data), later())
         .await;
     assert_eq!(report.published, 2000);
     assert_eq!(report.calls, 4);
@@ -103,7 +108,7 @@ async fn only_failed_entries_are_resent() {
     // Keys 1 and 3 are throttled the first time only.
     let (client, seen) = client(|key, earlier| (key == "1" || key == "3") && earlier == 0);
     let report = Publisher::new(client, "out", NO_BACKOFF)
-        .publish(&events(&data))
+        .publish(&events(&data), later())
         .await;
     assert_eq!(report.published, 5);
     assert_eq!(report.resent, 2);
@@ -118,7 +123,7 @@ async fn entry_that_keeps_failing_is_returned_after_bounded_attempts() {
     let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
     let (client, seen) = client(|key, _| key == "2");
     let report = Publisher::new(client, "out", NO_BACKOFF)
-        .publish(&events(&data))
+        .publish(&events(&data), later())
         .await;
     assert_eq!(report.published, 2);
     assert_eq!(report.failed, [2]);
@@ -138,7 +143,7 @@ async fn failed_call_is_retried_then_reported_whole() {
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
     let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
     let report = Publisher::new(client, "out", NO_BACKOFF)
-        .publish(&events(&data))
+        .publish(&events(&data), later())
         .await;
     assert_eq!(report.published, 0);
     assert_eq!(report.failed, [0, 1, 2]);
@@ -151,7 +156,7 @@ fn calls_respect_the_byte_limit() {
     let data: Vec<Vec<u8>> = (0..11).map(|_| big.clone()).collect();
     let events = events(&data);
     let pending: Vec<usize> = (0..11).collect();
-    let calls = calls(&events, &pending);
+    let calls = calls(&events, &pending, DEFAULT_MAX_RECORD_BYTES);
     assert_eq!(calls.iter().map(|c| c.len()).collect::<Vec<_>>(), [5, 5, 1]);
 }
 
@@ -168,4 +173,117 @@ fn backoff_grows_and_is_capped() {
             assert!(policy.backoff(retry) <= ceiling, "retry {retry}");
         }
     }
+}
+
+#[tokio::test]
+async fn entries_the_stream_can_never_accept_are_refused_without_failing_their_call() {
+    let limit = DEFAULT_MAX_RECORD_BYTES;
+    // Partition keys "0".."4" are one byte: data of `limit - 1` bytes is exactly the limit.
+    let data: Vec<Vec<u8>> = vec![
+        vec![b'a'; limit - 1],
+        vec![b'b'; limit],
+        b"small".to_vec(),
+        vec![b'c'; 5 * limit],
+        Vec::new(),
+    ];
+    let (client, seen) = client(|_, _| false);
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&events(&data), later())
+        .await;
+    assert_eq!(report.refused, [1, 3]);
+    assert!(report.failed.is_empty());
+    assert_eq!(report.published, 3);
+    assert_eq!(seen.lock().unwrap().concat(), ["0", "2", "4"]);
+}
+
+#[tokio::test]
+async fn partition_keys_must_have_1_to_256_characters() {
+    let publisher = Publisher::new(client(|_, _| false).0, "out", NO_BACKOFF);
+    for (key, accepted) in [
+        (String::new(), false),
+        ("k".into(), true),
+        ("é".repeat(256), true),
+        ("k".repeat(256), true),
+        ("k".repeat(257), false),
+    ] {
+        assert_eq!(
+            publisher.accepts(b"x", &key),
+            accepted,
+            "{} chars",
+            key.chars().count()
+        );
+    }
+    // A stream of larger records takes larger entries.
+    let publisher = publisher.with_max_record_bytes(10 * DEFAULT_MAX_RECORD_BYTES);
+    assert!(publisher.accepts(&vec![b'x'; 6 * DEFAULT_MAX_RECORD_BYTES], "k"));
+    assert!(!publisher.accepts(&vec![b'x'; 10 * DEFAULT_MAX_RECORD_BYTES], "k"));
+}
+
+#[tokio::test]
+async fn no_resend_starts_past_the_deadline() {
+    let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
+    let (client, seen) = client(|_, _| true);
+    let slow = RetryPolicy {
+        max_attempts: 10,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(1),
+    };
+    let started = Instant::now();
+    let report = Publisher::new(client, "out", slow)
+        .publish(&events(&data), started + Duration::from_millis(300))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.failed, [0, 1, 2]);
+    assert!(seen.lock().unwrap().len() < 10);
+}
+
+/// A Kinesis client for a server that accepts connections and never answers.
+async fn hung_endpoint() -> (Client, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(timeouts())
+        .build();
+    (Client::from_conf(config), server)
+}
+
+#[tokio::test]
+async fn a_hung_endpoint_never_holds_publishing_past_the_deadline() {
+    let (client, server) = hung_endpoint().await;
+    let data: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    for budget in [
+        Duration::ZERO,
+        Duration::from_millis(700),
+        Duration::from_millis(2500),
+    ] {
+        let started = Instant::now();
+        let report = Publisher::new(client.clone(), "out", RetryPolicy::default())
+            .publish(&events(&data), started + budget)
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took < budget + Duration::from_millis(300),
+            "{budget:?}: {took:?}"
+        );
+        assert_eq!(report.published, 0);
+        assert_eq!(report.failed, (0..1000).collect::<Vec<_>>(), "{budget:?}");
+        assert!(report.last_error.is_some());
+    }
+    server.abort();
 }
