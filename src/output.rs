@@ -378,8 +378,8 @@ pub fn dead_letters<'e>(
 }
 
 /// The parts of a letter whose data does not fit in one record of `budget` bytes: slices of
-/// `data` as large as fit, each written by `letter`; none if no slice of at least
-/// [`MIN_PART_DATA`] fits.
+/// `data` as large as fit, each written by `letter`; none if a slice of [`MIN_PART_DATA`]
+/// would not fit.
 fn split_letter(
     data: &str,
     budget: usize,
@@ -387,41 +387,46 @@ fn split_letter(
 ) -> Vec<Vec<u8>> {
     // What a part takes besides its data, counting up to 20 digits for each part number.
     let overhead = letter("", Some((usize::MAX, usize::MAX))).len();
-    let mut slice = budget.saturating_sub(overhead) / 4 * 4;
-    // Base64 is written as is; undecodable data may need escapes, and then smaller slices.
-    while slice >= MIN_PART_DATA {
-        let slices = slices(data, slice);
-        let parts: Vec<Vec<u8>> = slices
-            .iter()
-            .enumerate()
-            .map(|(position, data)| letter(data, Some((position + 1, slices.len()))))
-            .collect();
-        if parts.iter().all(|part| part.len() <= budget) {
-            return parts;
-        }
-        slice = slice / 2 / 4 * 4;
+    // A multiple of 4, so that base64 is cut between its 4-character groups.
+    let room = budget.saturating_sub(overhead) / 4 * 4;
+    if room < MIN_PART_DATA {
+        return Vec::new();
     }
-    Vec::new()
+    let slices = slices(data, room);
+    let parts: Vec<Vec<u8>> = slices
+        .iter()
+        .enumerate()
+        .map(|(position, data)| letter(data, Some((position + 1, slices.len()))))
+        .collect();
+    match parts.iter().all(|part| part.len() <= budget) {
+        true => parts,
+        false => Vec::new(),
+    }
 }
 
-/// `text` cut into slices of `size` bytes, the last one shorter, each ending on a character
-/// boundary.
-fn slices(text: &str, size: usize) -> Vec<&str> {
+/// `text` cut into slices that take at most `room` bytes each as JSON string contents.
+fn slices(text: &str, room: usize) -> Vec<&str> {
     let mut slices = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut end = size.min(rest.len());
-        while !rest.is_char_boundary(end) {
-            end -= 1;
+    let (mut start, mut taken) = (0, 0);
+    for (position, character) in text.char_indices() {
+        let size = escaped_len(character);
+        if taken + size > room && position > start {
+            slices.extend(text.get(start..position));
+            (start, taken) = (position, 0);
         }
-        if end == 0 {
-            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
-        }
-        let (slice, tail) = rest.split_at(end);
-        slices.push(slice);
-        rest = tail;
+        taken += size;
     }
+    slices.extend(text.get(start..).filter(|rest| !rest.is_empty()));
     slices
+}
+
+/// Bytes `character` takes inside a JSON string as `serde_json` writes it.
+fn escaped_len(character: char) -> usize {
+    match character {
+        '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
+        '\0'..='\u{1f}' => 6,
+        _ => character.len_utf8(),
+    }
 }
 
 /// The partition key of a record's dead letter: its own partition key, else its sequence
@@ -714,6 +719,211 @@ mod tests {
             response["batchItemFailures"],
             serde_json::json!([{"itemIdentifier": "0"}])
         );
+    }
+
+    /// The ledger of `raw`, every record rejected as not JSON unless it is a good record of
+    /// one float column `x`.
+    fn rejected_ledger(raw: &KinesisBatch) -> Ledger<'_> {
+        event::decode(raw, &InputLayout::float_columns(&["x"])).0
+    }
+
+    /// The record data `letter` carries, from all its parts, checking each part fits `limit`.
+    fn reassembled(letter: &DeadLetter<'_>, limit: usize) -> Vec<u8> {
+        use base64::Engine as _;
+        let mut data = String::new();
+        for (position, part) in letter.parts.iter().enumerate() {
+            assert!(
+                part.len() + letter.partition_key.len() <= limit,
+                "part {position}: {} bytes over {limit}",
+                part.len() + letter.partition_key.len()
+            );
+            let json: serde_json::Value = serde_json::from_slice(part).unwrap();
+            if letter.parts.len() > 1 {
+                assert_eq!(json["part"], position + 1);
+                assert_eq!(json["parts"], letter.parts.len());
+                let slice = json["data"].as_str().unwrap();
+                // Every part decodes alone.
+                assert!(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(slice)
+                        .is_ok()
+                );
+            }
+            data.push_str(json["data"].as_str().unwrap());
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_that_fits_one_record_exactly_is_one_letter_one_byte_more_is_split() {
+        let payload = "x".repeat(10_000);
+        let raw = event_with(&[&payload]);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let ledger = rejected_ledger(&records);
+        let whole = &dead_letters(&ledger, "m", "v", usize::MAX)[0];
+        let exact = whole.parts[0].len() + whole.partition_key.len();
+
+        let letter = &dead_letters(&ledger, "m", "v", exact)[0];
+        assert_eq!(letter.parts.len(), 1);
+        assert_eq!(reassembled(letter, exact), payload.as_bytes());
+
+        for limit in [exact - 1, exact / 2, 4096] {
+            let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+            assert!(letter.parts.len() >= 2, "{limit}");
+            assert_eq!(reassembled(letter, limit), payload.as_bytes(), "{limit}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_record_at_kinesis_size_limit_fits_a_1_mib_dead_letter_stream_in_parts() {
+        // 1 MiB of data, the most a Kinesis record holds, and its partition key.
+        let payload = "y".repeat(1024 * 1024 - 2);
+        let raw = event_with(&[&payload]);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let ledger = rejected_ledger(&records);
+        let limit = 1024 * 1024;
+        let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+        assert_eq!(letter.parts.len(), 2);
+        assert_eq!(reassembled(letter, limit), payload.as_bytes());
+    }
+
+    #[test]
+    fn undecodable_data_with_escapes_and_wide_characters_is_split_on_character_boundaries() {
+        // Not base64: kept as the text it was, which JSON escapes (quotes, control characters)
+        // or carries as multi-byte UTF-8.
+        let text = "\\\"\\u0001é€😀".repeat(2000);
+        let raw = format!(
+            r#"{{"Records":[{{"kinesis":{{"partitionKey":"k","sequenceNumber":"1","data":"{text}"}}}}]}}"#
+        );
+        let records = KinesisBatch::from_slice(raw.as_bytes()).unwrap();
+        let ledger = rejected_ledger(&records);
+        let expected = match records.get(0).unwrap().data {
+            Err(text) => text.to_owned(),
+            Ok(_) => panic!("the data decoded"),
+        };
+        for limit in [2048, 5000, 1 << 20] {
+            let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+            let mut data = String::new();
+            for part in &letter.parts {
+                assert!(part.len() + letter.partition_key.len() <= limit, "{limit}");
+                let json: serde_json::Value = serde_json::from_slice(part).unwrap();
+                data.push_str(json["data"].as_str().unwrap());
+            }
+            assert_eq!(data, expected, "{limit}");
+        }
+    }
+
+    #[test]
+    fn dead_letter_keys_are_the_record_key_else_its_sequence_number_when_kinesis_can_take_them() {
+        let long = "k".repeat(257);
+        let raw = format!(
+            r#"{{"Records":[
+            {{"kinesis":{{"partitionKey":"","sequenceNumber":"11","data":"eA=="}}}},
+            {{"kinesis":{{"partitionKey":"{long}","sequenceNumber":"12","data":"eA=="}}}},
+            {{"kinesis":{{"partitionKey":"","sequenceNumber":"","data":"eA=="}}}},
+            {{"kinesis":{{"partitionKey":"{}","sequenceNumber":"14","data":"eA=="}}}}]}}"#,
+            "é".repeat(256)
+        );
+        let records = KinesisBatch::from_slice(raw.as_bytes()).unwrap();
+        let ledger = rejected_ledger(&records);
+        let keys: Vec<&str> = dead_letters(&ledger, "m", "v", 1 << 20)
+            .iter()
+            .map(|letter| letter.partition_key)
+            .collect();
+        let wide = "é".repeat(256);
+        assert_eq!(keys, ["11", "12", "dead-letter", wide.as_str()]);
+    }
+
+    #[test]
+    fn logged_data_is_in_full_up_to_the_limit_and_a_digest_beyond() {
+        let fits = MAX_LOGGED_DATA / 4 * 3;
+        let data = vec![b'a'; fits];
+        let LoggedData::Full(text) = logged_data(Ok(&data)) else {
+            panic!("{fits} bytes are {} base64 characters", fits / 3 * 4)
+        };
+        assert_eq!(text.len(), MAX_LOGGED_DATA);
+        let data = vec![b'a'; fits + 1];
+        assert!(matches!(
+            logged_data(Ok(&data)),
+            LoggedData::Digest { bytes, .. } if bytes == fits + 1
+        ));
+        // Undecodable text is logged as it was, and digested as its bytes.
+        let text = "!".repeat(MAX_LOGGED_DATA + 1);
+        assert!(matches!(logged_data(Err(&text[1..])), LoggedData::Full(_)));
+        assert!(matches!(
+            logged_data(Err(&text)),
+            LoggedData::Digest { bytes, .. } if bytes == text.len()
+        ));
+        let LoggedData::Digest { sha256, bytes } = logged_data(Ok(&abc_block())) else {
+            panic!("not a digest")
+        };
+        assert_eq!(bytes, abc_block().len());
+        assert_eq!(sha256, ABC_BLOCK_SHA256);
+    }
+
+    /// "abc" repeated past the log limit, and its SHA-256 from Python's `hashlib`
+    /// (`hashlib.sha256(b"abc" * 20000).hexdigest()`).
+    fn abc_block() -> Vec<u8> {
+        b"abc".repeat(20_000)
+    }
+    const ABC_BLOCK_SHA256: &str =
+        "3d6ab72a9526babd989fae0859439ff5934bb194f416bdb102a9b1c03dbe6d70";
+
+    #[test]
+    fn responses_stay_within_the_limit_keeping_failures_then_rejections_then_predictions() {
+        // 300 records: every third not JSON, the others predicted, every fifth to re-deliver.
+        let payloads: Vec<String> = (0..300)
+            .map(|i| match i % 3 {
+                0 => format!("not json {i}"),
+                _ => format!(
+                    r#"{{"features":{{"x":{i}}},"pred_id":"{}"}}"#,
+                    "\\u0001".repeat(i)
+                ),
+            })
+            .collect();
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let raw = event_with(&payloads);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &values(&[1.0; 200], 1));
+        ledger.redeliver((0..300).filter(|i| i % 5 == 1));
+        let (predicted, rejected, redelivered) = ledger.counts();
+        let full = write_response(&ledger, None);
+        for limit in [200, 1000, 5000, 20_000, 100_000, full.len() - 1, full.len()] {
+            let response = write_response(&ledger, Some(limit));
+            assert!(response.len() <= limit, "{limit}: {} bytes", response.len());
+            let json: serde_json::Value = serde_json::from_slice(&response).unwrap();
+            let listed = |field: &str| json[field].as_array().unwrap().len();
+            let omitted = |field: &str| json["omitted"][field].as_u64().unwrap_or(0) as usize;
+            assert_eq!(
+                listed("predictions") + omitted("predictions"),
+                predicted,
+                "{limit}"
+            );
+            assert_eq!(
+                listed("rejected") + omitted("rejected"),
+                rejected,
+                "{limit}"
+            );
+            let failures = listed("batchItemFailures");
+            assert!(
+                failures == redelivered || failures == 1,
+                "{limit}: {failures}"
+            );
+            assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "1");
+        }
+        // Within the limit by the frame's allowance, nothing is left out.
+        assert!(write_response(&ledger, Some(full.len() + 128)) == full);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_lengths_are_those_serde_json_writes(character: char) {
+            let written = serde_json::to_string(&character.to_string()).unwrap();
+            proptest::prop_assert_eq!(escaped_len(character), written.len() - 2);
+        }
     }
 
     fn probability() -> impl proptest::strategy::Strategy<Value = f32> {
