@@ -12,7 +12,7 @@ use crate::event::{self, RejectReason};
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::ledger::Ledger;
 use crate::model::{InferenceError, Model};
-use crate::output::{self, EventEncoder, LoggedData};
+use crate::output::{self, DeadLetter, EventEncoder, LoggedData};
 use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
 
@@ -192,8 +192,7 @@ impl Handler {
             ..BatchReport::default()
         };
         let deadline = invocation.publishing_deadline();
-        self.publish(&mut ledger, deadline, &mut report).await;
-        self.keep_rejected(&mut ledger, deadline, &mut report).await;
+        self.deliver(&mut ledger, deadline, &mut report).await;
         let published = Instant::now();
         let response = output::write_response(&ledger, invocation.response_limit);
 
@@ -207,82 +206,129 @@ impl Handler {
         Ok(Handled { response, report })
     }
 
-    /// Publishes every prediction event until `deadline`; records whose events the stream did
-    /// not accept are marked for re-delivery, and those whose events it can never accept (too
-    /// large) are rejected.
-    async fn publish(
+    /// Publishes every prediction event and keeps every rejected record, both at once and
+    /// until `deadline`. A record whose event or dead letter a stream did not accept is marked
+    /// for re-delivery; one whose event the output stream can never accept (too large) is
+    /// rejected and kept like the others.
+    async fn deliver(
         &self,
         ledger: &mut Ledger<'_>,
         deadline: tokio::time::Instant,
         report: &mut BatchReport,
     ) {
-        let Some(publisher) = &self.publisher else {
-            return;
+        let rejected: Vec<usize> = ledger.rejections().map(|(index, _)| index).collect();
+        let too_large = {
+            let events: Vec<Outgoing<'_>> = match self.publisher {
+                Some(_) => ledger
+                    .predicted()
+                    .map(|(record, data)| Outgoing {
+                        record,
+                        data,
+                        partition_key: ledger.partition_key(record),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let letters = self.dead_letters_of(ledger, &rejected);
+            let (published, kept) = tokio::join!(
+                self.publish_events(&events, deadline),
+                self.keep(ledger, &rejected, &letters, deadline),
+            );
+            // Both in event order.
+            let too_large: Vec<(usize, usize)> = events
+                .iter()
+                .filter(|event| published.refused.binary_search(&event.record).is_ok())
+                .map(|event| (event.record, event.data.len() + event.partition_key.len()))
+                .collect();
+            drop(events);
+            if let Some(publisher) = &self.publisher {
+                report.published = published.published;
+                account(report, &published, publisher.stream());
+            }
+            ledger.redeliver(published.failed);
+            self.account_kept(report, ledger, kept);
+            too_large
         };
-        let outgoing: Vec<Outgoing<'_>> = ledger
-            .predicted()
-            .map(|(record, data)| Outgoing {
-                record,
-                data,
-                partition_key: ledger.partition_key(record),
-            })
-            .collect();
-        let published = publisher.publish(&outgoing, deadline).await;
-        // Both in event order.
-        let too_large: Vec<(usize, usize)> = outgoing
-            .iter()
-            .filter(|event| published.refused.binary_search(&event.record).is_ok())
-            .map(|event| (event.record, event.data.len() + event.partition_key.len()))
-            .collect();
-        drop(outgoing);
-        report.published = published.published;
-        account(report, &published, publisher.stream());
-        ledger.redeliver(published.failed);
-        for (record, bytes) in too_large {
-            let limit = publisher.max_record_bytes();
+        if too_large.is_empty() {
+            return;
+        }
+        let limit = self
+            .publisher
+            .as_ref()
+            .map_or(0, Publisher::max_record_bytes);
+        for &(record, bytes) in &too_large {
             ledger.reject(record, RejectReason::EventTooLarge { bytes, limit });
+        }
+        let rejected: Vec<usize> = too_large.iter().map(|(record, _)| *record).collect();
+        let letters = self.dead_letters_of(ledger, &rejected);
+        let kept = self.keep(ledger, &rejected, &letters, deadline).await;
+        self.account_kept(report, ledger, kept);
+    }
+
+    /// Adds what keeping rejected records did to the batch's accounting; records whose dead
+    /// letters were not written are marked for re-delivery.
+    fn account_kept(&self, report: &mut BatchReport, ledger: &mut Ledger<'_>, kept: Kept) {
+        if let Some(stream) = &self.dead_letters {
+            report.dead_lettered += kept.kept;
+            account(report, &kept.published, stream.stream());
+            ledger.redeliver(kept.published.failed);
         }
     }
 
-    /// Keeps every rejected record: in the dead-letter stream if there is one (until
-    /// `deadline`; a record whose letter it does not accept is marked for re-delivery), else in
-    /// the log, in full up to [`output::MAX_LOGGED_DATA`] and as a digest beyond.
-    async fn keep_rejected(
+    /// Publishes prediction events to the output stream, if there is one.
+    async fn publish_events(
         &self,
-        ledger: &mut Ledger<'_>,
+        events: &[Outgoing<'_>],
         deadline: tokio::time::Instant,
-        report: &mut BatchReport,
-    ) {
-        for (index, reason) in ledger.rejections() {
+    ) -> PublishReport {
+        match &self.publisher {
+            Some(publisher) if !events.is_empty() => publisher.publish(events, deadline).await,
+            _ => PublishReport::default(),
+        }
+    }
+
+    /// The dead letters of the rejected records at `rejected`, if there is a dead-letter
+    /// stream.
+    fn dead_letters_of<'e>(&self, ledger: &Ledger<'e>, rejected: &[usize]) -> Vec<DeadLetter<'e>> {
+        match &self.dead_letters {
+            Some(stream) => output::dead_letters(
+                ledger,
+                rejected,
+                &self.model_name,
+                &self.version,
+                stream.max_record_bytes(),
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps the rejected records at `rejected`: their `letters` in the dead-letter stream if
+    /// there is one (until `deadline`), else in the log, in full up to
+    /// [`output::MAX_LOGGED_DATA`] and as a digest beyond. Every rejected record is logged.
+    async fn keep(
+        &self,
+        ledger: &Ledger<'_>,
+        rejected: &[usize],
+        letters: &[DeadLetter<'_>],
+        deadline: tokio::time::Instant,
+    ) -> Kept {
+        for &index in rejected {
             let record = ledger.record(index);
+            let reason = ledger.rejection(index);
             match self.dead_letters {
                 Some(_) => tracing::warn!(
                     sequence_number = record.sequence_number,
                     partition_key = record.partition_key,
-                    code = reason.code(),
-                    reason = %reason,
+                    code = reason.map(RejectReason::code),
+                    reason = reason.map(tracing::field::display),
                     "record rejected"
                 ),
-                None => log_data(
-                    tracing::Level::WARN,
-                    &record,
-                    "record rejected",
-                    Some(reason),
-                ),
+                None => log_data(tracing::Level::WARN, &record, "record rejected", reason),
             }
         }
         let Some(dead_letters) = &self.dead_letters else {
-            return;
+            return Kept::default();
         };
-        let letters = output::dead_letters(
-            ledger,
-            &self.model_name,
-            &self.version,
-            dead_letters.max_record_bytes(),
-        );
-        if letters.is_empty() {
-            return;
-        }
         let outgoing: Vec<Outgoing<'_>> = letters
             .iter()
             .flat_map(|letter| {
@@ -293,19 +339,18 @@ impl Handler {
                 })
             })
             .collect();
-        let kept = dead_letters.publish(&outgoing, deadline).await;
+        let published = match outgoing.is_empty() {
+            true => PublishReport::default(),
+            false => dead_letters.publish(&outgoing, deadline).await,
+        };
         // A letter is kept when all its parts are. Both lists are in event order.
         let unkept = |record: &usize| {
-            kept.failed.binary_search(record).is_ok() || kept.refused.binary_search(record).is_ok()
+            published.failed.binary_search(record).is_ok()
+                || published.refused.binary_search(record).is_ok()
         };
-        report.dead_lettered = letters
-            .iter()
-            .filter(|letter| !letter.parts.is_empty() && !unkept(&letter.record))
-            .count();
-        account(report, &kept, dead_letters.stream());
-        ledger.redeliver(kept.failed.iter().copied());
-        for letter in &letters {
-            if letter.parts.is_empty() || kept.refused.binary_search(&letter.record).is_ok() {
+        let mut kept = 0;
+        for letter in letters {
+            if letter.parts.is_empty() || published.refused.binary_search(&letter.record).is_ok() {
                 log_data(
                     tracing::Level::ERROR,
                     &ledger.record(letter.record),
@@ -313,9 +358,21 @@ impl Handler {
                      stream's records even without its data; its data is logged instead",
                     None,
                 );
+            } else if !unkept(&letter.record) {
+                kept += 1;
             }
         }
+        Kept { kept, published }
     }
+}
+
+/// What keeping rejected records in the dead-letter stream did.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Records whose dead letters were all written.
+    kept: usize,
+    /// The dead letters' publish.
+    published: PublishReport,
 }
 
 /// Logs a rejected record with its data: in full up to [`output::MAX_LOGGED_DATA`], as its size

@@ -201,6 +201,14 @@ impl<'e> Ledger<'e> {
             })
     }
 
+    /// Why the record at `index` was rejected, if it was.
+    pub fn rejection(&self, index: usize) -> Option<&RejectReason> {
+        match self.entries.get(index).map(|entry| &entry.fate) {
+            Some(Fate::Rejected(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
     /// Marks the records at these positions for re-delivery.
     pub fn redeliver(&mut self, records: impl IntoIterator<Item = usize>) {
         for index in records {

@@ -333,17 +333,19 @@ pub struct DeadLetter<'e> {
 /// nearly a whole record, which a real Kinesis record never makes it do.
 const MIN_PART_DATA: usize = 1024;
 
-/// The dead letter of each rejected record of the ledger, each part within `max_record_bytes`
-/// with its partition key: the record's own partition key, or its sequence number if that is
-/// not a usable key.
+/// The dead letter of each rejected record of the ledger at `rejected` (positions in the
+/// event), each part within `max_record_bytes` with its partition key: the record's own
+/// partition key, or its sequence number if that is not a usable key.
 pub fn dead_letters<'e>(
     ledger: &Ledger<'e>,
+    rejected: &[usize],
     model: &str,
     version: &str,
     max_record_bytes: usize,
 ) -> Vec<DeadLetter<'e>> {
-    ledger
-        .rejections()
+    rejected
+        .iter()
+        .filter_map(|&index| Some((index, ledger.rejection(index)?)))
         .map(|(index, reason)| {
             let record = ledger.record(index);
             let partition_key = letter_key(&record);
@@ -681,7 +683,7 @@ mod tests {
         let raw = event_with(&["not json"]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
         let (ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
-        let letters = dead_letters(&ledger, "m", "v1", 1 << 20);
+        let letters = dead_letters(&ledger, &[0], "m", "v1", 1 << 20);
         let DeadLetter {
             record,
             partition_key,
@@ -762,15 +764,15 @@ mod tests {
         let raw = event_with(&[&payload]);
         let records = KinesisBatch::from_slice(&raw).unwrap();
         let ledger = rejected_ledger(&records);
-        let whole = &dead_letters(&ledger, "m", "v", usize::MAX)[0];
+        let whole = &dead_letters(&ledger, &[0], "m", "v", usize::MAX)[0];
         let exact = whole.parts[0].len() + whole.partition_key.len();
 
-        let letter = &dead_letters(&ledger, "m", "v", exact)[0];
+        let letter = &dead_letters(&ledger, &[0], "m", "v", exact)[0];
         assert_eq!(letter.parts.len(), 1);
         assert_eq!(reassembled(letter, exact), payload.as_bytes());
 
         for limit in [exact - 1, exact / 2, 4096] {
-            let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+            let letter = &dead_letters(&ledger, &[0], "m", "v", limit)[0];
             assert!(letter.parts.len() >= 2, "{limit}");
             assert_eq!(reassembled(letter, limit), payload.as_bytes(), "{limit}");
         }
@@ -784,7 +786,7 @@ mod tests {
         let records = KinesisBatch::from_slice(&raw).unwrap();
         let ledger = rejected_ledger(&records);
         let limit = 1024 * 1024;
-        let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+        let letter = &dead_letters(&ledger, &[0], "m", "v", limit)[0];
         assert_eq!(letter.parts.len(), 2);
         assert_eq!(reassembled(letter, limit), payload.as_bytes());
     }
@@ -804,7 +806,7 @@ mod tests {
             Ok(_) => panic!("the data decoded"),
         };
         for limit in [2048, 5000, 1 << 20] {
-            let letter = &dead_letters(&ledger, "m", "v", limit)[0];
+            let letter = &dead_letters(&ledger, &[0], "m", "v", limit)[0];
             let mut data = String::new();
             for part in &letter.parts {
                 assert!(part.len() + letter.partition_key.len() <= limit, "{limit}");
@@ -828,7 +830,7 @@ mod tests {
         );
         let records = KinesisBatch::from_slice(raw.as_bytes()).unwrap();
         let ledger = rejected_ledger(&records);
-        let keys: Vec<&str> = dead_letters(&ledger, "m", "v", 1 << 20)
+        let keys: Vec<&str> = dead_letters(&ledger, &[0, 1, 2, 3], "m", "v", 1 << 20)
             .iter()
             .map(|letter| letter.partition_key)
             .collect();

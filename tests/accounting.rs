@@ -1,9 +1,12 @@
 //! The accounting invariant: for every batch, records in = predictions published + records
 //! rejected (and kept) + records reported for re-delivery, and a good record's prediction does
-//! not depend on its neighbours. Batches mixing every kind of bad record with good ones are
-//! generated; publishing goes to a Kinesis client whose `PutRecords` persistently fails the
-//! entries of chosen records (SDK-level injection), the dead-letter stream to one that accepts
-//! everything.
+//! not depend on its neighbours. Batches mixing every kind of bad record with good ones, big
+//! rejected records up to Kinesis's 1 MiB included, are generated; publishing goes to a Kinesis
+//! client whose `PutRecords` persistently fails the entries of chosen records (SDK-level
+//! injection), the dead-letter stream to one that accepts everything. Both refuse a whole call
+//! with an entry over 1 MiB, as Kinesis does. Publishing to endpoints that accept connections
+//! and never answer must end by the invocation's deadline with every unpublished record
+//! reported.
 
 mod common;
 
@@ -11,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_sdk_kinesis::types::PutRecordsResultEntry;
+use aws_sdk_kinesis::types::error::InvalidArgumentException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use bike_prediction::handler::Handler;
 use bike_prediction::model::Model;
@@ -27,6 +31,8 @@ enum Kind {
     Good { row: usize },
     /// A payload that can never be predicted.
     Bad(&'static [u8]),
+    /// Data of this many bytes that is not JSON.
+    Huge(usize),
 }
 
 const BAD: &[&[u8]] = &[
@@ -46,16 +52,39 @@ const BAD: &[&[u8]] = &[
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        3 => (0..2000usize).prop_map(|row| Kind::Good { row }),
-        1 => proptest::sample::select(BAD).prop_map(Kind::Bad),
+        30 => (0..2000usize).prop_map(|row| Kind::Good { row }),
+        10 => proptest::sample::select(BAD).prop_map(Kind::Bad),
+        // Up to Kinesis's largest record, whose dead letter is larger than a record.
+        1 => proptest::sample::select(vec![1, 700 * 1024, MIB - 1, MIB]).prop_map(Kind::Huge),
     ]
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// What a stream accepted: each entry's partition key and data.
+type Accepted = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A Kinesis client whose `PutRecords` fails, every time, the entries whose partition key is in
-/// `failing`, and records the partition keys it accepted.
-fn kinesis(failing: HashSet<String>) -> (Client, Arc<Mutex<Vec<String>>>) {
-    let accepted = Arc::new(Mutex::new(Vec::new()));
+/// `failing`, and records the entries it accepted. Like Kinesis, it refuses a whole call with
+/// an entry over 1 MiB (data and partition key) or over 5 MiB in all.
+fn kinesis(failing: HashSet<String>) -> (Client, Accepted) {
+    let accepted = Accepted::default();
     let recorder = accepted.clone();
+    let too_large = mock!(Client::put_records)
+        .match_requests(|request| {
+            let size = |entry: &aws_sdk_kinesis::types::PutRecordsRequestEntry| {
+                entry.data().as_ref().len() + entry.partition_key().map_or(0, str::len)
+            };
+            request.records().iter().any(|entry| size(entry) > MIB)
+                || request.records().iter().map(size).sum::<usize>() > 5 * MIB
+        })
+        .then_error(|| {
+            PutRecordsError::InvalidArgumentException(
+                InvalidArgumentException::builder()
+                    .message("Record size exceeds 1 MiB")
+                    .build(),
+            )
+        });
     let rule = mock!(Client::put_records).then_compute_output(move |request| {
         let mut accepted = recorder.lock().unwrap();
         let entries: Vec<PutRecordsResultEntry> = request
@@ -69,7 +98,7 @@ fn kinesis(failing: HashSet<String>) -> (Client, Arc<Mutex<Vec<String>>>) {
                         .error_message("injected")
                         .build()
                 } else {
-                    accepted.push(key);
+                    accepted.push((key, entry.data().as_ref().to_vec()));
                     PutRecordsResultEntry::builder()
                         .sequence_number("1")
                         .shard_id("s")
@@ -85,7 +114,7 @@ fn kinesis(failing: HashSet<String>) -> (Client, Arc<Mutex<Vec<String>>>) {
             .unwrap()
     });
     (
-        mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]),
+        mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&too_large, &rule]),
         accepted,
     )
 }
@@ -109,6 +138,7 @@ proptest! {
         let payloads: Vec<Vec<u8>> = kinds.iter().enumerate().map(|(position, kind)| match kind {
             Kind::Good { row } => payload(&reference.columns, &reference.rows[*row], &serde_json::json!(position)),
             Kind::Bad(bytes) => bytes.to_vec(),
+            Kind::Huge(size) => vec![b'~'; *size],
         }).collect();
         let event = kinesis_event(&payloads);
         let failing: HashSet<String> = failing_positions.iter().map(usize::to_string).collect();
@@ -134,8 +164,7 @@ proptest! {
         prop_assert_eq!(report.records, report.published + report.rejected + report.redeliver);
         prop_assert_eq!(report.rejected, bad);
         prop_assert_eq!(report.dead_lettered, bad);
-        prop_assert_eq!(kept.lock().unwrap().len(), bad);
-        let published: Vec<String> = published.lock().unwrap().clone();
+        let published: Vec<String> = published.lock().unwrap().iter().map(|(key, _)| key.clone()).collect();
         let published_set: HashSet<&String> = published.iter().collect();
         prop_assert_eq!(published.len(), published_set.len(), "nothing published twice");
         for &i in &good {
@@ -145,6 +174,16 @@ proptest! {
         let sequence_numbers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&event).unwrap()["Records"]
             .as_array().unwrap().iter()
             .map(|r| r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned()).collect();
+        // Every rejected record's data is in the dead-letter stream, whatever its size.
+        let kept = letters(&kept.lock().unwrap());
+        prop_assert_eq!(kept.len(), bad);
+        for (position, kind) in kinds.iter().enumerate() {
+            let sequence_number = &sequence_numbers[position];
+            match kind {
+                Kind::Good { .. } => prop_assert!(!kept.contains_key(sequence_number)),
+                _ => prop_assert_eq!(&kept[sequence_number], &payloads[position]),
+            }
+        }
         let reported: HashSet<String> = response["batchItemFailures"].as_array().unwrap().iter()
             .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned()).collect();
         let expected: HashSet<String> = expected_redeliver.iter().map(|&i| sequence_numbers[i].clone()).collect();
@@ -163,7 +202,121 @@ proptest! {
     }
 }
 
+/// The data of each record kept in the dead-letter stream, by sequence number, from its one
+/// letter or its parts.
+fn letters(accepted: &[(String, Vec<u8>)]) -> HashMap<String, Vec<u8>> {
+    use base64::Engine as _;
+    let mut parts: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    for (_, letter) in accepted {
+        let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+        let part = letter["part"].as_u64().unwrap_or(1);
+        let data = letter["data"].as_str().unwrap().to_owned();
+        let sequence_number = letter["sequenceNumber"].as_str().unwrap().to_owned();
+        parts.entry(sequence_number).or_default().push((part, data));
+    }
+    parts
+        .into_iter()
+        .map(|(sequence_number, mut parts)| {
+            parts.sort();
+            let data: String = parts.into_iter().map(|(_, data)| data).collect();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            (sequence_number, data)
+        })
+        .collect()
+}
+
 /// Each case builds its own handler, so each loads the model.
 fn model() -> Model {
     load_model(&bundled_model("bike-demand")).unwrap()
+}
+
+/// A Kinesis client for a server on 127.0.0.1 that accepts connections and never answers.
+async fn hung_endpoint() -> Client {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(bike_prediction::publish::timeouts())
+        .build();
+    Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn hung_streams_never_hold_the_invocation_past_its_deadline_and_nothing_is_lost() {
+    let reference = reference();
+    let mut payloads: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            payload(
+                &reference.columns,
+                &reference.rows[i],
+                &serde_json::json!(i),
+            )
+        })
+        .collect();
+    payloads[10] = b"not json".to_vec();
+    payloads[500] = vec![b'~'; MIB];
+    let event = kinesis_event(&payloads);
+    let records = bike_prediction::kinesis::KinesisBatch::from_slice(&event).unwrap();
+    let (working, _) = kinesis(HashSet::new());
+    // Which streams hang: the output, the dead-letter stream, or both.
+    for (output_hangs, dead_letters_hang) in [(true, true), (true, false), (false, true)] {
+        let hung = hung_endpoint().await;
+        let stream = |hangs: bool| match hangs {
+            true => hung.clone(),
+            false => working.clone(),
+        };
+        let handler = Handler::new(model(), "bike-demand", "run")
+            .publishing_to(Publisher::new(
+                stream(output_hangs),
+                "out",
+                RetryPolicy::default(),
+            ))
+            .dead_lettering_to(Publisher::new(
+                stream(dead_letters_hang),
+                "dead",
+                RetryPolicy::default(),
+            ));
+        let budget = std::time::Duration::from_millis(2500);
+        let invocation = bike_prediction::handler::Invocation {
+            deadline: Some(std::time::SystemTime::now() + budget),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let handled = handler.handle(&records, &invocation).await.unwrap();
+        let took = started.elapsed();
+        let case = format!("output hangs: {output_hangs}, dead letters hang: {dead_letters_hang}");
+        assert!(took < budget, "{case}: {took:?}");
+        let report = handled.report;
+        assert_eq!(report.records, 1000, "{case}");
+        assert_eq!(report.rejected, 2, "{case}");
+        let expected_redelivered = match (output_hangs, dead_letters_hang) {
+            (true, true) => 1000,
+            (true, false) => 998,
+            (false, _) => 2,
+        };
+        assert_eq!(report.redeliver, expected_redelivered, "{case}");
+        assert_eq!(report.published, 998 * usize::from(!output_hangs), "{case}");
+        assert_eq!(
+            report.dead_lettered,
+            2 * usize::from(!dead_letters_hang),
+            "{case}"
+        );
+        let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
+        assert_eq!(
+            response["batchItemFailures"].as_array().unwrap().len(),
+            expected_redelivered,
+            "{case}"
+        );
+    }
 }

@@ -966,7 +966,8 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
     }
 
     // Dead letters keep each rejected record's data exactly as it arrived.
-    let letters = output::dead_letters(&ledger, MODEL, VERSION, LETTER_LIMIT);
+    let rejected_at: Vec<usize> = rejected.iter().map(|(index, _)| *index).collect();
+    let letters = output::dead_letters(&ledger, &rejected_at, MODEL, VERSION, LETTER_LIMIT);
     assert_eq!(letters.len(), rejected.len());
     for (letter, (index, reason)) in letters.iter().zip(&rejected) {
         assert_eq!(letter.record, *index, "{name}");
