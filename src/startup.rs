@@ -21,6 +21,21 @@ pub enum StartupError {
     /// ONNX Runtime or the model could not be loaded.
     #[error("cannot load the model")]
     Model(#[from] ModelError),
+    /// Publishing is on, but no AWS region is set.
+    #[error(
+        "no AWS region is set: set AWS_REGION (Lambda sets it) to the region of the Kinesis streams"
+    )]
+    NoRegion,
+    /// A stream to publish to cannot be used.
+    #[error("Kinesis stream `{stream}` in {region} cannot be used: {cause}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// The region it was looked for in.
+        region: String,
+        /// What `DescribeStreamSummary` answered.
+        cause: String,
+    },
 }
 
 /// The standard AWS configuration chain: environment, profile files, container or instance
@@ -32,46 +47,47 @@ async fn load_aws_config() -> aws_config::SdkConfig {
 
 /// Loads ONNX Runtime and the model, and builds the AWS clients `config` needs, from the
 /// standard AWS configuration chain (so `AWS_ENDPOINT_URL` points them at local servers).
-/// With `publish` false nothing is ever published (the `invoke` command). Call once per
-/// process.
+/// The streams to publish to are checked with `DescribeStreamSummary` while the model loads,
+/// so that a stream that does not exist, or a missing region, fails the cold start instead of
+/// every batch. With `publish` false nothing is ever published (the `invoke` command). Call
+/// once per process.
 pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupError> {
     let started = Instant::now();
     let (stream, dead_letter_stream) = match publish {
         true => (config.publish_stream()?, config.dead_letter_stream()),
         false => (None, None),
     };
+    let publishing = stream.is_some() || dead_letter_stream.is_some();
     // AWS configuration is loaded only when AWS is used: outside AWS, with no region set, the
     // SDK would go looking for one on the instance metadata service.
-    let mut aws = None;
-    let runtime = OnnxRuntime::load(&config.ort_library)?;
-    let artifact = match &config.model {
-        ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
-        ModelLocation::S3 { bucket, prefix } => {
-            let aws = aws.insert(load_aws_config().await);
-            let s3_config =
-                aws_sdk_s3::config::Builder::from(&*aws).timeout_config(download::timeouts());
-            let client = aws_sdk_s3::Client::from_conf(s3_config.build());
-            download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
-        }
+    let aws = match publishing || matches!(config.model, ModelLocation::S3 { .. }) {
+        true => Some(load_aws_config().await),
+        false => None,
     };
-    let model = runtime.load_model(artifact.map_err(ModelError::from)?)?;
-    let mut handler = Handler::new(model, &config.model_name, &config.version)
+    let kinesis = match (&aws, publishing) {
+        (Some(aws), true) => {
+            let region = aws.region().ok_or(StartupError::NoRegion)?;
+            let kinesis_config =
+                aws_sdk_kinesis::config::Builder::from(aws).timeout_config(publish::timeouts());
+            Some((
+                aws_sdk_kinesis::Client::from_conf(kinesis_config.build()),
+                region.to_string(),
+            ))
+        }
+        _ => None,
+    };
+    let (model, output, dead_letters) = tokio::join!(
+        load_model(config, aws.as_ref()),
+        publisher(kinesis.as_ref(), stream),
+        publisher(kinesis.as_ref(), dead_letter_stream),
+    );
+    let mut handler = Handler::new(model?, &config.model_name, &config.version)
         .with_prediction_field(&config.prediction_field);
-    if stream.is_some() || dead_letter_stream.is_some() {
-        let aws = match aws {
-            Some(aws) => aws,
-            None => load_aws_config().await,
-        };
-        let kinesis_config =
-            aws_sdk_kinesis::config::Builder::from(&aws).timeout_config(publish::timeouts());
-        let kinesis = aws_sdk_kinesis::Client::from_conf(kinesis_config.build());
-        let publisher = |stream| Publisher::new(kinesis.clone(), stream, RetryPolicy::default());
-        if let Some(stream) = stream {
-            handler = handler.publishing_to(publisher(stream));
-        }
-        if let Some(stream) = dead_letter_stream {
-            handler = handler.dead_lettering_to(publisher(stream));
-        }
+    if let Some(publisher) = output.transpose()? {
+        handler = handler.publishing_to(publisher);
+    }
+    if let Some(publisher) = dead_letters.transpose()? {
+        handler = handler.dead_lettering_to(publisher);
     }
     let model = handler.model();
     tracing::info!(
@@ -85,4 +101,76 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         "ready"
     );
     Ok(handler)
+}
+
+/// Fetches the model (from S3 with `aws`'s settings) and loads it with ONNX Runtime, on a
+/// blocking thread so that the rest of the cold start goes on meanwhile.
+async fn load_model(
+    config: &Config,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<crate::model::Model, StartupError> {
+    let artifact = match &config.model {
+        ModelLocation::S3 { bucket, prefix } => {
+            let loaded;
+            let aws = match aws {
+                Some(aws) => aws,
+                None => {
+                    loaded = load_aws_config().await;
+                    &loaded
+                }
+            };
+            let s3_config =
+                aws_sdk_s3::config::Builder::from(aws).timeout_config(download::timeouts());
+            let client = aws_sdk_s3::Client::from_conf(s3_config.build());
+            download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
+        }
+        ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
+    };
+    let artifact = artifact.map_err(ModelError::from)?;
+    let library = config.ort_library.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || OnnxRuntime::load(&library)?.load_model(artifact))
+            .await;
+    match loaded {
+        Ok(model) => Ok(model?),
+        // The loading thread panicked: let the process fail as it would have on this thread.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// A publisher to `stream`, once checked, if there is a stream and a Kinesis client (and the
+/// region it is for).
+async fn publisher(
+    kinesis: Option<&(aws_sdk_kinesis::Client, String)>,
+    stream: Option<&str>,
+) -> Option<Result<Publisher, StartupError>> {
+    let ((client, region), stream) = kinesis.zip(stream)?;
+    let publisher = describe_stream(client, stream, region).await.map(|limit| {
+        Publisher::new(client.clone(), stream, RetryPolicy::default()).with_max_record_bytes(limit)
+    });
+    Some(publisher)
+}
+
+/// Checks that `stream` exists in `region` and returns its largest record size in bytes.
+async fn describe_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    region: &str,
+) -> Result<usize, StartupError> {
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|error| StartupError::Stream {
+            stream: stream.into(),
+            region: region.into(),
+            cause: aws_sdk_kinesis::error::DisplayErrorContext(error).to_string(),
+        })?;
+    let kib = summary
+        .stream_description_summary()
+        .and_then(|summary| summary.max_record_size_in_kib())
+        .and_then(|kib| usize::try_from(kib).ok())
+        .filter(|&kib| kib > 0);
+    Ok(kib.map_or(publish::DEFAULT_MAX_RECORD_BYTES, |kib| kib * 1024))
 }

@@ -420,6 +420,66 @@ async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
 }
 
 #[tokio::test]
+async fn a_rejected_record_of_kinesis_largest_size_is_kept_in_parts_beside_small_ones() {
+    use base64::Engine as _;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let output = create_stream(&kinesis, 1).await;
+    let dead = create_stream(&kinesis, 1).await;
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let handler = Handler::new(model, "bike-demand", "run-7")
+        .publishing_to(Publisher::new(
+            kinesis.clone(),
+            &output,
+            RetryPolicy::default(),
+        ))
+        .dead_lettering_to(Publisher::new(
+            kinesis.clone(),
+            &dead,
+            RetryPolicy::default(),
+        ));
+    let reference = reference();
+    let good = payload(
+        &reference.columns,
+        &reference.rows[0],
+        &serde_json::json!(1),
+    );
+    // 1 MiB with its one-character partition key: the largest record Kinesis holds.
+    let huge = vec![b'~'; 1024 * 1024 - 1];
+    let event = kinesis_event(&[huge.clone(), good, b"not json".to_vec()]);
+
+    let handled = handler.handle_bytes(&event).await.unwrap();
+    let report = &handled.report;
+    assert_eq!(
+        (report.published, report.dead_lettered, report.redeliver),
+        (1, 2, 0)
+    );
+
+    let letters = read_stream(&kinesis, &dead).await;
+    let letters: Vec<serde_json::Value> = letters
+        .iter()
+        .map(|(_, letter)| serde_json::from_slice(letter).unwrap())
+        .collect();
+    let sent: serde_json::Value = serde_json::from_slice(&event).unwrap();
+    let huge_sequence_number = &sent["Records"][0]["kinesis"]["sequenceNumber"];
+    let mut parts: Vec<&serde_json::Value> = letters
+        .iter()
+        .filter(|letter| letter["sequenceNumber"] == *huge_sequence_number)
+        .collect();
+    assert_eq!(parts.len(), 2, "the big record's letter in two parts");
+    parts.sort_by_key(|letter| letter["part"].as_u64());
+    let data: String = parts
+        .iter()
+        .map(|part| part["data"].as_str().unwrap())
+        .collect();
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    assert!(data == huge, "the parts hold the record's data exactly");
+    assert!(parts.iter().all(|part| part["parts"] == 2));
+    assert_eq!(letters.len(), 3);
+}
+
+#[tokio::test]
 async fn rejected_records_the_dead_letter_stream_refuses_are_redelivered() {
     let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
     let model = common::load_model(&bundled_model("bike-demand")).unwrap();
@@ -515,4 +575,67 @@ async fn other_kinds_of_model_swap_in_by_run_id_and_publish_their_predictions() 
             }
         }
     }
+}
+
+/// Runs the function's cold start as Lambda would (the binary without arguments, publishing)
+/// with `env`, and returns its log. No Runtime API answers, so a cold start that succeeds ends
+/// when the function first asks for work.
+fn cold_start(env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bike-prediction"))
+        .current_dir(root())
+        .env_remove("MODEL_URI")
+        .env_remove("TEST_RUN")
+        .env_remove("DEAD_LETTER_STREAM")
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn a_cold_start_fails_naming_a_stream_that_does_not_exist_or_a_missing_region() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let output = create_stream(&kinesis, 1).await;
+    let dead = create_stream(&kinesis, 1).await;
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .expect("the local services' region");
+
+    let log = cold_start(&[("OUTPUT_STREAM", &output), ("DEAD_LETTER_STREAM", &dead)]);
+    assert!(log.contains("\"message\":\"ready\""), "{log}");
+
+    for (env, named) in [
+        (vec![("OUTPUT_STREAM", "no-such-stream")], "no-such-stream"),
+        (
+            vec![
+                ("OUTPUT_STREAM", &output),
+                ("DEAD_LETTER_STREAM", "no-such-dead-letters"),
+            ],
+            "no-such-dead-letters",
+        ),
+    ] {
+        let log = cold_start(&env);
+        assert!(!log.contains("\"ready\""), "{log}");
+        let expected = format!("Kinesis stream `{named}` in {region} cannot be used");
+        assert!(
+            log.contains("cold start failed") && log.contains(&expected),
+            "{log}"
+        );
+        assert!(log.contains("ResourceNotFoundException"), "{log}");
+    }
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bike-prediction"))
+        .current_dir(root())
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("OUTPUT_STREAM", &output)
+        .output()
+        .unwrap();
+    let log = String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success());
+    assert!(log.contains("no AWS region is set"), "{log}");
 }
