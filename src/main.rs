@@ -36,8 +36,11 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     memory::keep_freed_memory();
-    telemetry::init();
+    let logs = telemetry::init();
     let cli = Cli::parse();
+    if let Err(error) = logs {
+        return fail("cold start failed", &error);
+    }
     // The local `invoke` command never publishes.
     let publish = cli.command.is_none();
     let handler = match Config::from_env() {

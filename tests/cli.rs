@@ -190,6 +190,20 @@ fn bad_configuration_names_the_variable() {
 }
 
 #[test]
+fn log_record_data_that_is_not_a_boolean_stops_the_cold_start() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("LOG_RECORD_DATA", "perhaps")],
+    );
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("cold start failed"), "{logs}");
+    assert!(logs.contains("LOG_RECORD_DATA"), "{logs}");
+}
+
+#[test]
 fn model_uri_selects_another_model_directory() {
     let output = bike_prediction(
         &["invoke", "--event", "events/sample.json"],
