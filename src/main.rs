@@ -93,15 +93,15 @@ fn read_event(event: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Logs why an invocation failed, and turns the error into what Lambda is told.
-fn invocation_failed(error: HandlerError) -> Diagnostic {
+/// Logs why an invocation failed as Lambda is told it (when serving, `lambda_runtime` logs
+/// it).
+fn invocation_failed(error: HandlerError) {
     let diagnostic = Diagnostic::from(error);
     tracing::error!(
         error_type = diagnostic.error_type,
         error = diagnostic.error_message,
         "invocation failed"
     );
-    diagnostic
 }
 
 async fn serve(handler: &Handler) -> anyhow::Result<()> {
@@ -110,13 +110,10 @@ async fn serve(handler: &Handler) -> anyhow::Result<()> {
     // not a Kinesis event: one pass over it.
     lambda_runtime::run(service_fn(|event: LambdaEvent<EventBody>| async move {
         let invocation = Invocation::from(&event.context);
-        let records = event
-            .payload
-            .0
-            .map_err(|error| invocation_failed(error.into()))?;
+        let records = event.payload.0.map_err(HandlerError::from)?;
         let handled = handler.handle(&records, &invocation).await;
         telemetry::flush_metrics(metrics);
-        let response = handled.map_err(invocation_failed)?.response;
+        let response = handled?.response;
         let invalid = |error: &dyn std::error::Error| Diagnostic {
             error_type: "InvalidResponse".into(),
             error_message: error.to_string(),
