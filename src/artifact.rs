@@ -85,6 +85,36 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of the model is larger than what the function has room for; nothing of it was
+    /// written.
+    #[error(
+        "{object} is {bytes} bytes, more than {room} ({available} bytes): the model at {uri} \
+         cannot be loaded; give the function more {remedy}"
+    )]
+    TooLarge {
+        /// Model location.
+        uri: String,
+        /// The object that does not fit.
+        object: String,
+        /// Its size, with the model's files fetched before it.
+        bytes: u64,
+        /// What it does not fit in.
+        room: String,
+        /// How many bytes there are.
+        available: u64,
+        /// What to raise.
+        remedy: &'static str,
+    },
+    /// A file of the model arrived shorter, longer or other than S3 said it is.
+    #[error("{object} arrived damaged ({detail}); the model at {uri} was not cached")]
+    Damaged {
+        /// Model location.
+        uri: String,
+        /// The object.
+        object: String,
+        /// What did not match.
+        detail: String,
+    },
     /// The ONNX file cannot be parsed to find its external data files.
     #[error("{object} is not an ONNX model: {detail}")]
     NotOnnx {

@@ -220,7 +220,7 @@ impl Config {
 }
 
 /// Parses a boolean the way the Python service's users write it (`True`, `False`, ...).
-fn parse_bool(variable: &'static str, value: String) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(variable: &'static str, value: String) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),

@@ -2,14 +2,23 @@
 //!
 //! Only the files the service needs are fetched, each with `GetObject` (so the function needs
 //! no `ListBucket` permission): `MLmodel`, the onnx flavor's data file, and the external-data
-//! files the ONNX graph names. The copy is assembled in a temporary directory and renamed into
-//! place, so the cache never holds half a model; a process restarted in the same sandbox finds
-//! it there and fetches nothing.
+//! files the ONNX graph names. Each object is streamed to its file as it arrives, so a model
+//! is never held in memory while it downloads, and checked on the way: its size against the
+//! function's memory and the free space of the cache before any of it is written, then its
+//! length and, where the ETag is the object's MD5, its digest. The copy is assembled in a
+//! temporary directory, with a manifest of what was fetched, and renamed into place, so the
+//! cache never holds half a model; a process restarted in the same sandbox finds it there,
+//! checks it against the manifest, and fetches nothing.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::types::ServerSideEncryption;
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::artifact::{self, ArtifactError, MLMODEL_FILE, MlModel, ModelArtifact};
 
@@ -20,6 +29,14 @@ pub const GET_OBJECT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration:
 /// See [`GET_OBJECT_ATTEMPT_TIMEOUT`].
 pub const GET_OBJECT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The file in a cache entry that records which model it holds and the size and ETag of each
+/// file, written last, before the entry is renamed into place.
+pub const MANIFEST_FILE: &str = ".bike-prediction-download.json";
+
+/// Characters of the model's location kept, sanitized, at the start of a cache entry's name,
+/// so that an operator can tell the entries apart; a hash of the whole location follows.
+const READABLE_KEY_CHARS: usize = 64;
+
 /// The timeouts for the S3 client that fetches models.
 pub fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
     aws_sdk_s3::config::timeout::TimeoutConfig::builder()
@@ -28,45 +45,133 @@ pub fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The memory a model must fit in: ONNX Runtime holds the whole model once it is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryLimit {
+    /// The function's memory in MB, as Lambda sets `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`;
+    /// `None` outside Lambda: no limit.
+    pub megabytes: Option<u64>,
+}
+
+impl MemoryLimit {
+    /// The limit Lambda sets for this function (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB).
+    pub fn from_lambda_environment() -> Self {
+        Self {
+            megabytes: std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+                .ok()
+                .and_then(|value| value.trim().parse().ok()),
+        }
+    }
+
+    fn bytes(self) -> Option<u64> {
+        self.megabytes.map(|megabytes| megabytes * 1024 * 1024)
+    }
+}
+
 /// Returns the model at `s3://{bucket}/{prefix}`, fetching it into `cache_dir` unless a
-/// complete copy is already there.
+/// complete copy is already there; a model larger than the function's memory (Lambda's
+/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) is refused.
 pub async fn fetch_model(
     client: &Client,
     bucket: &str,
     prefix: &str,
     cache_dir: &Path,
 ) -> Result<ModelArtifact, ArtifactError> {
+    let memory = MemoryLimit::from_lambda_environment();
+    fetch_model_within(client, bucket, prefix, cache_dir, memory).await
+}
+
+/// [`fetch_model`] with the memory limit given.
+pub async fn fetch_model_within(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    cache_dir: &Path,
+    memory: MemoryLimit,
+) -> Result<ModelArtifact, ArtifactError> {
     let source = S3Model {
         client,
         bucket,
         prefix,
         uri: format!("s3://{bucket}/{prefix}"),
+        memory,
     };
     let local = cache_dir.join(cache_key(&source.uri));
-    if local.join(MLMODEL_FILE).is_file() {
-        tracing::info!(model_uri = %source.uri, cache = %local.display(), "model found in the local cache");
-    } else {
-        source.download_to(&local).await?;
+    match Manifest::read(&local) {
+        Some(manifest) if manifest.describes(&local, &source.uri) => {
+            tracing::info!(model_uri = %source.uri, cache = %local.display(), "model found in the local cache");
+        }
+        _ => {
+            // Another model's files, or an entry a process did not finish: fetched again.
+            if local.exists() {
+                std::fs::remove_dir_all(&local)
+                    .map_err(|error| source.cache_error(&local, error))?;
+            }
+            source.download_to(&local).await?;
+        }
     }
     ModelArtifact::read_dir_from(&local, source.uri)
 }
 
-/// A readable, collision-resistant directory name for a model URI.
+/// A cache entry's name for a model location: the start of the location, sanitized to ASCII
+/// letters, digits, `-` and `_` (so no `/`, `.` or `..`), then 128 bits of its SHA-256. It is
+/// at most 97 bytes whatever the location, and two locations share it only if their hashes
+/// collide; the manifest inside is checked anyway.
 fn cache_key(uri: &str) -> String {
-    let readable: String = uri
-        .trim_start_matches("s3://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut hasher = DefaultHasher::new();
-    uri.hash(&mut hasher);
-    format!("{readable}-{:016x}", hasher.finish())
+    let mut readable = String::with_capacity(READABLE_KEY_CHARS);
+    for c in uri.trim_start_matches("s3://").chars() {
+        if readable.len() == READABLE_KEY_CHARS {
+            break;
+        }
+        let c = if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && readable.ends_with('_')) {
+            readable.push(c);
+        }
+    }
+    let digest = Sha256::digest(uri.as_bytes());
+    format!("{readable}-{}", hex(digest.iter().take(16)))
+}
+
+fn hex<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> String {
+    bytes
+        .into_iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What a cache entry holds: the model's location, and each file as S3 gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    uri: String,
+    files: Vec<CachedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CachedFile {
+    /// Relative to the entry.
+    name: String,
+    bytes: u64,
+    etag: Option<String>,
+}
+
+impl Manifest {
+    fn read(dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).ok()?).ok()
+    }
+
+    /// Whether the entry in `dir` is the model at `uri`, with every file at its full size.
+    fn describes(&self, dir: &Path, uri: &str) -> bool {
+        self.uri == uri
+            && self.files.iter().any(|file| file.name == MLMODEL_FILE)
+            && self.files.iter().all(|file| {
+                std::fs::metadata(dir.join(&file.name))
+                    .is_ok_and(|metadata| metadata.is_file() && metadata.len() == file.bytes)
+            })
+    }
 }
 
 struct S3Model<'a> {
@@ -74,6 +179,7 @@ struct S3Model<'a> {
     bucket: &'a str,
     prefix: &'a str,
     uri: String,
+    memory: MemoryLimit,
 }
 
 impl S3Model<'_> {
@@ -84,8 +190,8 @@ impl S3Model<'_> {
         if partial.exists() {
             std::fs::remove_dir_all(&partial).map_err(|error| self.cache_error(&partial, error))?;
         }
-        let bytes = match self.download_files(&partial).await {
-            Ok(bytes) => bytes,
+        let manifest = match self.download_files(&partial).await {
+            Ok(manifest) => manifest,
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&partial);
                 return Err(error);
@@ -94,45 +200,159 @@ impl S3Model<'_> {
         if let Err(error) = std::fs::rename(&partial, local) {
             let _ = std::fs::remove_dir_all(&partial);
             // Another process may have finished the same download first; its copy is complete.
-            if !local.join(MLMODEL_FILE).is_file() {
+            if !Manifest::read(local).is_some_and(|theirs| theirs.describes(local, &self.uri)) {
                 return Err(self.cache_error(local, error));
             }
         }
         tracing::info!(
             model_uri = %self.uri,
-            bytes,
+            bytes = manifest.files.iter().map(|file| file.bytes).sum::<u64>(),
             download_ms = started.elapsed().as_secs_f64() * 1e3,
             "model downloaded"
         );
         Ok(())
     }
 
-    /// Downloads `MLmodel`, the ONNX file and its external data into `dir`; returns the bytes.
-    async fn download_files(&self, dir: &Path) -> Result<usize, ArtifactError> {
-        let mlmodel_bytes = self.get(MLMODEL_FILE).await?;
-        let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel_bytes), &self.uri)?;
-        let onnx = self.get(&mlmodel.onnx_data).await?;
-        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
-        self.write(dir, MLMODEL_FILE, &mlmodel_bytes)?;
-        self.write(dir, &mlmodel.onnx_data, &onnx)?;
-        let mut bytes = mlmodel_bytes.len() + onnx.len();
+    /// Downloads `MLmodel`, the ONNX file and its external data into `dir`, then the
+    /// manifest; returns the manifest.
+    async fn download_files(&self, dir: &Path) -> Result<Manifest, ArtifactError> {
+        std::fs::create_dir_all(dir).map_err(|error| self.cache_error(dir, error))?;
+        let mut manifest = Manifest {
+            uri: self.uri.clone(),
+            files: Vec::new(),
+        };
+        self.download(dir, MLMODEL_FILE, &mut manifest).await?;
+        let mlmodel = self.read(dir, MLMODEL_FILE)?;
+        let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel), &self.uri)?;
+        self.download(dir, &mlmodel.onnx_data, &mut manifest)
+            .await?;
+        // Read back to find the external data files, and freed before the model is loaded.
+        let external = artifact::external_data_files(
+            &self.read(dir, &mlmodel.onnx_data)?,
+            &self.object_uri(&mlmodel.onnx_data),
+        )?;
         for file in &external {
-            let data = self.get(file).await?;
-            self.write(dir, file, &data)?;
-            bytes += data.len();
+            self.download(dir, file, &mut manifest).await?;
         }
-        Ok(bytes)
+        let path = dir.join(MANIFEST_FILE);
+        let json = serde_json::to_vec(&manifest).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|error| self.cache_error(&path, error))?;
+        Ok(manifest)
     }
 
-    fn write(&self, dir: &Path, relative: &str, data: &[u8]) -> Result<(), ArtifactError> {
+    fn read(&self, dir: &Path, relative: &str) -> Result<Vec<u8>, ArtifactError> {
         let path = dir.join(relative);
-        let written = match path.parent() {
-            Some(parent) => {
-                std::fs::create_dir_all(parent).and_then(|()| std::fs::write(&path, data))
+        std::fs::read(&path).map_err(|error| self.cache_error(&path, error))
+    }
+
+    /// Streams one object to `dir/relative`, after checking that it fits, and checks what
+    /// arrived against what S3 said it is.
+    async fn download(
+        &self,
+        dir: &Path,
+        relative: &str,
+        manifest: &mut Manifest,
+    ) -> Result<(), ArtifactError> {
+        let object = self.object_uri(relative);
+        let mut output = self.get(relative).await?;
+        let expected = output
+            .content_length()
+            .and_then(|length| u64::try_from(length).ok());
+        let fetched: u64 = manifest.files.iter().map(|file| file.bytes).sum();
+        if let Some(bytes) = expected {
+            self.check_room(dir, &object, bytes, fetched)?;
+        }
+        let path = dir.join(relative);
+        let mut file = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(&path))
+            .map_err(|error| self.cache_error(&path, error))?;
+        let mut md5 = Md5::new();
+        let mut written: u64 = 0;
+        while let Some(chunk) = output.body.next().await {
+            let chunk = chunk.map_err(|error| self.s3_error(&object, Box::new(error)))?;
+            written += chunk.len() as u64;
+            if expected.is_some_and(|bytes| written > bytes) {
+                break;
             }
-            None => std::fs::write(&path, data),
+            if expected.is_none() {
+                self.check_room(dir, &object, written, fetched)?;
+            }
+            md5.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(|error| self.cache_error(&path, error))?;
+        }
+        file.sync_all()
+            .map_err(|error| self.cache_error(&path, error))?;
+        let damaged = |detail: String| ArtifactError::Damaged {
+            uri: self.uri.clone(),
+            object: object.clone(),
+            detail,
         };
-        written.map_err(|error| self.cache_error(&path, error))
+        if let Some(bytes) = expected.filter(|bytes| *bytes != written) {
+            return Err(damaged(format!(
+                "{written} bytes{} where S3 said {bytes}",
+                if written > bytes { " or more" } else { "" }
+            )));
+        }
+        let etag = output.e_tag().map(str::to_owned);
+        if let Some(expected) = etag_md5(&output) {
+            let actual: [u8; 16] = md5.finalize().into();
+            if actual != expected {
+                return Err(damaged(format!(
+                    "MD5 {} where the ETag says {}",
+                    hex(&actual),
+                    hex(&expected)
+                )));
+            }
+        }
+        manifest.files.push(CachedFile {
+            name: relative.to_owned(),
+            bytes: written,
+            etag,
+        });
+        Ok(())
+    }
+
+    /// Refuses an object of `bytes` that would take the model (`fetched` bytes so far) over
+    /// the function's memory, or that does not fit in the cache's free space.
+    fn check_room(
+        &self,
+        dir: &Path,
+        object: &str,
+        bytes: u64,
+        fetched: u64,
+    ) -> Result<(), ArtifactError> {
+        let too_large = |room: String, available: u64, remedy| ArtifactError::TooLarge {
+            uri: self.uri.clone(),
+            object: object.to_owned(),
+            bytes,
+            room,
+            available,
+            remedy,
+        };
+        if let (Some(memory), Some(megabytes)) = (self.memory.bytes(), self.memory.megabytes)
+            && fetched + bytes > memory
+        {
+            return Err(too_large(
+                format!(
+                    "the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE={megabytes} MB, \
+                     {fetched} bytes of the model fetched before it)"
+                ),
+                memory,
+                "memory (MemorySize)",
+            ));
+        }
+        match free_space(dir) {
+            Ok(free) if bytes > free => Err(too_large(
+                format!("the free space in {}", dir.display()),
+                free,
+                "ephemeral storage (EphemeralStorage) or point MODEL_CACHE_DIR elsewhere",
+            )),
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.cache_error(dir, error)),
+        }
     }
 
     fn cache_error(&self, path: &Path, source: std::io::Error) -> ArtifactError {
@@ -143,11 +363,23 @@ impl S3Model<'_> {
         }
     }
 
+    fn s3_error(
+        &self,
+        object: &str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> ArtifactError {
+        ArtifactError::S3 {
+            uri: self.uri.clone(),
+            object: object.to_owned(),
+            source,
+        }
+    }
+
     fn object_uri(&self, file: &str) -> String {
         format!("{}/{file}", self.uri)
     }
 
-    async fn get(&self, file: &str) -> Result<Vec<u8>, ArtifactError> {
+    async fn get(&self, file: &str) -> Result<GetObjectOutput, ArtifactError> {
         let key = format!("{}/{file}", self.prefix);
         let object_uri = self.object_uri(file);
         let response = self
@@ -157,41 +389,67 @@ impl S3Model<'_> {
             .key(&key)
             .send()
             .await;
-        let output = match response {
-            Ok(output) => output,
-            Err(error) => {
-                let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
-                    || error
-                        .raw_response()
-                        .is_some_and(|r| r.status().as_u16() == 404);
-                return Err(if missing {
-                    ArtifactError::NotFound {
-                        uri: self.uri.clone(),
-                        object: object_uri,
-                    }
-                } else {
-                    ArtifactError::S3 {
-                        uri: self.uri.clone(),
-                        object: object_uri,
-                        // The SDK's own `Display` is terse; this report includes the cause.
-                        source: aws_sdk_s3::error::DisplayErrorContext(error)
-                            .to_string()
-                            .into(),
-                    }
-                });
+        response.map_err(|error| {
+            let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
+                || error
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 404);
+            if missing {
+                ArtifactError::NotFound {
+                    uri: self.uri.clone(),
+                    object: object_uri.clone(),
+                }
+            } else {
+                // The SDK's own `Display` is terse; this report includes the cause.
+                let report = aws_sdk_s3::error::DisplayErrorContext(error).to_string();
+                self.s3_error(&object_uri, report.into())
             }
-        };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|error| ArtifactError::S3 {
-                uri: self.uri.clone(),
-                object: object_uri,
-                source: Box::new(error),
-            })?;
-        Ok(body.into_bytes().to_vec())
+        })
     }
+}
+
+/// The MD5 of an object's bytes, when its ETag is one: an object uploaded in one part and
+/// stored unencrypted or with SSE-S3. A multipart upload's ETag (`"...-N"`) and an SSE-KMS or
+/// SSE-C object's are not its MD5; then only the length is checked.
+fn etag_md5(output: &GetObjectOutput) -> Option<[u8; 16]> {
+    let encrypted = match output.server_side_encryption() {
+        None | Some(ServerSideEncryption::Aes256) => output.sse_customer_algorithm().is_some(),
+        Some(_) => true,
+    };
+    if encrypted {
+        return None;
+    }
+    md5_of_etag(output.e_tag()?)
+}
+
+/// The 16 bytes of an ETag that is 32 hexadecimal digits, quoted or not.
+fn md5_of_etag(etag: &str) -> Option<[u8; 16]> {
+    let digits = etag.trim_matches('"');
+    if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut md5 = [0; 16];
+    for (byte, pair) in md5.iter_mut().zip(digits.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(md5)
+}
+
+/// Bytes an unprivileged process may still write on the file system holding `dir`.
+fn free_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` is writable memory of the size
+    // `statvfs` fills; it is read only when the call succeeds.
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stats.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)] // the fields' types differ between targets
+    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
 }
 
 /// Where a download is assembled before it is renamed to `local`.
@@ -212,6 +470,94 @@ mod tests {
         assert!(a.starts_with("bucket_1_abc_artifacts_model-"), "{a}");
         assert_ne!(a, b);
         assert_eq!(a, cache_key("s3://bucket/1/abc/artifacts/model"));
+    }
+
+    #[test]
+    fn cache_keys_are_one_short_safe_path_component_whatever_the_location() {
+        let long = "r".repeat(1000);
+        let shared = "x".repeat(240);
+        let locations = [
+            format!("s3://b/1/{}/artifacts/model", "a".repeat(240)),
+            format!("s3://b/1/{long}/artifacts/model"),
+            format!("s3://b/{shared}/one"),
+            format!("s3://b/{shared}/two"),
+            "s3://b/1/runé/ünïcödé/日本語/artifacts/model".to_owned(),
+            "s3://b/../../etc/passwd".to_owned(),
+            "s3://b/a/./b".to_owned(),
+            "s3://b/a//////b".to_owned(),
+            "s3://b/a/b".to_owned(),
+            format!("s3://b/{}", "é".repeat(300)),
+        ];
+        let keys: Vec<String> = locations.iter().map(|uri| cache_key(uri)).collect();
+        for (uri, key) in locations.iter().zip(&keys) {
+            assert!(key.len() <= 97, "{uri}: {key}");
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{uri}: {key}"
+            );
+            assert!(!key.contains("__"), "{uri}: {key}");
+            assert_eq!(Path::new(key).components().count(), 1, "{uri}: {key}");
+        }
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+    }
+
+    #[test]
+    fn cache_key_hash_is_stable_across_builds() {
+        // SHA-256 of "s3://bucket/1/abc/artifacts/model", from `sha256sum`, first 128 bits.
+        assert_eq!(
+            cache_key("s3://bucket/1/abc/artifacts/model"),
+            "bucket_1_abc_artifacts_model-41505582de2171258851852fbaaeb9e3"
+        );
+    }
+
+    #[test]
+    fn only_a_plain_hexadecimal_etag_is_an_md5() {
+        let md5 = md5_of_etag("\"9e107d9d372bb6826bd81d3542a419d6\"").unwrap();
+        assert_eq!(hex(&md5), "9e107d9d372bb6826bd81d3542a419d6");
+        assert!(md5_of_etag("9E107D9D372BB6826BD81D3542A419D6").is_some());
+        for etag in [
+            "\"9e107d9d372bb6826bd81d3542a419d6-3\"",
+            "\"9e107d9d372bb6826bd81d3542a419\"",
+            "\"zz107d9d372bb6826bd81d3542a419d6\"",
+            "",
+        ] {
+            assert_eq!(md5_of_etag(etag), None, "{etag}");
+        }
+    }
+
+    #[test]
+    fn etag_of_an_encrypted_object_is_not_its_md5() {
+        let etag = "\"9e107d9d372bb6826bd81d3542a419d6\"";
+        let output = |sse: Option<ServerSideEncryption>, customer: Option<&str>| {
+            GetObjectOutput::builder()
+                .e_tag(etag)
+                .set_server_side_encryption(sse)
+                .set_sse_customer_algorithm(customer.map(str::to_owned))
+                .build()
+        };
+        assert!(etag_md5(&output(None, None)).is_some());
+        assert!(etag_md5(&output(Some(ServerSideEncryption::Aes256), None)).is_some());
+        assert!(etag_md5(&output(Some(ServerSideEncryption::AwsKms), None)).is_none());
+        assert!(etag_md5(&output(Some(ServerSideEncryption::AwsKmsDsse), None)).is_none());
+        assert!(etag_md5(&output(Some(ServerSideEncryption::Aes256), Some("AES256"))).is_none());
+    }
+
+    #[test]
+    fn free_space_is_that_of_the_file_system() {
+        let free = free_space(Path::new("/tmp")).unwrap();
+        assert!(free > 0);
+        assert!(free_space(Path::new("/nonexistent/dir")).is_err());
+    }
+
+    #[test]
+    fn memory_limit_is_in_megabytes() {
+        let limit = MemoryLimit {
+            megabytes: Some(256),
+        };
+        assert_eq!(limit.bytes(), Some(256 * 1024 * 1024));
+        assert_eq!(MemoryLimit::default().bytes(), None);
     }
 
     #[test]

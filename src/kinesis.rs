@@ -12,15 +12,45 @@
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 /// The event could not be read as a Kinesis event at all. Lambda never sends such an event to
 /// a function behind a Kinesis event source mapping, so this fails the invocation.
-#[derive(Debug, Error)]
-#[error("the event is not a Kinesis event: {0}")]
-pub struct EventError(#[from] serde_json::Error);
+///
+/// The detail says what is wrong and where (line and column), never a string value of the
+/// event: a record's data stays out of the message and so out of the logs.
+#[derive(Debug, Clone, Error)]
+#[error("the event is not a Kinesis event: {detail}")]
+pub struct EventError {
+    detail: String,
+}
+
+impl EventError {
+    fn new(error: &impl fmt::Display) -> Self {
+        Self {
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// A Lambda invocation body read as a Kinesis event, or why it is not one.
+///
+/// The Lambda runtime deserializes the body into this type, in the same single pass as a
+/// [`KinesisBatch`]. Its `Deserialize` never fails: a failure there would be answered by the
+/// runtime itself, under the runtime's own error type, before the handler could report it as
+/// an invalid event.
+#[derive(Debug)]
+pub struct EventBody(pub Result<KinesisBatch, EventError>);
+
+impl<'de> Deserialize<'de> for EventBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self(
+            KinesisBatch::deserialize(deserializer).map_err(|error| EventError::new(&error)),
+        ))
+    }
+}
 
 /// The records of one Lambda Kinesis event: what the service needs of each, end to end.
 #[derive(Debug, Default, Clone)]
@@ -56,7 +86,7 @@ pub struct KinesisRecord<'a> {
 impl KinesisBatch {
     /// Reads a raw Lambda Kinesis event.
     pub fn from_slice(event: &[u8]) -> Result<Self, EventError> {
-        Ok(serde_json::from_slice(event)?)
+        serde_json::from_slice(event).map_err(|error| EventError::new(&error))
     }
 
     /// Number of records.
@@ -104,7 +134,7 @@ const KINESIS_KEYS: &[&str] = &["data", "sequenceNumber", "partitionKey"];
 
 impl<'de> Deserialize<'de> for KinesisBatch {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EventVisitor)
+        deserializer.deserialize_any(EventVisitor)
     }
 }
 
@@ -115,6 +145,10 @@ impl<'de> Visitor<'de> for EventVisitor {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Kinesis event: an object with `Records`")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(string_in_place_of(&self))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KinesisBatch, A::Error> {
@@ -142,7 +176,7 @@ impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -151,6 +185,10 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of Kinesis records")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(string_in_place_of(&self))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut records: A) -> Result<(), A::Error> {
@@ -172,7 +210,7 @@ impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -181,6 +219,10 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Kinesis event record with a `kinesis` object")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(string_in_place_of(&self))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -212,7 +254,7 @@ impl<'de> DeserializeSeed<'de> for KinesisSeed<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
+        deserializer.deserialize_any(self)
     }
 }
 
@@ -221,6 +263,10 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a `kinesis` object with `data` and `sequenceNumber`")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(string_in_place_of(&self))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -256,6 +302,14 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
         });
         Ok(())
     }
+}
+
+/// The error for a string where a container belongs, without the string: serde's default
+/// message quotes it, and it may be a record's data. The containers are read with
+/// `deserialize_any` so that a string reaches their `visit_str` (serde_json's
+/// `deserialize_map` would write the message itself, string included).
+fn string_in_place_of<E: de::Error>(expected: &dyn de::Expected) -> E {
+    E::invalid_type(Unexpected::Other("a string"), expected)
 }
 
 /// Base64-decodes a `data` string onto the end of the data buffer and returns where it went;
@@ -419,5 +473,85 @@ mod tests {
                 String::from_utf8_lossy(event)
             );
         }
+    }
+
+    /// Events that are not Kinesis events, each with a string that must not reach the message.
+    const NOT_KINESIS: &[&[u8]] = &[
+        b"SECRET not json",
+        br#""SECRET""#,
+        br#"{"foo": "SECRET"}"#,
+        br#"["SECRET"]"#,
+        b"[]",
+        b"1",
+        br#"{"Records": "SECRET"}"#,
+        br#"{"Records": ["SECRET"]}"#,
+        br#"{"Records": [{"kinesis": "SECRET"}]}"#,
+        br#"{"Records": [{"eventID": "SECRET"}]}"#,
+        br#"{"Records": [{"kinesis": {"data": "U0VDUkVU"}}]}"#,
+        br#"{"Records": [{"kinesis": {"data": "U0VDUkVU", "sequenceNumber": 1}}]}"#,
+        br#"{"Records": [{"kinesis": {"data": "U0VDUkVU", "sequenceNumber": "1"}}"#,
+        br#"{"Records": [{"kinesis": {"data": "U0VDUkVU"#,
+    ];
+
+    /// What the Lambda runtime does with the body: `serde_path_to_error` over serde_json.
+    fn as_the_runtime_reads_it(event: &[u8]) -> Result<KinesisBatch, EventError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(event);
+        let body: EventBody = serde_path_to_error::deserialize(&mut deserializer)
+            .expect("reading an event body never fails");
+        body.0
+    }
+
+    #[test]
+    fn event_that_is_not_kinesis_says_what_is_wrong_without_its_strings() {
+        for event in NOT_KINESIS {
+            let shown = String::from_utf8_lossy(event);
+            for error in [
+                KinesisBatch::from_slice(event).unwrap_err(),
+                as_the_runtime_reads_it(event).unwrap_err(),
+            ] {
+                let message = error.to_string();
+                assert!(
+                    message.starts_with("the event is not a Kinesis event: "),
+                    "{shown}: {message}"
+                );
+                assert!(message.contains(" at line 1 column "), "{shown}: {message}");
+                assert!(!message.contains("SECRET"), "{shown}: {message}");
+                assert!(!message.contains("U0VDUkVU"), "{shown}: {message}");
+                assert!(std::error::Error::source(&error).is_none(), "said once");
+            }
+        }
+    }
+
+    #[test]
+    fn event_errors_name_the_missing_or_wrong_part() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{}", "missing field `Records`"),
+            (b"[]", "expected a Kinesis event: an object with `Records`"),
+            (
+                br#""x""#,
+                "invalid type: a string, expected a Kinesis event",
+            ),
+            (br#"{"Records": [{}]}"#, "missing field `kinesis`"),
+            (
+                br#"{"Records": [{"kinesis": {"data": "aGk="}}]}"#,
+                "missing field `sequenceNumber`",
+            ),
+            (br#"{"Records": ["#, "EOF while parsing a list"),
+        ];
+        for (event, expected) in cases {
+            let message = as_the_runtime_reads_it(event).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn runtime_reading_gives_the_same_records() {
+        let event = include_bytes!("../events/sample.json");
+        let batch = as_the_runtime_reads_it(event).unwrap();
+        let direct = KinesisBatch::from_slice(event).unwrap();
+        assert_eq!(
+            batch.iter().collect::<Vec<_>>(),
+            direct.iter().collect::<Vec<_>>()
+        );
     }
 }

@@ -1,27 +1,65 @@
 //! Structured JSON logs on stderr, one object per line: CloudWatch Logs indexes the fields, and
 //! stdout stays free for the `invoke` command's response.
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, filter_fn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer as _, fmt};
+
+use crate::config::{self, ConfigError};
 
 /// Level used when neither `RUST_LOG` nor Lambda's `AWS_LAMBDA_LOG_LEVEL` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
-/// Installs the global JSON log subscriber. Call once, first thing in `main`.
-pub fn init() {
-    let filter = std::env::var("RUST_LOG")
+/// Targets whose TRACE events carry invocation bodies or AWS request and response bodies
+/// (and so records' data): the raw event (`lambda_runtime`'s "raw JSON event received from
+/// Lambda"), and the SDK's "transmitting request", "received response from service" and
+/// "read HTTP response body", which print `PutRecords` bodies to the dead-letter stream.
+/// They are kept at DEBUG and below unless `LOG_RECORD_DATA` is true, whatever `RUST_LOG` says.
+pub const RECORD_DATA_TARGETS: &[&str] = &[
+    "lambda_runtime::layers::api_response",
+    "aws_smithy_runtime::client::orchestrator",
+];
+
+/// Installs the global JSON log subscriber. Call once, first thing in `main`. A
+/// `LOG_RECORD_DATA` that is not a boolean is returned as an error after the subscriber is
+/// installed (with record data kept out), so that it can be logged.
+pub fn init() -> Result<(), ConfigError> {
+    let record_data = std::env::var("LOG_RECORD_DATA")
+        .ok()
+        .map(|value| config::parse_bool("LOG_RECORD_DATA", value))
+        .transpose();
+    let allow_record_data = matches!(record_data, Ok(Some(true)));
+    let levels = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives.to_ascii_lowercase()).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_LEVEL));
-    tracing_subscriber::fmt()
+    let record_data_filter = filter_fn(move |metadata| {
+        allow_record_data
+            || *metadata.level() != Level::TRACE
+            || !carries_record_data(metadata.target())
+    });
+    let logs = fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(levels.and(record_data_filter));
+    tracing_subscriber::registry().with(logs).init();
+    record_data.map(|_| ())
+}
+
+/// Whether `target` is one of [`RECORD_DATA_TARGETS`] or inside one.
+fn carries_record_data(target: &str) -> bool {
+    RECORD_DATA_TARGETS.iter().any(|prefix| {
+        target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// CloudWatch namespace of the service's embedded-format metrics.
@@ -125,5 +163,26 @@ impl BatchReport {
         for (name, milliseconds) in times {
             metrics::histogram!(name).record(milliseconds);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_data_targets_and_their_modules_are_recognised() {
+        assert!(carries_record_data("lambda_runtime::layers::api_response"));
+        assert!(carries_record_data(
+            "aws_smithy_runtime::client::orchestrator"
+        ));
+        assert!(carries_record_data(
+            "aws_smithy_runtime::client::orchestrator::http"
+        ));
+        assert!(!carries_record_data(
+            "aws_smithy_runtime::client::orchestrator_other"
+        ));
+        assert!(!carries_record_data("lambda_runtime::runtime"));
+        assert!(!carries_record_data("bike_prediction::handler"));
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bike_prediction::artifact::ArtifactError;
 use bike_prediction::config::{Config, ModelLocation};
-use bike_prediction::download::fetch_model;
+use bike_prediction::download::{MemoryLimit, fetch_model, fetch_model_within};
 use bike_prediction::handler::Handler;
 use bike_prediction::publish::{Outgoing, Publisher, RetryPolicy};
 use common::{bundled_model, close, kinesis_event, payload, reference, root, runtime};
@@ -638,4 +638,368 @@ async fn a_cold_start_fails_naming_a_stream_that_does_not_exist_or_a_missing_reg
     let log = String::from_utf8(output.stderr).unwrap();
     assert!(!output.status.success());
     assert!(log.contains("no AWS region is set"), "{log}");
+}
+
+/// Uploads the files `files` (name, bytes) under `prefix` of `bucket`.
+async fn upload_files(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    files: &[(String, Vec<u8>)],
+) {
+    for (name, data) in files {
+        s3.put_object()
+            .bucket(bucket)
+            .key(format!("{prefix}/{name}"))
+            .body(data.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The files of a model directory, by name.
+fn model_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+/// A run of the binary's `invoke` command on one reference row, and its peak resident memory.
+struct Run {
+    success: bool,
+    stdout: Vec<u8>,
+    stderr: String,
+    peak_rss_bytes: u64,
+}
+
+/// Runs `bike-prediction invoke` on a one-record event of reference row 0, with `env`, and
+/// measures its peak RSS. GNU time starts it and reports it: the child of a small process, its
+/// peak is its own (a child of the test process would count the test's memory, shared with
+/// it until `exec`, in its peak).
+fn invoke_binary(env: &[(&str, &str)]) -> Run {
+    let reference = reference();
+    let event = kinesis_event(&[payload(
+        &reference.columns,
+        &reference.rows[0],
+        &serde_json::json!(1),
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name| dir.path().join(name);
+    std::fs::write(path("event.json"), event).unwrap();
+    let status = std::process::Command::new("/usr/bin/time")
+        .arg("--format=%M")
+        .arg("--output")
+        .arg(path("peak"))
+        .arg(env!("CARGO_BIN_EXE_bike-prediction"))
+        .args(["invoke", "--event"])
+        .arg(path("event.json"))
+        .current_dir(root())
+        .env_remove("MODEL_URI")
+        .env_remove("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(path("out")).unwrap())
+        .stderr(std::fs::File::create(path("err")).unwrap())
+        .status()
+        .expect("GNU time at /usr/bin/time");
+    let peak = std::fs::read_to_string(path("peak")).unwrap();
+    let kilobytes: u64 = peak.lines().last().unwrap().trim().parse().unwrap();
+    Run {
+        success: status.success(),
+        stdout: std::fs::read(path("out")).unwrap(),
+        stderr: std::fs::read_to_string(path("err")).unwrap(),
+        peak_rss_bytes: kilobytes * 1024,
+    }
+}
+
+/// The prediction of the one-record run, checked against Python's for `model`.
+fn assert_run_predicts_like_python(run: &Run, model: &str) {
+    assert!(run.success, "{}", run.stderr);
+    let response: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let predicted = response["predictions"][0]["prediction"]["cnt"]
+        .as_f64()
+        .unwrap();
+    let expected = f64::from(reference().models[model][0]);
+    assert!(
+        close(predicted, expected, 1e-4),
+        "{model}: {predicted} vs {expected}"
+    );
+}
+
+/// Names of the entries of a cache directory.
+fn cache_entries(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn long_and_odd_model_locations_load_through_the_cold_start_each_in_its_own_entry() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let bucket = unique("models");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let shared = "s".repeat(240);
+    // (prefix, model): the last two differ only after the part of the name kept readable.
+    let locations = [
+        (
+            format!("1/{}/artifacts/model", "r".repeat(240)),
+            "bike-demand",
+        ),
+        (
+            format!("1/{}/artifacts/model", "R".repeat(1000)),
+            "bike-demand",
+        ),
+        (
+            "1/runé-ünïcödé-日本語/artifacts/model".to_owned(),
+            "bike-demand",
+        ),
+        ("1/../../etc/artifacts/model".to_owned(), "bike-demand"),
+        ("1//run////artifacts//model".to_owned(), "bike-demand"),
+        (format!("1/{shared}/demand"), "bike-demand"),
+        (format!("1/{shared}/linear"), "bike-linear"),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    for (prefix, model) in &locations {
+        upload_files(&s3, &bucket, prefix, &model_files(&bundled_model(model))).await;
+        let uri = format!("s3://{bucket}/{prefix}");
+        let run = invoke_binary(&[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("MODEL_URI", &uri),
+            ("MODEL_CACHE_DIR", cache_dir),
+        ]);
+        assert!(
+            run.stderr.contains("model downloaded"),
+            "{prefix}: {}",
+            run.stderr
+        );
+        assert_run_predicts_like_python(&run, model);
+    }
+    let entries = cache_entries(cache.path());
+    assert_eq!(entries.len(), locations.len(), "{entries:?}");
+    for entry in &entries {
+        assert!(entry.len() <= 255 && !entry.contains('/'), "{entry}");
+    }
+    // A restarted process finds each model, the right one, without S3.
+    for (prefix, model) in &locations {
+        let uri = format!("s3://{bucket}/{prefix}");
+        let run = invoke_binary(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("MODEL_URI", &uri),
+            ("MODEL_CACHE_DIR", cache_dir),
+        ]);
+        assert!(
+            run.stderr.contains("model found in the local cache"),
+            "{prefix}: {}",
+            run.stderr
+        );
+        assert_run_predicts_like_python(&run, model);
+    }
+}
+
+#[tokio::test]
+async fn cache_entry_cut_short_or_of_another_location_is_fetched_again() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let prefix = "1/run/artifacts/model";
+    let bucket = upload_model(&s3, &bundled_model("bike-demand"), prefix).await;
+    let cache = tempfile::tempdir().unwrap();
+    let artifact = fetch_model(&s3, &bucket, prefix, cache.path())
+        .await
+        .unwrap();
+    let onnx = artifact.onnx_path.clone();
+    let entry = onnx.parent().unwrap().to_owned();
+    let size = std::fs::metadata(&onnx).unwrap().len();
+
+    // Cut short (a disk full, a process killed while copying by hand): fetched again.
+    std::fs::write(&onnx, b"").unwrap();
+    let artifact = fetch_model(&s3, &bucket, prefix, cache.path())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&onnx).unwrap().len(), size);
+    assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
+
+    // Recorded as another location's: fetched again.
+    let manifest = entry.join(bike_prediction::download::MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(&format!("s3://{bucket}/{prefix}")), "{text}");
+    std::fs::write(&manifest, text.replace(prefix, "1/other/artifacts/model")).unwrap();
+    let artifact = fetch_model(&s3, &bucket, prefix, cache.path())
+        .await
+        .unwrap();
+    assert!(std::fs::read_to_string(&manifest).unwrap().contains(prefix));
+    assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
+}
+
+/// Bytes of padding that make the models of the memory tests big.
+const PADDING: usize = 64 * 1024 * 1024;
+
+/// The external-data fixture made `PADDING` bytes bigger, in the ONNX file itself (an unknown
+/// protobuf field, which ONNX Runtime reads and keeps while it builds the session) or in its
+/// external-data file (after the bytes the graph uses, which ONNX Runtime never reads).
+fn padded_model(in_onnx: bool) -> Vec<(String, Vec<u8>)> {
+    let mut files = model_files(&root().join("tests/fixtures/models/external-data"));
+    for (name, data) in &mut files {
+        if in_onnx && name == "model.onnx" {
+            // Field 1000, length-delimited: tag (1000 << 3 | 2) and length as varints.
+            prost::encoding::encode_varint(1000 << 3 | 2, data);
+            prost::encoding::encode_varint(PADDING as u64, data);
+            data.resize(data.len() + PADDING, 7);
+        }
+        if !in_onnx && name == "weights.bin" {
+            data.resize(data.len() + PADDING, 7);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn downloading_a_model_takes_no_more_memory_than_loading_it_from_disk() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    for (in_onnx, shape) in [(false, "large external data"), (true, "large ONNX file")] {
+        let files = padded_model(in_onnx);
+        let local = tempfile::tempdir().unwrap();
+        for (name, data) in &files {
+            std::fs::write(local.path().join(name), data).unwrap();
+        }
+        let bucket = unique("models");
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        upload_files(&s3, &bucket, "1/run/artifacts/model", &files).await;
+        let cache = tempfile::tempdir().unwrap();
+
+        let from_disk = invoke_binary(&[("MODEL_URI", local.path().to_str().unwrap())]);
+        assert!(from_disk.success, "{}", from_disk.stderr);
+        let from_s3 = invoke_binary(&[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("MODEL_URI", &format!("s3://{bucket}/1/run/artifacts/model")),
+            ("MODEL_CACHE_DIR", cache.path().to_str().unwrap()),
+        ]);
+        assert!(from_s3.success, "{}", from_s3.stderr);
+        assert!(
+            from_s3.stderr.contains("model downloaded"),
+            "{}",
+            from_s3.stderr
+        );
+        let mib = |bytes: u64| bytes as f64 / 1048576.0;
+        eprintln!(
+            "{shape}, {} MiB more: peak RSS from disk {:.1} MiB, from S3 {:.1} MiB",
+            PADDING >> 20,
+            mib(from_disk.peak_rss_bytes),
+            mib(from_s3.peak_rss_bytes)
+        );
+        // The download streams: it adds at most a few MiB of buffers and the S3 client, far
+        // from another copy of the padding.
+        assert!(
+            from_s3.peak_rss_bytes < from_disk.peak_rss_bytes + PADDING as u64 / 4,
+            "{shape}: from disk {} bytes, from S3 {} bytes",
+            from_disk.peak_rss_bytes,
+            from_s3.peak_rss_bytes
+        );
+    }
+}
+
+#[tokio::test]
+async fn damaged_download_is_refused_and_leaves_no_cache_entry() {
+    let aws = aws().await;
+    let s3 = aws_sdk_s3::Client::new(&aws);
+    let bucket = unique("models");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let prefix = "1/run/artifacts/model";
+    upload_files(&s3, &bucket, prefix, &padded_model(true)).await;
+    let moto_port: u16 = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Past the small MLmodel answer, inside the ONNX file's body.
+    let offset = 4 * 1024 * 1024;
+    for (fault, expected) in [
+        (common::relay::Fault::Flip(offset), "where the ETag says"),
+        (common::relay::Fault::Cut(offset), "model.onnx"),
+    ] {
+        let relay = common::relay::damaging_relay(moto_port, fault);
+        let through_relay = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws)
+                .endpoint_url(&relay)
+                .build(),
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let error = fetch_model(&through_relay, &bucket, prefix, cache.path())
+            .await
+            .unwrap_err();
+        let message = bike_prediction::handler::error_chain(&error);
+        assert!(message.contains(expected), "{fault:?}: {message}");
+        assert!(
+            message.contains(&format!("s3://{bucket}/{prefix}/model.onnx")),
+            "{message}"
+        );
+        assert_eq!(
+            cache_entries(cache.path()),
+            Vec::<String>::new(),
+            "{fault:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn model_larger_than_the_functions_memory_is_refused_before_it_is_written() {
+    let s3 = aws_sdk_s3::Client::new(&aws().await);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let bucket = unique("models");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let prefix = "1/run/artifacts/model";
+    upload_files(&s3, &bucket, prefix, &padded_model(true)).await;
+    let cache = tempfile::tempdir().unwrap();
+    let run = invoke_binary(&[
+        ("AWS_ENDPOINT_URL", &endpoint),
+        ("MODEL_URI", &format!("s3://{bucket}/{prefix}")),
+        ("MODEL_CACHE_DIR", cache.path().to_str().unwrap()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "32"),
+    ]);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains(&format!(
+            "s3://{bucket}/{prefix}/model.onnx is {} bytes",
+            PADDING + 317
+        )) || run.stderr.contains("model.onnx is "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=32 MB"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("give the function more memory"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("model downloaded"), "{}", run.stderr);
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+
+    // The same with the library call, and a limit the model fits in.
+    let limit = |megabytes| MemoryLimit {
+        megabytes: Some(megabytes),
+    };
+    let error = fetch_model_within(&s3, &bucket, prefix, cache.path(), limit(32))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ArtifactError::TooLarge { .. }), "{error}");
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+    fetch_model_within(&s3, &bucket, prefix, cache.path(), limit(128))
+        .await
+        .unwrap();
 }

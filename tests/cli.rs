@@ -92,13 +92,57 @@ fn invoke_handles_ten_thousand_records() {
     assert_eq!(response["predictions"].as_array().unwrap().len(), 10_000);
 }
 
+/// The JSON log lines of a run.
+fn log_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 #[test]
-fn invoke_of_an_event_that_is_not_kinesis_fails_clearly() {
-    let output = bike_prediction(&["invoke", "--event", "-"], b"{\"hello\": 1}", &[]);
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
-    let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains("not a Kinesis event"), "{logs}");
+fn invoke_of_an_event_that_is_not_kinesis_fails_with_invalid_event_said_once() {
+    let cases: &[(&[u8], &str)] = &[
+        (br#"{"foo": "SECRET"}"#, "missing field `Records`"),
+        (b"[]", "invalid type: sequence"),
+        (br#""SECRET""#, "invalid type: a string"),
+        (
+            br#"{"Records": [{"kinesis": {"data": "U0VDUkVU"#,
+            "EOF while parsing",
+        ),
+        (
+            br#"{"Records": [{"eventID": "SECRET"}]}"#,
+            "missing field `kinesis`",
+        ),
+        (br#"{"Records": ["SECRET"]}"#, "invalid type: a string"),
+    ];
+    for (event, detail) in cases {
+        let shown = String::from_utf8_lossy(event);
+        let output = bike_prediction(&["invoke", "--event", "-"], event, &[]);
+        assert!(!output.status.success(), "{shown}");
+        assert!(output.stdout.is_empty(), "{shown}");
+        let logs = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<_> = log_lines(&output)
+            .into_iter()
+            .filter(|line| line["level"] == "ERROR")
+            .collect();
+        assert_eq!(errors.len(), 1, "{shown}: {logs}");
+        assert_eq!(errors[0]["error_type"], "InvalidEvent", "{shown}: {logs}");
+        let message = errors[0]["error"].as_str().unwrap();
+        assert!(
+            message.starts_with("the event is not a Kinesis event: "),
+            "{shown}: {message}"
+        );
+        assert!(message.contains(detail), "{shown}: {message}");
+        assert_eq!(
+            logs.matches("not a Kinesis event").count(),
+            1,
+            "{shown}: {logs}"
+        );
+        assert_eq!(logs.matches(detail).count(), 1, "{shown}: {logs}");
+        assert!(!logs.contains("SECRET"), "{shown}: {logs}");
+        assert!(!logs.contains("U0VDUkVU"), "{shown}: {logs}");
+    }
 }
 
 #[test]
@@ -143,6 +187,20 @@ fn bad_configuration_names_the_variable() {
     assert!(!output.status.success());
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(logs.contains("TEST_RUN"), "{logs}");
+}
+
+#[test]
+fn log_record_data_that_is_not_a_boolean_stops_the_cold_start() {
+    let output = bike_prediction(
+        &["invoke", "--event", "events/sample.json"],
+        b"",
+        &[("LOG_RECORD_DATA", "perhaps")],
+    );
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("cold start failed"), "{logs}");
+    assert!(logs.contains("LOG_RECORD_DATA"), "{logs}");
 }
 
 #[test]
