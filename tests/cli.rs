@@ -250,3 +250,42 @@ fn credentials_never_reach_the_logs_even_at_trace_level() {
     assert!(!logs.contains(secret), "secret key in the logs");
     assert!(!logs.contains(token), "session token in the logs");
 }
+
+#[test]
+fn rejected_records_are_logged_in_full_up_to_the_limit_and_as_a_digest_beyond_in_short_lines() {
+    use base64::Engine as _;
+    // The largest data logged in full: 48 KiB of base64. One byte more, and Kinesis's largest.
+    let fits = vec![b'~'; 48 * 1024 / 4 * 3];
+    let over = vec![b'~'; fits.len() + 1];
+    let largest = vec![b'~'; 1024 * 1024];
+    let event = kinesis_event(&[fits.clone(), over.clone(), largest]);
+    let output = bike_prediction(&["invoke", "--event", "-"], &event, &[]);
+    assert!(output.status.success());
+    let log = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        log.lines().all(|line| line.len() < 64 * 1024),
+        "a log line of 64 KiB or more"
+    );
+    let rejected: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "record rejected")
+        .collect();
+    assert_eq!(rejected.len(), 3, "{log}");
+    let base64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(rejected[0]["data"], base64.encode(&fits));
+    assert!(rejected[0].get("data_sha256").is_none());
+    for (line, data) in [
+        (&rejected[1], &over),
+        (&rejected[2], &vec![b'~'; 1024 * 1024]),
+    ] {
+        assert!(line.get("data").is_none(), "{line}");
+        assert_eq!(line["data_bytes"], data.len());
+        assert_eq!(line["data_sha256"].as_str().unwrap().len(), 64);
+    }
+    // Python: hashlib.sha256(b"~" * 1024 * 1024).hexdigest()
+    assert_eq!(
+        rejected[2]["data_sha256"],
+        "0314ff3dbc00f2878d30325a79e9174a51a405a64a72b41824a79f3bb99ad81f"
+    );
+}

@@ -161,6 +161,33 @@ fn calls_respect_the_byte_limit() {
 }
 
 #[test]
+fn a_call_holds_exactly_5_mib_and_not_a_byte_more() {
+    // Partition keys "0".."6" are one byte: each entry is exactly 1 MiB.
+    let mib = vec![b'x'; DEFAULT_MAX_RECORD_BYTES - 1];
+    let mut data: Vec<Vec<u8>> = (0..5).map(|_| mib.clone()).collect();
+    data.push(Vec::new());
+    let pending: Vec<usize> = (0..6).collect();
+    let sizes = |data: &[Vec<u8>]| {
+        let events = events(data);
+        calls(&events, &pending, DEFAULT_MAX_RECORD_BYTES)
+            .iter()
+            .map(|call| call.len())
+            .collect::<Vec<_>>()
+    };
+    // 5 MiB, then the sixth entry's one byte of key in a call of its own.
+    assert_eq!(sizes(&data), [5, 1]);
+    // Four entries and one byte short of a fifth: 5 MiB less one byte with the sixth's key.
+    data[4].pop();
+    assert_eq!(sizes(&data), [6]);
+    // Streams of larger records take a call of one record of their size.
+    let big = vec![b'x'; 8 * DEFAULT_MAX_RECORD_BYTES];
+    let data = vec![big.clone(), big];
+    let events = events(&data);
+    let calls = calls(&events, &[0, 1], 10 * DEFAULT_MAX_RECORD_BYTES);
+    assert_eq!(calls.len(), 2);
+}
+
+#[test]
 fn backoff_grows_and_is_capped() {
     let policy = RetryPolicy {
         max_attempts: 10,
