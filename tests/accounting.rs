@@ -320,3 +320,50 @@ async fn hung_streams_never_hold_the_invocation_past_its_deadline_and_nothing_is
         );
     }
 }
+
+#[tokio::test]
+async fn events_the_output_stream_can_never_take_are_rejected_and_kept_not_redelivered() {
+    let reference = reference();
+    let payloads: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            payload(
+                &reference.columns,
+                &reference.rows[i],
+                &serde_json::json!(i),
+            )
+        })
+        .chain([b"not json".to_vec()])
+        .collect();
+    let event = kinesis_event(&payloads);
+    let (output, published) = kinesis(HashSet::new());
+    let (dead_letter, kept) = kinesis(HashSet::new());
+    // An output stream of records smaller than any event: every event is refused unsent.
+    let handler = Handler::new(model(), "bike-demand", "run")
+        .publishing_to(Publisher::new(output, "out", NO_WAIT).with_max_record_bytes(64))
+        .dead_lettering_to(Publisher::new(dead_letter, "dead", NO_WAIT));
+    let handled = handler.handle_bytes(&event).await.unwrap();
+    let report = handled.report;
+    assert_eq!(
+        (report.published, report.rejected, report.redeliver),
+        (0, 21, 0)
+    );
+    assert_eq!(report.dead_lettered, 21);
+    assert!(published.lock().unwrap().is_empty());
+    let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
+    let codes: Vec<&str> = response["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|code| **code == "event_too_large")
+            .count(),
+        20
+    );
+    assert_eq!(response["predictions"], serde_json::json!([]));
+    let kept = letters(&kept.lock().unwrap());
+    assert_eq!(kept.len(), 21);
+}
