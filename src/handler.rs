@@ -64,7 +64,8 @@ pub const DEFAULT_PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 pub struct Invocation {
     /// Lambda's request id (empty outside Lambda).
     pub request_id: String,
-    /// When Lambda stops the invocation; `None` outside Lambda.
+    /// When Lambda stops the invocation; `None` outside Lambda, or when the one given has
+    /// already passed.
     pub deadline: Option<SystemTime>,
     /// Largest response the caller takes; `None`: no limit (outside Lambda).
     pub response_limit: Option<usize>,
@@ -74,7 +75,10 @@ impl From<&lambda_runtime::Context> for Invocation {
     fn from(context: &lambda_runtime::Context) -> Self {
         Self {
             request_id: context.request_id.clone(),
-            deadline: (context.deadline > 0).then(|| context.deadline()),
+            // Lambda sends the time it stops the invocation, in the future by construction. A
+            // deadline already past (the local emulator sends the timeout's length instead)
+            // is not one: the invocation is then handled as if it had none.
+            deadline: Some(context.deadline()).filter(|deadline| *deadline > SystemTime::now()),
             response_limit: Some(output::MAX_RESPONSE_BYTES),
         }
     }
@@ -426,5 +430,40 @@ fn account(report: &mut BatchReport, published: &PublishReport, stream: &str) {
             last_error = published.last_error.as_deref().unwrap_or_default(),
             "records not published; they are reported for re-delivery"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(deadline_ms: u64) -> lambda_runtime::Context {
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = deadline_ms;
+        context
+    }
+
+    #[test]
+    fn a_deadline_in_the_future_bounds_publishing_one_already_past_is_ignored() {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let invocation = Invocation::from(&context(now_ms + 3000));
+        assert!(invocation.deadline.is_some());
+        let left = invocation.publishing_deadline() - tokio::time::Instant::now();
+        assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
+        assert_eq!(invocation.response_limit, Some(output::MAX_RESPONSE_BYTES));
+
+        // What the local Lambda emulator sends: the timeout's length, a time in 1970.
+        for deadline in [0, 600_000, now_ms - 1] {
+            let invocation = Invocation::from(&context(deadline));
+            assert_eq!(invocation.deadline, None, "{deadline}");
+            let left = invocation.publishing_deadline() - tokio::time::Instant::now();
+            assert!(
+                left > DEFAULT_PUBLISH_BUDGET - Duration::from_secs(1),
+                "{deadline}"
+            );
+        }
     }
 }
