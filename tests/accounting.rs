@@ -20,8 +20,8 @@ use aws_sdk_kinesis::types::error::InvalidArgumentException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use bike_prediction::handler::Handler;
 use bike_prediction::model::Model;
-use bike_prediction::publish::{Publisher, RetryPolicy};
-use common::{bundled_model, close, kinesis_event, load_model, payload, reference};
+use bike_prediction::publish::{Outgoing, Publisher, RetryPolicy};
+use common::{bundled_model, close, hung_kinesis, kinesis_event, load_model, payload, reference};
 use proptest::prelude::*;
 
 /// Every kind of record payload the generator mixes.
@@ -232,24 +232,35 @@ fn model() -> Model {
     load_model(&bundled_model("bike-demand")).unwrap()
 }
 
-/// A Kinesis client for a server on 127.0.0.1 that accepts connections and never answers.
-async fn hung_endpoint() -> Client {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((connection, _)) = listener.accept().await {
-            held.push(connection);
-        }
-    });
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
-        .endpoint_url(format!("http://{address}"))
-        .timeout_config(bike_prediction::publish::timeouts())
-        .build();
-    Client::from_conf(config)
+#[tokio::test]
+async fn a_hung_endpoint_never_holds_publishing_past_the_deadline() {
+    let data: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    let events: Vec<Outgoing<'_>> = data
+        .iter()
+        .enumerate()
+        .map(|(record, data)| Outgoing {
+            record,
+            data,
+            partition_key: record.to_string().into(),
+        })
+        .collect();
+    let client = hung_kinesis().await;
+    for budget in [0, 700, 2500].map(std::time::Duration::from_millis) {
+        let started = tokio::time::Instant::now();
+        let report = Publisher::new(client.clone(), "out", RetryPolicy::default())
+            .publish(&events, started + budget)
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took < budget + std::time::Duration::from_millis(300),
+            "{budget:?}: {took:?}"
+        );
+        assert_eq!(report.published, 0);
+        assert_eq!(report.failed, (0..1000).collect::<Vec<_>>(), "{budget:?}");
+        assert!(report.last_error.is_some());
+    }
 }
 
 #[tokio::test]
@@ -271,7 +282,7 @@ async fn hung_streams_never_hold_the_invocation_past_its_deadline_and_nothing_is
     let (working, _) = kinesis(HashSet::new());
     // Which streams hang: the output, the dead-letter stream, or both.
     for (output_hangs, dead_letters_hang) in [(true, true), (true, false), (false, true)] {
-        let hung = hung_endpoint().await;
+        let hung = hung_kinesis().await;
         let stream = |hangs: bool| match hangs {
             true => hung.clone(),
             false => working.clone(),

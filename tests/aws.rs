@@ -372,11 +372,11 @@ async fn records_whose_predictions_cannot_be_published_are_reported_for_redelive
     assert_eq!(reported, sequence_numbers);
 }
 
-#[tokio::test]
-async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
-    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
-    let output = create_stream(&kinesis, 1).await;
-    let dead = create_stream(&kinesis, 1).await;
+/// A handler of the bundled model (version `run-7`) publishing to a new stream and keeping
+/// rejected records in another; returns it and the dead-letter stream's name.
+async fn handler_with_dead_letters(kinesis: &aws_sdk_kinesis::Client) -> (Handler, String) {
+    let output = create_stream(kinesis, 1).await;
+    let dead = create_stream(kinesis, 1).await;
     let model = common::load_model(&bundled_model("bike-demand")).unwrap();
     let handler = Handler::new(model, "bike-demand", "run-7")
         .publishing_to(Publisher::new(
@@ -389,6 +389,13 @@ async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
             &dead,
             RetryPolicy::default(),
         ));
+    (handler, dead)
+}
+
+#[tokio::test]
+async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let (handler, dead) = handler_with_dead_letters(&kinesis).await;
     let reference = reference();
     let good = payload(
         &reference.columns,
@@ -423,20 +430,7 @@ async fn rejected_records_are_kept_in_the_dead_letter_stream_as_they_arrived() {
 async fn a_rejected_record_of_kinesis_largest_size_is_kept_in_parts_beside_small_ones() {
     use base64::Engine as _;
     let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
-    let output = create_stream(&kinesis, 1).await;
-    let dead = create_stream(&kinesis, 1).await;
-    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
-    let handler = Handler::new(model, "bike-demand", "run-7")
-        .publishing_to(Publisher::new(
-            kinesis.clone(),
-            &output,
-            RetryPolicy::default(),
-        ))
-        .dead_lettering_to(Publisher::new(
-            kinesis.clone(),
-            &dead,
-            RetryPolicy::default(),
-        ));
+    let (handler, dead) = handler_with_dead_letters(&kinesis).await;
     let reference = reference();
     let good = payload(
         &reference.columns,

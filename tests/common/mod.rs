@@ -118,3 +118,23 @@ pub fn predict_rows(model: &Model, rows: &[f32]) -> Vec<f32> {
         other => panic!("not one float32 value per row: {other:?}"),
     }
 }
+
+/// A Kinesis client for a server on 127.0.0.1 that accepts connections and never answers.
+pub async fn hung_kinesis() -> aws_sdk_kinesis::Client {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(bike_prediction::publish::timeouts())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
