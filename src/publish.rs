@@ -30,18 +30,28 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// Kinesis's default `MaxRecordSizeInKiB`.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-/// Longest wait for one `PutRecords` attempt's answer, and for the SDK's attempts together.
-/// Without them a stream endpoint that accepts the connection but never answers would hold
-/// one call until the publishing deadline.
+/// The shortest wait for one `PutRecords` attempt's answer. An attempt may wait for up to half
+/// the time left before the deadline, so that an endpoint that is slow but working gets its
+/// calls through, while one that never answers is given up in time for another attempt; the
+/// SDK's attempts of one call together wait no longer than the time left.
 pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// See [`PUT_RECORDS_ATTEMPT_TIMEOUT`].
+/// Longest wait for the SDK's attempts of one call together outside of publishing (the cold
+/// start's `DescribeStreamSummary`).
 pub const PUT_RECORDS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The timeouts for the Kinesis client that publishes.
+/// The timeouts for the Kinesis client that publishes, for calls without a deadline.
 pub fn timeouts() -> aws_sdk_kinesis::config::timeout::TimeoutConfig {
     aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(PUT_RECORDS_ATTEMPT_TIMEOUT)
         .operation_timeout(PUT_RECORDS_OPERATION_TIMEOUT)
+        .build()
+}
+
+/// The timeouts of one `PutRecords` call made with `left` until the deadline.
+fn call_timeouts(left: Duration) -> aws_sdk_kinesis::config::timeout::TimeoutConfig {
+    aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(PUT_RECORDS_ATTEMPT_TIMEOUT.max(left / 2).min(left))
+        .operation_timeout(left)
         .build()
 }
 
@@ -215,11 +225,16 @@ impl Publisher {
         let entries: Result<Vec<_>, _> = entries.collect();
         let result = match entries {
             Ok(entries) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let timeouts =
+                    aws_sdk_kinesis::config::Builder::default().timeout_config(call_timeouts(left));
                 let call = self
                     .client
                     .put_records()
                     .stream_name(&self.stream)
                     .set_records(Some(entries))
+                    .customize()
+                    .config_override(timeouts)
                     .send();
                 match tokio::time::timeout_at(deadline, call).await {
                     Ok(answer) => answer.map_err(|error| {

@@ -378,3 +378,37 @@ async fn events_the_output_stream_can_never_take_are_rejected_and_kept_not_redel
     let kept = letters(&kept.lock().unwrap());
     assert_eq!(kept.len(), 21);
 }
+
+#[tokio::test]
+async fn a_slow_but_working_stream_gets_every_call_through_within_the_deadline() {
+    // 3 s per call, more than an attempt's shortest timeout.
+    let (client, accepted) = common::slow_kinesis(std::time::Duration::from_secs(3)).await;
+    let data: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    let events: Vec<Outgoing<'_>> = data
+        .iter()
+        .enumerate()
+        .map(|(record, data)| Outgoing {
+            record,
+            data,
+            partition_key: record.to_string().into(),
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    let report = Publisher::new(client, "out", RetryPolicy::default())
+        .publish(&events, started + std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        report.failed,
+        Vec::<usize>::new(),
+        "{:?}",
+        report.last_error
+    );
+    assert_eq!((report.published, report.calls, report.resent), (600, 2, 0));
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        600,
+        "each sent once"
+    );
+}

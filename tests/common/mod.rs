@@ -138,3 +138,79 @@ pub async fn hung_kinesis() -> aws_sdk_kinesis::Client {
         .build();
     aws_sdk_kinesis::Client::from_conf(config)
 }
+
+/// A Kinesis client for a server on 127.0.0.1 that accepts every `PutRecords` entry but
+/// answers each call only after `delay`; the count is of the entries it accepted.
+pub async fn slow_kinesis(
+    delay: std::time::Duration,
+) -> (
+    aws_sdk_kinesis::Client,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    // One request: headers, then `content-length` bytes of body.
+                    let mut chunk = [0u8; 64 * 1024];
+                    let end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match connection.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        }
+                    };
+                    let headers = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let length: usize = headers
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    while buffer.len() < end + length {
+                        match connection.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        }
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buffer[end..end + length]).unwrap_or_default();
+                    buffer.drain(..end + length);
+                    let entries = body["Records"].as_array().map_or(0, Vec::len);
+                    tokio::time::sleep(delay).await;
+                    counter.fetch_add(entries, Ordering::Relaxed);
+                    let records: Vec<serde_json::Value> = (0..entries)
+                        .map(|i| serde_json::json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}))
+                        .collect();
+                    let answer =
+                        serde_json::json!({"FailedRecordCount": 0, "Records": records}).to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if connection.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(bike_prediction::publish::timeouts())
+        .build();
+    (aws_sdk_kinesis::Client::from_conf(config), accepted)
+}
