@@ -321,8 +321,8 @@ impl Handler {
             let reason = ledger.rejection(index);
             match self.dead_letters {
                 Some(_) => tracing::warn!(
-                    sequence_number = record.sequence_number,
-                    partition_key = record.partition_key,
+                    sequence_number = %output::logged_field(record.sequence_number),
+                    partition_key = %output::logged_field(record.partition_key),
                     code = reason.map(RejectReason::code),
                     reason = reason.map(tracing::field::display),
                     "record rejected"
@@ -399,8 +399,8 @@ fn log_data(
         ($level:expr) => {
             tracing::event!(
                 $level,
-                sequence_number = record.sequence_number,
-                partition_key = record.partition_key,
+                sequence_number = %output::logged_field(record.sequence_number),
+                partition_key = %output::logged_field(record.partition_key),
                 code,
                 reason,
                 data = full,

@@ -422,6 +422,27 @@ fn slices(text: &str, room: usize) -> Vec<&str> {
     slices
 }
 
+/// Longest partition key or sequence number, as JSON string contents, written whole into a log
+/// line; Kinesis's are at most 256 characters and 128 digits.
+pub const MAX_LOGGED_FIELD: usize = 1024;
+
+/// `text` for a log line: whole, or its start within [`MAX_LOGGED_FIELD`] and its size.
+pub fn logged_field(text: &str) -> Cow<'_, str> {
+    if escaped_size(text) <= MAX_LOGGED_FIELD {
+        return Cow::Borrowed(text);
+    }
+    let start = slices(text, MAX_LOGGED_FIELD / 2)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    Cow::Owned(format!("{start}... ({} bytes in all)", text.len()))
+}
+
+/// Bytes `text` takes as JSON string contents.
+fn escaped_size(text: &str) -> usize {
+    text.chars().map(escaped_len).sum()
+}
+
 /// Bytes `character` takes inside a JSON string as `serde_json` writes it.
 fn escaped_len(character: char) -> usize {
     match character {
@@ -476,7 +497,9 @@ pub fn logged_data<'a>(data: Result<&'a [u8], &'a str>) -> LoggedData<'a> {
         Ok(decoded) if decoded.len().div_ceil(3) * 4 <= MAX_LOGGED_DATA => {
             return LoggedData::Full(original_data(data));
         }
-        Err(text) if text.len() <= MAX_LOGGED_DATA => return LoggedData::Full(text.into()),
+        Err(text) if escaped_size(text) <= MAX_LOGGED_DATA => {
+            return LoggedData::Full(text.into());
+        }
         Ok(decoded) => decoded,
         Err(text) => text.as_bytes(),
     };

@@ -289,3 +289,50 @@ fn rejected_records_are_logged_in_full_up_to_the_limit_and_as_a_digest_beyond_in
         "0314ff3dbc00f2878d30325a79e9174a51a405a64a72b41824a79f3bb99ad81f"
     );
 }
+
+#[test]
+fn log_lines_stay_short_whatever_the_escapes_keys_and_sequence_numbers() {
+    // Data that is not base64 is logged as the text it was, escaped: its escaped size counts.
+    let record = |data: &str, sequence_number: &str, partition_key: &str| {
+        format!(
+            r#"{{"kinesis":{{"data":"{data}","sequenceNumber":"{sequence_number}","partitionKey":"{partition_key}"}}}}"#
+        )
+    };
+    let fits = "\\u0001".repeat(48 * 1024 / 6);
+    let records = [
+        record(&fits, "1", "k"),
+        record(&"\\u0001".repeat(48 * 1024), "2", "k"),
+        record(&"\\\"".repeat(48 * 1024), "3", "k"),
+        record("eA==", &"9".repeat(300_000), &"\\u0002".repeat(200_000)),
+    ];
+    let event = format!(r#"{{"Records":[{}]}}"#, records.join(","));
+    let output = bike_prediction(&["invoke", "--event", "-"], event.as_bytes(), &[]);
+    assert!(output.status.success());
+    let log = String::from_utf8(output.stderr).unwrap();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 64 * 1024, "a log line of {longest} bytes");
+    let rejected: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "record rejected")
+        .collect();
+    assert_eq!(rejected.len(), 4, "{}", &log[..log.len().min(2000)]);
+    assert_eq!(
+        rejected[0]["data"].as_str().unwrap(),
+        "\u{1}".repeat(48 * 1024 / 6)
+    );
+    for line in &rejected[1..3] {
+        assert!(line.get("data").is_none() && line["data_sha256"].is_string());
+    }
+    let sequence_number = rejected[3]["sequence_number"].as_str().unwrap();
+    assert!(
+        sequence_number.ends_with("(300000 bytes in all)"),
+        "{sequence_number}"
+    );
+    assert!(
+        rejected[3]["partition_key"]
+            .as_str()
+            .unwrap()
+            .ends_with("(200000 bytes in all)")
+    );
+}
