@@ -236,18 +236,21 @@ impl PayloadParser<'_> {
         inputs: &mut Inputs,
         pred_ids: &mut String,
     ) -> Result<(), RejectReason> {
-        if payload.trim_ascii_start().first() != Some(&b'{') {
-            return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
+        // The whole payload, ignored fields included, must be UTF-8: serde_json alone checks
+        // only the strings it reads. Checked once here, so the parse below reads text.
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return Err(RejectReason::NotUtf8);
+        };
+        if !text.trim_ascii_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
                 Ok(_) => RejectReason::NotAnObject,
-                Err(error) => not_json(payload, &error),
+                Err(error) => RejectReason::NotJson(error.to_string()),
             });
         }
         self.seen.fill(false);
         let mut found = Found::default();
         let mut reason = None;
-        // From bytes: serde_json checks UTF-8 in the strings it reads (keys, `pred_id`, string
-        // features); the strings of fields the service ignores are skipped unchecked.
-        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let visitor = PayloadVisitor {
             row: Row {
                 layout: self.layout,
@@ -265,7 +268,7 @@ impl PayloadParser<'_> {
         if let Some(reason) = reason {
             return Err(reason);
         }
-        parsed.map_err(|error| not_json(payload, &error))?;
+        parsed.map_err(|error| RejectReason::NotJson(error.to_string()))?;
         if !found.features {
             return Err(RejectReason::MissingFeatures);
         }
@@ -293,14 +296,6 @@ impl PayloadParser<'_> {
 fn is_finite_number(text: &str) -> bool {
     let may_overflow = text.len() > 300 || text.contains(['e', 'E']);
     !may_overflow || text.parse::<f64>().is_ok_and(f64::is_finite)
-}
-
-/// The reason for a payload that failed to parse: not UTF-8, or else not JSON.
-fn not_json(payload: &[u8], error: &serde_json::Error) -> RejectReason {
-    match std::str::from_utf8(payload) {
-        Err(_) => RejectReason::NotUtf8,
-        Ok(_) => RejectReason::NotJson(error.to_string()),
-    }
 }
 
 /// Which top-level keys of the payload were seen.

@@ -7,7 +7,8 @@
 //! writes the same row and `pred_id` text. Anything else (escapes, non-ASCII text, other keys or
 //! value types, a missing feature, invalid JSON) makes it give up, and the caller parses the
 //! payload again with the general parser, which accepts it or names what is wrong. So this
-//! path only ever accepts; every rejection and its reason come from the general parser.
+//! path only ever accepts; every rejection and its reason come from the general parser. What
+//! it accepts is ASCII, so UTF-8 as a whole, as the general parser requires of every payload.
 //!
 //! Numbers are parsed as serde_json parses them with its `float_roundtrip` feature (which the
 //! crate enables): integers exactly, decimals correctly rounded to the nearest f64 (Rust's

@@ -1093,3 +1093,87 @@ fn wide_models_find_each_column_whatever_the_key_order() {
     let expected: Vec<f32> = (0..200).chain(0..200).map(|i| i as f32).collect();
     assert_eq!(inputs.buffers[0], Buffer::Float32(expected));
 }
+
+/// Whether the fast path alone accepts `payload` for the bundled model's columns.
+fn fast_path_accepts(payload: &[u8]) -> bool {
+    let mut row = [f32::NAN; 4];
+    fast::parse(
+        payload,
+        &FieldNames::new(columns()),
+        &mut row,
+        &mut String::new(),
+    )
+}
+
+/// Good payloads for the bundled model with bytes that are not UTF-8 in an ignored string, an
+/// ignored key, a nested ignored value, or a feature key the model does not use.
+fn payloads_not_utf8() -> Vec<Vec<u8>> {
+    let head = br#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 1"#;
+    let tails: [&[u8]; 7] = [
+        b", \"x\": \"\xff\"}",
+        b", \"\xff\": 1}",
+        b", \"x\": {\"a\": [\"caf\xc3\"]}}",
+        b", \"x\": [{\"\xed\xa0\x80\": 1}]}",
+        b", \"x\": \"\xc0\xaf\"}",
+        b", \"x\": [1, \"\x80\"]}",
+        b"} \xff",
+    ];
+    let mut payloads: Vec<Vec<u8>> = tails
+        .iter()
+        .map(|tail| [&head[..], tail].concat())
+        .collect();
+    payloads.push(
+        b"{\"features\": {\"t1\": 2, \"t2\": 3.5, \"w\xfe\": 1, \"hum\": 50, \"weather_code\": 2}, \"pred_id\": 1}"
+            .to_vec(),
+    );
+    payloads.push(
+        b"{\"features\": {\"t1\": 2, \"t2\": 3.5, \"hum\": 50, \"weather_code\": 2, \"w\": \"\xe2\x82\"}, \"pred_id\": 1}"
+            .to_vec(),
+    );
+    payloads
+}
+
+#[test]
+fn a_payload_that_is_not_utf8_anywhere_is_rejected_by_both_paths() {
+    for payload in payloads_not_utf8() {
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(!fast_path_accepts(&payload), "{text}");
+        let (outcome, _) = parse_general(&payload, &mut String::new());
+        assert_eq!(outcome, Err(RejectReason::NotUtf8), "{text}");
+        assert_payload_rejected(&payload, RejectReason::NotUtf8);
+    }
+}
+
+#[test]
+fn a_typed_or_tensor_payload_that_is_not_utf8_anywhere_is_rejected() {
+    use crate::artifact::SignatureType as S;
+    let typed = TYPED.as_bytes().to_vec();
+    let bad = TYPED
+        .replace(r#""other": [1]"#, r#""other": ["~"]"#)
+        .bytes()
+        .map(|byte| if byte == b'~' { 0xff } else { byte })
+        .collect();
+    let tensor = b"{\"features\": [1, 2, 3], \"pred_id\": 1, \"note\": {\"\xff\": 0}}".to_vec();
+    for (layout, good, bad) in [
+        (typed_layout(), typed, bad),
+        (
+            tensor_layout(ElementType::Float32, S::Float),
+            br#"{"features": [1, 2, 3], "pred_id": 1}"#.to_vec(),
+            tensor,
+        ),
+    ] {
+        let records_data: Vec<&[u8]> = vec![&good, &bad];
+        let event = event_with_payloads(&records_data);
+        let records = KinesisBatch::from_slice(&event).unwrap();
+        let (ledger, _) = decode(&records, &layout);
+        let fates: Vec<Result<(), &str>> = ledger
+            .entries()
+            .iter()
+            .map(|entry| match &entry.fate {
+                Fate::Rejected(reason) => Err(reason.code()),
+                _ => Ok(()),
+            })
+            .collect();
+        assert_eq!(fates, [Ok(()), Err("not_utf8")]);
+    }
+}
