@@ -428,6 +428,7 @@ fn plain_payloads_take_the_fast_path() {
     for payload in [
         GOOD,
         br#"{"pred_id":"ride-7","features":{"weather_code":2,"hum":50,"t2":3,"t1":-2.5e-1}}"#,
+        br#"{"features": {"w": 1, "t1": 0, "ww": 2, "t2": 1, "w2": 9, "hum": 2, "weather_code": 3, "2": 0}, "pred_id": 1}"#,
         b" {\n\t\"features\" : { \"t1\": 0, \"t2\": 1E2, \"hum\": 9.84000015258789, \"weather_code\": 14.395000457763672, \"wind\": 3 } ,\r\n \"pred_id\" : -0 } ",
     ] {
         assert!(
