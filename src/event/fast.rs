@@ -69,11 +69,8 @@ pub(super) fn parse(
 const UNKNOWN_KEYS: usize = 16;
 
 /// Reads `{"column": number, ...}` into the row; numbers under keys the model does not use
-/// are skipped. A key given twice makes it give up, for the general parser to reject the
-/// payload: a column is given twice when its value is no longer NaN; another key when it
-/// appears, quoted, in the object read so far (a plain key has one spelling, and the values
-/// are numbers, so that text holds only keys in quotes; a false match only costs the general
-/// parse).
+/// are skipped. A key given twice (a column, or another key: plain keys have one spelling)
+/// makes it give up, for the general parser to reject the payload.
 fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32]) -> bool {
     if !cursor.eat(b'{') {
         return false;
@@ -81,11 +78,10 @@ fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32])
     if cursor.eat(b'}') {
         return true;
     }
-    let object = cursor.rest;
+    let mut unknown: [&[u8]; UNKNOWN_KEYS] = [&[]; UNKNOWN_KEYS];
     let mut unknowns = 0;
     loop {
-        let read = object.len() - cursor.rest.len();
-        let Some((key, quoted)) = cursor.plain_string() else {
+        let Some((key, _)) = cursor.plain_string() else {
             return false;
         };
         if !cursor.eat(b':') {
@@ -104,13 +100,14 @@ fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32])
                 *slot = value;
             }
             None => {
-                let before = object.get(..read).unwrap_or_default();
-                unknowns += 1;
-                if unknowns > UNKNOWN_KEYS
-                    || before.windows(quoted.len()).any(|text| text == quoted)
-                {
+                if unknown.get(..unknowns).unwrap_or_default().contains(&key) {
                     return false;
                 }
+                let Some(slot) = unknown.get_mut(unknowns) else {
+                    return false;
+                };
+                *slot = key;
+                unknowns += 1;
             }
         }
         if cursor.eat(b'}') {
