@@ -10,14 +10,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::inputs::{ElementType, FeatureForm, FieldNames, InputLayout, Inputs, Value};
-use crate::kinesis::{KeySeed, KinesisBatch};
+use crate::inputs::{ElementType, FeatureForm, InputLayout, Inputs, Value};
+use crate::kinesis::KinesisBatch;
 use crate::ledger::Ledger;
 
 /// Largest record data Kinesis accepts (1 MiB); larger data cannot have come from a stream.
@@ -44,6 +45,10 @@ pub enum RejectReason {
     /// The payload is JSON but not an object.
     #[error("data is not a JSON object")]
     NotAnObject,
+    /// An object of the payload has a key twice (`features`, `pred_id`, a feature, or any
+    /// other key at any depth): which value the producer meant is ambiguous.
+    #[error("key `{0}` appears twice in one object")]
+    DuplicateKey(String),
     /// The payload has no `features` key.
     #[error("`features` is missing")]
     MissingFeatures,
@@ -137,6 +142,7 @@ impl RejectReason {
             Self::NotUtf8 => "not_utf8",
             Self::NotJson(_) => "not_json",
             Self::NotAnObject => "not_an_object",
+            Self::DuplicateKey(_) => "duplicate_key",
             Self::MissingFeatures => "missing_features",
             Self::FeaturesNotAnObject => "features_not_an_object",
             Self::MissingPredId => "missing_pred_id",
@@ -183,6 +189,7 @@ pub fn decode<'e>(records: &'e KinesisBatch, layout: &InputLayout) -> (Ledger<'e
         layout,
         plain: layout.is_plain_float_row(),
         seen: vec![false; layout.fields.len()],
+        keys: Keys::default(),
     };
     for record in records.iter() {
         let pred_id_start = ledger.pred_id_buffer().len();
@@ -214,6 +221,8 @@ struct PayloadParser<'l> {
     plain: bool,
     /// Which fields the record being parsed has set.
     seen: Vec<bool>,
+    /// The keys of the record's objects that name no field.
+    keys: Keys,
 }
 
 impl PayloadParser<'_> {
@@ -247,26 +256,30 @@ impl PayloadParser<'_> {
         inputs: &mut Inputs,
         pred_ids: &mut String,
     ) -> Result<(), RejectReason> {
-        if payload.trim_ascii_start().first() != Some(&b'{') {
-            return Err(match serde_json::from_slice::<IgnoredAny>(payload) {
+        // The whole payload, ignored fields included, must be UTF-8: serde_json alone checks
+        // only the strings it reads. Checked once here, so the parse below reads text.
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return Err(RejectReason::NotUtf8);
+        };
+        if !text.trim_ascii_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
                 Ok(_) => RejectReason::NotAnObject,
-                Err(error) => not_json(payload, &error),
+                Err(error) => RejectReason::NotJson(error.to_string()),
             });
         }
         self.seen.fill(false);
+        self.keys.clear();
         let mut found = Found::default();
         let mut reason = None;
-        // From bytes: serde_json checks UTF-8 in the strings it reads (keys, `pred_id`, string
-        // features); the strings of fields the service ignores are skipped unchecked.
-        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let visitor = PayloadVisitor {
             row: Row {
                 layout: self.layout,
                 inputs: &mut *inputs,
                 seen: &mut self.seen,
+                keys: &mut self.keys,
                 reason: &mut reason,
             },
-            pred_id_start: pred_ids.len(),
             pred_ids,
             found: &mut found,
         };
@@ -276,7 +289,7 @@ impl PayloadParser<'_> {
         if let Some(reason) = reason {
             return Err(reason);
         }
-        parsed.map_err(|error| not_json(payload, &error))?;
+        parsed.map_err(|error| RejectReason::NotJson(error.to_string()))?;
         if !found.features {
             return Err(RejectReason::MissingFeatures);
         }
@@ -306,14 +319,6 @@ fn is_finite_number(text: &str) -> bool {
     !may_overflow || text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
-/// The reason for a payload that failed to parse: not UTF-8, or else not JSON.
-fn not_json(payload: &[u8], error: &serde_json::Error) -> RejectReason {
-    match std::str::from_utf8(payload) {
-        Err(_) => RejectReason::NotUtf8,
-        Ok(_) => RejectReason::NotJson(error.to_string()),
-    }
-}
-
 /// Which top-level keys of the payload were seen.
 #[derive(Default)]
 struct Found {
@@ -326,8 +331,6 @@ struct Found {
 struct PayloadVisitor<'a, 'l> {
     row: Row<'a, 'l>,
     pred_ids: &'a mut String,
-    /// Where this record's `pred_id` starts in `pred_ids`.
-    pred_id_start: usize,
     found: &'a mut Found,
 }
 
@@ -337,6 +340,8 @@ struct Row<'a, 'l> {
     inputs: &'a mut Inputs,
     /// Which fields have been set.
     seen: &'a mut [bool],
+    /// The keys read that name no field.
+    keys: &'a mut Keys,
     reason: &'a mut Option<RejectReason>,
 }
 
@@ -360,6 +365,25 @@ impl Row<'_, '_> {
         Err(E::custom("rejected"))
     }
 
+    /// Skips a value the service does not use; rejects the record if an object inside it has
+    /// a key twice.
+    fn ignore<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+        let value: &RawValue = map.next_value()?;
+        match self.keys.repeated_in(value.get()) {
+            Some(key) => self.fail(RejectReason::DuplicateKey(key)),
+            None => Ok(()),
+        }
+    }
+
+    /// Rejects the record if a key has appeared twice in the object whose keys start at `mark`
+    /// (which has been read to its end).
+    fn close<E: de::Error>(&mut self, mark: Mark) -> Result<(), E> {
+        match self.keys.close(mark) {
+            Some(key) => self.fail(RejectReason::DuplicateKey(key)),
+            None => Ok(()),
+        }
+    }
+
     /// The name of `field`, for messages.
     fn name(&self, field: usize) -> String {
         self.layout
@@ -378,14 +402,26 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(KeySeed(&["features", "pred_id"]))? {
+        let mark = self.row.keys.mark();
+        let top_level = |key: &[u8]| match key {
+            b"features" => Some(0),
+            b"pred_id" => Some(1),
+            _ => None,
+        };
+        while let Some(key) = map.next_key_seed(KeySeed {
+            lookup: top_level,
+            keys: &mut *self.row.keys,
+        })? {
             match key {
+                Some(0) if self.found.features => {
+                    return self.row.fail(RejectReason::DuplicateKey("features".into()));
+                }
                 Some(0) => {
                     self.found.features = true;
-                    // A repeated key replaces the earlier value, as in Python's `json`.
-                    self.row.seen.fill(false);
-                    self.row.inputs.clear_row(self.row.layout);
                     map.next_value_seed(FeaturesSeed(&mut self.row))?;
+                }
+                Some(_) if self.found.pred_id => {
+                    return self.row.fail(RejectReason::DuplicateKey("pred_id".into()));
                 }
                 Some(_) => {
                     self.found.pred_id = true;
@@ -403,16 +439,12 @@ impl<'de> Visitor<'de> for PayloadVisitor<'_, '_> {
                     {
                         return self.row.fail(RejectReason::InvalidPredId);
                     }
-                    // A repeated key replaces the earlier value, as in Python's `json`.
-                    self.pred_ids.truncate(self.pred_id_start);
                     self.pred_ids.push_str(text);
                 }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                None => self.row.ignore(&mut map)?,
             }
         }
-        Ok(())
+        self.row.close(mark)
     }
 }
 
@@ -476,11 +508,15 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_> {
     }
 }
 
-/// Deserializes an object key into the field it names, or `None` for a key the model does not
-/// use, without allocating.
-struct FieldSeed<'n>(&'n FieldNames);
+/// Deserializes an object key into what `lookup` finds for it (a field, or one of the payload's
+/// keys), or `None` for a key it does not know, which is kept in `keys`; without allocating
+/// for a known key.
+struct KeySeed<'k, F> {
+    lookup: F,
+    keys: &'k mut Keys,
+}
 
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+impl<'de, F: FnOnce(&[u8]) -> Option<usize>> DeserializeSeed<'de> for KeySeed<'_, F> {
     type Value = Option<usize>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
@@ -488,19 +524,150 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for FieldSeed<'_> {
+impl<'de, F: FnOnce(&[u8]) -> Option<usize>> Visitor<'de> for KeySeed<'_, F> {
     type Value = Option<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a feature name")
+        f.write_str("a key")
     }
 
     fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Option<usize>, E> {
-        Ok(self.0.position(key))
+        let found = (self.lookup)(key);
+        if found.is_none() {
+            self.keys.push(key);
+        }
+        Ok(found)
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
         self.visit_bytes(key.as_bytes())
+    }
+}
+
+/// The keys read in the payload's objects that name nothing the service reads, so that a key
+/// repeated in one object is found at any depth: each object's keys are appended as they are
+/// read and compared, sorted, when the object ends (O(k log k) for k keys, whatever the
+/// object's width). Fields and the payload's own keys are checked by their flags instead.
+#[derive(Default)]
+struct Keys {
+    bytes: Vec<u8>,
+    spans: Vec<Range<usize>>,
+    /// The objects open in the value [`Keys::repeated_in`] is scanning.
+    open: Vec<Mark>,
+}
+
+/// Where an object's keys start in [`Keys`].
+#[derive(Clone, Copy)]
+struct Mark {
+    spans: usize,
+    bytes: usize,
+}
+
+impl Keys {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+        self.open.clear();
+    }
+
+    /// Where the keys of an object starting now will be.
+    fn mark(&self) -> Mark {
+        Mark {
+            spans: self.spans.len(),
+            bytes: self.bytes.len(),
+        }
+    }
+
+    fn push(&mut self, key: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.spans.push(start..self.bytes.len());
+    }
+
+    /// A key pushed twice since `mark`, if any (as text); forgets the keys pushed since.
+    fn close(&mut self, mark: Mark) -> Option<String> {
+        let bytes = &self.bytes;
+        let key = |span: &Range<usize>| bytes.get(span.clone()).unwrap_or_default();
+        let spans = self.spans.get_mut(mark.spans..).unwrap_or_default();
+        let mut repeated = None;
+        if spans.len() > 1 {
+            spans.sort_unstable_by(|one, other| key(one).cmp(key(other)));
+            repeated = spans.windows(2).find_map(|pair| match pair {
+                [one, other] if key(one) == key(other) => {
+                    Some(String::from_utf8_lossy(key(one)).into_owned())
+                }
+                _ => None,
+            });
+        }
+        self.spans.truncate(mark.spans);
+        self.bytes.truncate(mark.bytes);
+        repeated
+    }
+
+    /// A key that appears twice in one object inside `json`, valid JSON text (as serde_json
+    /// skipped it), if any. A scan of the text rather than a parse, so that what serde_json
+    /// skips without reading (a number beyond f64, say) is skipped here too.
+    fn repeated_in(&mut self, json: &str) -> Option<String> {
+        if !json.starts_with(['{', '[']) {
+            return None;
+        }
+        let bytes = json.as_bytes();
+        let base = self.open.len();
+        let mut at = 0;
+        while let Some(&byte) = bytes.get(at) {
+            match byte {
+                b'{' => self.open.push(self.mark()),
+                b'}' => {
+                    let mark = self.open.pop()?;
+                    if let Some(key) = self.close(mark) {
+                        self.open.truncate(base);
+                        return Some(key);
+                    }
+                }
+                b'"' => {
+                    let end = string_end(bytes, at)?;
+                    let rest = bytes.get(end + 1..).unwrap_or_default();
+                    if rest.trim_ascii_start().first() == Some(&b':') {
+                        let quoted = json.get(at..=end)?;
+                        self.push_quoted(quoted);
+                    }
+                    at = end;
+                }
+                _ => {}
+            }
+            at += 1;
+        }
+        None
+    }
+
+    /// Pushes the key a JSON string spells: its bytes as written, or unescaped by serde_json
+    /// as the parser reads keys (a lone surrogate as WTF-8).
+    fn push_quoted(&mut self, quoted: &str) {
+        let contents = quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default();
+        if !contents.contains('\\') {
+            self.push(contents.as_bytes());
+            return;
+        }
+        let seed = KeySeed {
+            lookup: |_: &[u8]| None,
+            keys: self,
+        };
+        // Valid JSON text: the string has been read once already.
+        let _ = seed.deserialize(&mut serde_json::Deserializer::from_str(quoted));
+    }
+}
+
+/// The position of the quote that ends the JSON string starting at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match bytes.get(at)? {
+            b'"' => return Some(at),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
     }
 }
 
@@ -527,11 +694,19 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_, '_> {
         if row.layout.form != FeatureForm::Object {
             return row.fail(RejectReason::FeaturesNotAnArray);
         }
-        while let Some(column) = map.next_key_seed(FieldSeed(row.layout.field_names()))? {
+        let names = row.layout.field_names();
+        let mark = row.keys.mark();
+        while let Some(column) = map.next_key_seed(KeySeed {
+            lookup: |key: &[u8]| names.position(key),
+            keys: &mut *row.keys,
+        })? {
             let Some(field) = column else {
-                map.next_value::<IgnoredAny>()?;
+                row.ignore(&mut map)?;
                 continue;
             };
+            if row.seen.get(field) == Some(&true) {
+                return row.fail(RejectReason::DuplicateKey(row.name(field)));
+            }
             let seed = ValueSeed {
                 row: &mut *row,
                 field,
@@ -541,7 +716,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_, '_> {
                 return Err(error);
             }
         }
-        Ok(())
+        row.close(mark)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {

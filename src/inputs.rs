@@ -623,15 +623,6 @@ impl Inputs {
         self.text.truncate(text_start);
     }
 
-    /// Puts placeholders back into the row being written (a repeated `features` key replaces
-    /// the earlier one, as in Python's `json`).
-    pub fn clear_row(&mut self, layout: &InputLayout) {
-        for (buffer, input) in self.buffers.iter_mut().zip(&layout.inputs) {
-            buffer.truncate(self.rows * input.width);
-            buffer.push_row(input.width);
-        }
-    }
-
     /// Keeps the row being written.
     pub fn finish_row(&mut self) {
         self.rows += 1;

@@ -774,6 +774,10 @@ fn check_payload_with(payload: &[u8], parsed: &Parsed, spec: &Spec) -> &'static 
                 assert_eq!(reason, problem, "{name}: the only problem is {problem}");
             }
         }
+        Expected::NotPredicted => assert!(
+            matches!(checked.decoded[1], Fate::Rejected(_)),
+            "{name}: a payload that repeats a key is predicted"
+        ),
         Expected::Unknown => {}
     }
     match &checked.ledger.entries()[1].fate {
@@ -812,6 +816,13 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
         );
         match &entry.fate {
             Fate::Decoded { row } => {
+                // A decoded record is UTF-8 text without a key repeated in any object.
+                let data = ledger.record(index).data.unwrap_or_default();
+                assert!(std::str::from_utf8(data).is_ok(), "{name}: record {index}");
+                assert!(
+                    !matches!(Parsed::of(data), Parsed::RepeatsAKey),
+                    "{name}: record {index} repeats a key"
+                );
                 let next = rows.iter().flatten().count();
                 assert_eq!(*row, next, "{name}: record {index} has row {row}");
                 rows.push(Some(*row));
@@ -829,6 +840,13 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
             Fate::Rejected(reason) => {
                 rows.push(None);
                 assert!(!reason.code().is_empty());
+                // Not UTF-8 anywhere is the first thing checked after the size.
+                if let Ok(data) = ledger.record(index).data
+                    && data.len() <= MAX_RECORD_BYTES
+                    && std::str::from_utf8(data).is_err()
+                {
+                    assert_eq!(*reason, RejectReason::NotUtf8, "{name}: record {index}");
+                }
                 assert!(!reason.to_string().is_empty());
                 assert_ne!(*reason, RejectReason::NonFinitePrediction, "{name}");
                 assert_eq!(
@@ -1043,14 +1061,19 @@ enum Expected {
     /// Cannot be predicted, for each of these reasons (at least one); the service stops at the
     /// first it meets, so only a lone reason is compared.
     Rejected(Vec<RejectReason>),
-    /// Not strict JSON (a duplicate key, a number out of range, text that is not UTF-8 or a
-    /// lone surrogate): where the service and a `Value` may rightly differ.
+    /// An object repeats a key: rejected, for that or for a problem met before it.
+    NotPredicted,
+    /// Not strict JSON otherwise (a number out of range, a lone surrogate): where the service
+    /// and a `Value` may rightly differ.
     Unknown,
 }
 
 /// A payload parsed once by the reference, for every layout.
 enum Parsed {
     TooLarge(usize),
+    NotUtf8,
+    /// JSON in which an object repeats a key.
+    RepeatsAKey,
     /// Strict JSON, and the text of its `pred_id` if that is a number.
     Value(Value, Option<String>),
     Unknown,
@@ -1061,8 +1084,13 @@ impl Parsed {
         if payload.len() > MAX_RECORD_BYTES {
             return Self::TooLarge(payload.len());
         }
-        let Ok(Strict(value)) = serde_json::from_slice::<Strict>(payload) else {
-            return Self::Unknown;
+        if std::str::from_utf8(payload).is_err() {
+            return Self::NotUtf8;
+        }
+        let value = match serde_json::from_slice::<Strict>(payload) {
+            Ok(Strict(value)) => value,
+            Err(error) if error.to_string().starts_with(REPEATED_KEY) => return Self::RepeatsAKey,
+            Err(_) => return Self::Unknown,
         };
         // A number's partition key is its text as written, which a `Value` does not keep.
         let number_text = match value.get("pred_id") {
@@ -1081,6 +1109,8 @@ impl Parsed {
             Self::TooLarge(bytes) => {
                 return Expected::Rejected(vec![RejectReason::TooLarge(*bytes)]);
             }
+            Self::NotUtf8 => return Expected::Rejected(vec![RejectReason::NotUtf8]),
+            Self::RepeatsAKey => return Expected::NotPredicted,
             Self::Unknown => return Expected::Unknown,
             Self::Value(value, number_text) => (value, number_text),
         };
@@ -1288,6 +1318,9 @@ struct PredIdText<'a> {
     pred_id: &'a RawValue,
 }
 
+/// The error [`Strict`] fails with on a repeated key.
+const REPEATED_KEY: &str = "repeated key";
+
 /// A JSON value in which no object repeats a key, so that the reference never has to guess
 /// which of two values counts.
 struct Strict(Value);
@@ -1345,7 +1378,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut object = Map::new();
         while let Some((key, Strict(value))) = map.next_entry::<String, Strict>()? {
             if object.insert(key, value).is_some() {
-                return Err(de::Error::custom("duplicate key"));
+                return Err(de::Error::custom(REPEATED_KEY));
             }
         }
         Ok(Strict(Value::Object(object)))

@@ -7,7 +7,8 @@
 //! writes the same row and `pred_id` text. Anything else (escapes, non-ASCII text, other keys or
 //! value types, a missing feature, invalid JSON) makes it give up, and the caller parses the
 //! payload again with the general parser, which accepts it or names what is wrong. So this
-//! path only ever accepts; every rejection and its reason come from the general parser.
+//! path only ever accepts; every rejection and its reason come from the general parser. What
+//! it accepts is ASCII, so UTF-8 as a whole, as the general parser requires of every payload.
 //!
 //! Numbers are parsed as serde_json parses them with its `float_roundtrip` feature (which the
 //! crate enables): integers exactly, decimals correctly rounded to the nearest f64 (Rust's
@@ -63,8 +64,13 @@ pub(super) fn parse(
     cursor.at_end() && features && pred_id && !row.iter().any(|value| value.is_nan())
 }
 
+/// Keys the model does not use that one `features` object may have on this path; a payload
+/// with more goes to the general parser.
+const UNKNOWN_KEYS: usize = 16;
+
 /// Reads `{"column": number, ...}` into the row; numbers under keys the model does not use
-/// are skipped. A repeated column keeps its last value, as in the general parser.
+/// are skipped. A key given twice (a column, or another key: plain keys have one spelling)
+/// makes it give up, for the general parser to reject the payload.
 fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32]) -> bool {
     if !cursor.eat(b'{') {
         return false;
@@ -72,6 +78,8 @@ fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32])
     if cursor.eat(b'}') {
         return true;
     }
+    let mut unknown: [&[u8]; UNKNOWN_KEYS] = [&[]; UNKNOWN_KEYS];
+    let mut unknowns = 0;
     loop {
         let Some((key, _)) = cursor.plain_string() else {
             return false;
@@ -82,13 +90,25 @@ fn read_features(cursor: &mut Cursor<'_>, columns: &FieldNames, row: &mut [f32])
         let Some(value) = cursor.number().and_then(|number| number.value()) else {
             return false;
         };
-        let column = columns.position(key);
-        if let Some(slot) = column.and_then(|column| row.get_mut(column)) {
-            let value = value as f32;
-            if !value.is_finite() {
-                return false;
+        match columns.position(key).and_then(|column| row.get_mut(column)) {
+            // Set values are finite, so a column still NaN has not been given.
+            Some(slot) => {
+                let value = value as f32;
+                if !value.is_finite() || !slot.is_nan() {
+                    return false;
+                }
+                *slot = value;
             }
-            *slot = value;
+            None => {
+                if unknown.get(..unknowns).unwrap_or_default().contains(&key) {
+                    return false;
+                }
+                let Some(slot) = unknown.get_mut(unknowns) else {
+                    return false;
+                };
+                *slot = key;
+                unknowns += 1;
+            }
         }
         if cursor.eat(b'}') {
             return true;

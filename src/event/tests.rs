@@ -2,6 +2,7 @@ use base64::Engine as _;
 use proptest::prelude::*;
 
 use super::*;
+use crate::inputs::FieldNames;
 use crate::ledger::Fate;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -318,12 +319,9 @@ fn nan_and_infinite_features_are_rejected() {
 }
 
 #[test]
-fn repeated_pred_id_keeps_the_last_value() {
+fn a_repeated_pred_id_is_rejected_as_a_duplicate_key() {
     let payload = br#"{"pred_id": 1, "features": {"t1": 2, "t2": 3, "hum": 50, "weather_code": 2}, "pred_id": "last"}"#;
-    let event = event_with_payloads(&[payload]);
-    let records = KinesisBatch::from_slice(&event).unwrap();
-    let batch = Decoded::of(&records);
-    assert_eq!(batch.pred_id(&batch.accepted[0]), r#""last""#);
+    assert_payload_rejected(payload, RejectReason::DuplicateKey("pred_id".into()));
 }
 
 #[test]
@@ -384,6 +382,7 @@ fn parse_with(
         layout: &layout,
         plain: fast,
         seen: vec![false; 4],
+        keys: Keys::default(),
     };
     let outcome = parser.parse(payload, &mut inputs, pred_ids);
     let mut row = [f32::NAN; 4];
@@ -429,6 +428,7 @@ fn plain_payloads_take_the_fast_path() {
     for payload in [
         GOOD,
         br#"{"pred_id":"ride-7","features":{"weather_code":2,"hum":50,"t2":3,"t1":-2.5e-1}}"#,
+        br#"{"features": {"w": 1, "t1": 0, "ww": 2, "t2": 1, "w2": 9, "hum": 2, "weather_code": 3, "2": 0}, "pred_id": 1}"#,
         b" {\n\t\"features\" : { \"t1\": 0, \"t2\": 1E2, \"hum\": 9.84000015258789, \"weather_code\": 14.395000457763672, \"wind\": 3 } ,\r\n \"pred_id\" : -0 } ",
     ] {
         assert!(
@@ -761,27 +761,56 @@ fn an_optional_float_column_left_out_or_null_is_missing() {
 }
 
 #[test]
-fn a_repeated_features_key_replaces_the_earlier_one() {
-    use crate::inputs::Buffer;
-    let layout = typed_layout();
+fn a_repeated_key_is_rejected_with_per_column_and_tensor_inputs() {
+    use crate::artifact::SignatureType as S;
     let features = |payload: &str| -> String {
         let value: serde_json::Value = serde_json::from_str(payload).unwrap();
         value["features"].to_string()
     };
+    let good = features(TYPED);
     let without_t2 = features(&typed_with("t2", None));
-    let repeated = format!(
-        r#"{{"features": {}, "features": {without_t2}, "pred_id": 1}}"#,
-        features(TYPED)
+    let repeated_features =
+        format!(r#"{{"features": {good}, "features": {without_t2}, "pred_id": 1}}"#);
+    let repeated_column = TYPED.replace(r#""t2": 0.1"#, r#""weather": "sunny", "t2": 0.1"#);
+    let repeated_unknown = TYPED.replace(r#""t2": 0.1"#, r#""other": {}, "t2": 0.1"#);
+    let (_, fates) = decode_with(
+        &typed_layout(),
+        &[
+            TYPED,
+            &repeated_features,
+            &repeated_column,
+            &repeated_unknown,
+        ],
     );
-    let (inputs, fates) = decode_with(&layout, &[&repeated]);
-    assert_eq!(fates, [Ok(())]);
-    assert!(matches!(&inputs.buffers[1], Buffer::Float64(t2) if t2[0].is_nan()));
-    let missing = format!(
-        r#"{{"features": {}, "features": {{}}, "pred_id": 1}}"#,
-        features(TYPED)
+    let duplicate = |key: &str| Err(RejectReason::DuplicateKey(key.into()));
+    assert_eq!(
+        fates,
+        [
+            Ok(()),
+            duplicate("features"),
+            duplicate("weather"),
+            duplicate("other")
+        ]
     );
-    let (_, fates) = decode_with(&layout, &[&missing]);
-    assert_eq!(fates, [Err(RejectReason::MissingFeature("t1".into()))]);
+    let tensor = tensor_layout(ElementType::Int64, S::Long);
+    let (_, fates) = decode_with(
+        &tensor,
+        &[
+            r#"{"features": [1, 2, 3], "pred_id": 1}"#,
+            r#"{"features": [1, 2, 3], "features": [1, 2, 3], "pred_id": 1}"#,
+            r#"{"features": [1, 2, 3], "pred_id": 1, "pred_id": 1}"#,
+            r#"{"features": [1, 2, 3], "pred_id": 1, "x": [{"a": 1, "a": 2}]}"#,
+        ],
+    );
+    assert_eq!(
+        fates,
+        [
+            Ok(()),
+            duplicate("features"),
+            duplicate("pred_id"),
+            duplicate("a")
+        ]
+    );
 }
 
 fn tensor_layout(element: ElementType, kind: crate::artifact::SignatureType) -> InputLayout {
@@ -894,6 +923,7 @@ fn every_reason_has_its_own_code() {
         RejectReason::NotUtf8,
         RejectReason::NotJson(String::new()),
         RejectReason::NotAnObject,
+        RejectReason::DuplicateKey(String::new()),
         RejectReason::MissingFeatures,
         RejectReason::FeaturesNotAnObject,
         RejectReason::FeaturesNotAnArray,
@@ -1092,4 +1122,489 @@ fn wide_models_find_each_column_whatever_the_key_order() {
     assert_eq!(fates, [Ok(()), Ok(())]);
     let expected: Vec<f32> = (0..200).chain(0..200).map(|i| i as f32).collect();
     assert_eq!(inputs.buffers[0], Buffer::Float32(expected));
+}
+
+/// The bundled model's four features, each once.
+const FULL: &str = r#"{"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}"#;
+
+/// Payloads, each with one key twice in one object: `features`, `pred_id`, a feature (also
+/// spelled with an escape), a feature and a top-level key the model does not use, and keys in
+/// ignored nested values.
+fn payloads_with_a_duplicated_key() -> Vec<String> {
+    vec![
+        format!(r#"{{"features": {FULL}, "features": {{"t1": 5}}, "pred_id": 1}}"#),
+        format!(r#"{{"features": {FULL}, "features": {{}}, "pred_id": 1}}"#),
+        format!(r#"{{"features": {FULL}, "features": {FULL}, "pred_id": 1}}"#),
+        format!(r#"{{"features": {FULL}, "pred_id": 1, "pred_id": 2}}"#),
+        format!(r#"{{"pred_id": "a", "features": {FULL}, "pred_id": "a"}}"#),
+        r#"{"features": {"t1": 1, "t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 1}"#.into(),
+        r#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2, "t1": 2}, "pred_id": 1}"#.into(),
+        r#"{"features": {"t1": 1, "t\u0031": 1, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 1}"#.into(),
+        r#"{"features": {"t1": 2, "t2": 3.5, "wind": 1, "hum": 50, "weather_code": 2, "wind": 2}, "pred_id": 1}"#.into(),
+        format!(r#"{{"features": {FULL}, "pred_id": 1, "x": 1, "x": 1}}"#),
+        format!(r#"{{"x": 1, "features": {FULL}, "pred_id": 1, "\u0078": "y"}}"#),
+        format!(r#"{{"features": {FULL}, "pred_id": 1, "x": {{"a": 1, "b": {{}}, "a": 2}}}}"#),
+        format!(r#"{{"features": {FULL}, "pred_id": 1, "x": [1, {{"a": [{{"b": 1, "b": 1}}]}}]}}"#),
+        r#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2, "w": {"a": 1, "a": 1}}, "pred_id": 1}"#.into(),
+    ]
+}
+
+#[test]
+fn the_general_parser_rejects_a_duplicated_key() {
+    for payload in payloads_with_a_duplicated_key() {
+        let (outcome, _) = parse_general(payload.as_bytes(), &mut String::new());
+        assert_eq!(
+            outcome.map_err(|reason| reason.code()),
+            Err("duplicate_key"),
+            "{payload}"
+        );
+    }
+}
+
+/// Whether the fast path alone accepts `payload` for the bundled model's columns.
+fn fast_path_accepts(payload: &[u8]) -> bool {
+    let mut row = [f32::NAN; 4];
+    fast::parse(
+        payload,
+        &FieldNames::new(columns()),
+        &mut row,
+        &mut String::new(),
+    )
+}
+
+#[test]
+fn the_fast_path_never_accepts_a_duplicated_key() {
+    for payload in payloads_with_a_duplicated_key() {
+        assert!(!fast_path_accepts(payload.as_bytes()), "{payload}");
+    }
+}
+
+/// Good payloads for the bundled model with bytes that are not UTF-8 in an ignored string, an
+/// ignored key, a nested ignored value, or a feature key the model does not use.
+fn payloads_not_utf8() -> Vec<Vec<u8>> {
+    let head = br#"{"features": {"t1": 2, "t2": 3.5, "hum": 50, "weather_code": 2}, "pred_id": 1"#;
+    let tails: [&[u8]; 7] = [
+        b", \"x\": \"\xff\"}",
+        b", \"\xff\": 1}",
+        b", \"x\": {\"a\": [\"caf\xc3\"]}}",
+        b", \"x\": [{\"\xed\xa0\x80\": 1}]}",
+        b", \"x\": \"\xc0\xaf\"}",
+        b", \"x\": [1, \"\x80\"]}",
+        b"} \xff",
+    ];
+    let mut payloads: Vec<Vec<u8>> = tails
+        .iter()
+        .map(|tail| [&head[..], tail].concat())
+        .collect();
+    payloads.push(
+        b"{\"features\": {\"t1\": 2, \"t2\": 3.5, \"w\xfe\": 1, \"hum\": 50, \"weather_code\": 2}, \"pred_id\": 1}"
+            .to_vec(),
+    );
+    payloads.push(
+        b"{\"features\": {\"t1\": 2, \"t2\": 3.5, \"hum\": 50, \"weather_code\": 2, \"w\": \"\xe2\x82\"}, \"pred_id\": 1}"
+            .to_vec(),
+    );
+    payloads
+}
+
+#[test]
+fn a_payload_that_is_not_utf8_anywhere_is_rejected_by_both_paths() {
+    for payload in payloads_not_utf8() {
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        assert!(!fast_path_accepts(&payload), "{text}");
+        let (outcome, _) = parse_general(&payload, &mut String::new());
+        assert_eq!(outcome, Err(RejectReason::NotUtf8), "{text}");
+        assert_payload_rejected(&payload, RejectReason::NotUtf8);
+    }
+}
+
+#[test]
+fn a_typed_or_tensor_payload_that_is_not_utf8_anywhere_is_rejected() {
+    use crate::artifact::SignatureType as S;
+    let typed = TYPED.as_bytes().to_vec();
+    let bad = TYPED
+        .replace(r#""other": [1]"#, r#""other": ["~"]"#)
+        .bytes()
+        .map(|byte| if byte == b'~' { 0xff } else { byte })
+        .collect();
+    let tensor = b"{\"features\": [1, 2, 3], \"pred_id\": 1, \"note\": {\"\xff\": 0}}".to_vec();
+    for (layout, good, bad) in [
+        (typed_layout(), typed, bad),
+        (
+            tensor_layout(ElementType::Float32, S::Float),
+            br#"{"features": [1, 2, 3], "pred_id": 1}"#.to_vec(),
+            tensor,
+        ),
+    ] {
+        let records_data: Vec<&[u8]> = vec![&good, &bad];
+        let event = event_with_payloads(&records_data);
+        let records = KinesisBatch::from_slice(&event).unwrap();
+        let (ledger, _) = decode(&records, &layout);
+        let fates: Vec<Result<(), &str>> = ledger
+            .entries()
+            .iter()
+            .map(|entry| match &entry.fate {
+                Fate::Rejected(reason) => Err(reason.code()),
+                _ => Ok(()),
+            })
+            .collect();
+        assert_eq!(fates, [Ok(()), Err("not_utf8")]);
+    }
+}
+
+/// What becomes of one payload for `layout`: by `decode`'s way (the fast path first, when the
+/// layout has one) or by the general parser alone.
+fn outcome(layout: &InputLayout, payload: &[u8], fast: bool) -> Result<(), RejectReason> {
+    let mut inputs = layout.buffers(1);
+    inputs.push_row(layout);
+    let mut parser = PayloadParser {
+        layout,
+        plain: fast && layout.is_plain_float_row(),
+        seen: vec![false; layout.fields.len()],
+        keys: Keys::default(),
+    };
+    parser.parse(payload, &mut inputs, &mut String::new())
+}
+
+/// `{` members `}`.
+fn object(members: &[String]) -> String {
+    format!("{{{}}}", members.join(", "))
+}
+
+/// A key as written: plain, or with its first character escaped.
+fn spelled(key: &str, escaped: bool) -> String {
+    let mut chars = key.chars();
+    match chars.next() {
+        Some(first) if escaped => format!("\"\\u{:04x}{}\"", first as u32, chars.as_str()),
+        _ => format!("{key:?}"),
+    }
+}
+
+/// Where a key is repeated: the key, the values it is given, and the payload with the two
+/// members given (either may be left out) at the start and the end of their object.
+struct Level {
+    key: String,
+    values: Vec<String>,
+    payload: Box<dyn Fn(Option<String>, Option<String>) -> String>,
+}
+
+/// Every level at which a key can be repeated in a payload for a layout whose good `features`
+/// is `good` (its members `members`, for an object form).
+fn levels(good: &str, members: &[(String, String)], fields: &[&str]) -> Vec<Level> {
+    let values: Vec<String> = [
+        "1",
+        "-2.5",
+        "1e400",
+        "\"s\"",
+        "\"caf\\u00e9\"",
+        "true",
+        "null",
+        "[1]",
+        "{}",
+        "{\"k\": [1e400]}",
+    ]
+    .map(String::from)
+    .to_vec();
+    let around = |first: Option<String>, middle: Vec<String>, last: Option<String>| {
+        let mut all: Vec<String> = first.into_iter().collect();
+        all.extend(middle);
+        all.extend(last);
+        object(&all)
+    };
+    let good = good.to_owned();
+    let mut levels = Vec::new();
+    let feature_values = vec![
+        good.clone(),
+        "{}".into(),
+        "5".into(),
+        "null".into(),
+        "[1, 2, 3]".into(),
+        "{\"t1\": \"x\", \"c0\": \"x\"}".into(),
+    ];
+    levels.push(Level {
+        key: "features".into(),
+        values: feature_values,
+        payload: Box::new(move |first, last| around(first, vec![r#""pred_id": 1"#.into()], last)),
+    });
+    let features = format!(r#""features": {good}"#);
+    let top = features.clone();
+    levels.push(Level {
+        key: "pred_id".into(),
+        values: ["1", "\"a\"", "null", "\"\"", "[1]", "1e400"]
+            .map(String::from)
+            .to_vec(),
+        payload: Box::new(move |first, last| around(first, vec![top.clone()], last)),
+    });
+    let top = vec![features.clone(), r#""pred_id": 1"#.into()];
+    levels.push(Level {
+        key: "x".into(),
+        values: values.clone(),
+        payload: Box::new(move |first, last| around(first, top.clone(), last)),
+    });
+    levels.push(Level {
+        key: "a".into(),
+        values: values.clone(),
+        payload: Box::new(move |first, last| {
+            let nested = format!(r#""x": [1, {{"b": {}}}]"#, around(first, vec![], last));
+            object(&[features.clone(), r#""pred_id": 1"#.into(), nested])
+        }),
+    });
+    if members.is_empty() {
+        return levels;
+    }
+    let members: Vec<(String, String)> = members.to_vec();
+    for field in fields {
+        let others: Vec<String> = members
+            .iter()
+            .filter(|(key, _)| key != field)
+            .map(|(key, value)| format!("{key:?}: {value}"))
+            .collect();
+        let mut field_values = values.clone();
+        field_values.extend(
+            members
+                .iter()
+                .filter(|(key, _)| key == field)
+                .map(|(_, value)| value.clone()),
+        );
+        levels.push(Level {
+            key: (*field).into(),
+            values: field_values,
+            payload: Box::new(move |first, last| {
+                let features = around(first, others.clone(), last);
+                format!(r#"{{"features": {features}, "pred_id": 1}}"#)
+            }),
+        });
+    }
+    let all: Vec<String> = members
+        .iter()
+        .map(|(key, value)| format!("{key:?}: {value}"))
+        .collect();
+    let inner = all.clone();
+    levels.push(Level {
+        key: "extra".into(),
+        values: values.clone(),
+        payload: Box::new(move |first, last| {
+            let features = around(first, inner.clone(), last);
+            format!(r#"{{"features": {features}, "pred_id": 1}}"#)
+        }),
+    });
+    levels.push(Level {
+        key: "a".into(),
+        values,
+        payload: Box::new(move |first, last| {
+            let mut members = all.clone();
+            members.push(format!(
+                r#""extra": {{"b": {}}}"#,
+                around(first, vec![], last)
+            ));
+            format!(r#"{{"features": {}, "pred_id": 1}}"#, object(&members))
+        }),
+    });
+    levels
+}
+
+/// A key repeated at any level (`features`, `pred_id`, a feature, another key, keys inside
+/// ignored values), given any two values (good or bad, for its input's type), spelled the same
+/// or with an escape, with the bundled, a wide (hashed lookup), a per-column and a tensor
+/// layout: never predicted, by either path; rejected as `duplicate_key` when each value alone
+/// would be predicted; the fast path never accepts it and `decode` rejects it for the same
+/// reason as the general parser.
+#[test]
+fn a_repeated_key_is_never_predicted_at_any_level_with_any_values() {
+    use crate::artifact::SignatureType as S;
+    let wide: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let numbers = |names: &[String]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), format!("{i}.5")))
+            .collect()
+    };
+    let typed: serde_json::Value = serde_json::from_str(TYPED).unwrap();
+    let typed_members: Vec<(String, String)> = typed["features"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, value)| (key.clone(), value.to_string()))
+        .collect();
+    let cases = [
+        (layout(), numbers(&columns()), vec!["t1", "weather_code"]),
+        (
+            InputLayout::float_columns(&wide),
+            numbers(&wide),
+            vec!["c0", "c19"],
+        ),
+        (typed_layout(), typed_members, vec!["t1", "weather", "flag"]),
+        (
+            tensor_layout(ElementType::Float32, S::Float),
+            vec![],
+            vec![],
+        ),
+    ];
+    let mut checked = 0;
+    for (layout, members, fields) in cases {
+        let good = if members.is_empty() {
+            "[1, 2, 3]".to_owned()
+        } else {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(key, value)| format!("{key:?}: {value}"))
+                .collect();
+            object(&members)
+        };
+        for level in levels(&good, &members, &fields) {
+            for first in &level.values {
+                for last in &level.values {
+                    for escaped in [false, true] {
+                        let member = |value: &str, escaped| {
+                            Some(format!("{}: {value}", spelled(&level.key, escaped)))
+                        };
+                        let payload = (level.payload)(member(first, false), member(last, escaped));
+                        let alone = [
+                            (level.payload)(member(first, false), None),
+                            (level.payload)(None, member(last, escaped)),
+                        ];
+                        let general = outcome(&layout, payload.as_bytes(), false);
+                        assert!(general.is_err(), "{payload} predicted");
+                        if alone
+                            .iter()
+                            .all(|p| outcome(&layout, p.as_bytes(), false).is_ok())
+                        {
+                            assert_eq!(
+                                general,
+                                Err(RejectReason::DuplicateKey(level.key.clone())),
+                                "{payload}"
+                            );
+                        }
+                        assert_eq!(
+                            outcome(&layout, payload.as_bytes(), true),
+                            general,
+                            "{payload}"
+                        );
+                        if layout.is_plain_float_row() {
+                            let mut row = vec![f32::NAN; layout.fields.len()];
+                            let fast = fast::parse(
+                                payload.as_bytes(),
+                                layout.field_names(),
+                                &mut row,
+                                &mut String::new(),
+                            );
+                            assert!(!fast, "fast path accepted {payload}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 3_000, "{checked} payloads");
+}
+
+/// Whether JSON text repeats a key in one of its objects, by serde_json's own reading of the
+/// keys; `None` for text serde_json does not read as a `Value`.
+fn repeats_a_key(payload: &[u8]) -> Option<bool> {
+    struct Unique(bool);
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(UniqueVisitor)
+        }
+    }
+    struct UniqueVisitor;
+    impl<'de> Visitor<'de> for UniqueVisitor {
+        type Value = Unique;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Unique, E> {
+            Ok(Unique(false))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            let mut repeats = false;
+            while let Some(Unique(inner)) = seq.next_element()? {
+                repeats |= inner;
+            }
+            Ok(Unique(repeats))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            let mut repeats = false;
+            while let Some((key, Unique(inner))) = map.next_entry::<String, Unique>()? {
+                repeats |= inner | !keys.insert(key);
+            }
+            Ok(Unique(repeats))
+        }
+    }
+    serde_json::from_slice::<Unique>(payload)
+        .ok()
+        .map(|Unique(repeats)| repeats)
+}
+
+/// Payloads around the plain form (as [`payload_text`]), with top-level members that may
+/// repeat a key (`features`, `pred_id`, an ignored key, keys inside an ignored value) and bytes
+/// that are not UTF-8 inserted anywhere.
+fn payload_with_duplicates_and_bad_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let extra = proptest::sample::select(vec![
+        r#""x": 1"#,
+        r#""x": [1, 2e400]"#,
+        r#""x": {"a": 1, "a": 2}"#,
+        r#""x": [{"a": {"b": 1, "\u0062": 1}}]"#,
+        r#""x": {"a": 1, "b": "\u00e9"}"#,
+        r#""pred_id": 7"#,
+        r#""features": {"t1": 1, "t2": 2, "hum": 3, "weather_code": 4}"#,
+    ]);
+    let bad_byte = (any::<proptest::sample::Index>(), 0x80u8..=0xff);
+    (
+        payload_text(),
+        proptest::collection::vec(extra, 0..3),
+        proptest::collection::vec(bad_byte, 0..3),
+    )
+        .prop_map(|(payload, extras, bad_bytes)| {
+            let mut payload = payload.into_bytes();
+            if let Some(end) = payload.iter().rposition(|&byte| byte == b'}') {
+                let extras: String = extras.iter().map(|extra| format!(", {extra}")).collect();
+                payload.splice(end..end, extras.into_bytes());
+            }
+            for (index, byte) in bad_bytes {
+                let at = index.index(payload.len() + 1);
+                payload.insert(at, byte);
+            }
+            payload
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+    /// Both paths give every such payload the same fate: the same row and `pred_id`, or the
+    /// same reason; one that is not UTF-8 is `not_utf8`, and one that repeats a key is never
+    /// predicted.
+    #[test]
+    fn both_paths_agree_on_payloads_with_duplicates_and_bytes_that_are_not_utf8(
+        payload in payload_with_duplicates_and_bad_bytes(),
+    ) {
+        fast_path_agrees_with_general(&payload);
+        assert_same_outcome_as_general(&payload);
+        let (general, _) = parse_general(&payload, &mut String::new());
+        let text = String::from_utf8_lossy(&payload);
+        if std::str::from_utf8(&payload).is_err() {
+            prop_assert_eq!(general, Err(RejectReason::NotUtf8), "{}", text);
+        } else if repeats_a_key(&payload) == Some(true) {
+            prop_assert!(general.is_err(), "{} predicted", text);
+        }
+    }
 }
