@@ -12,15 +12,13 @@ use crate::config::{self, ConfigError};
 /// Level used when neither `RUST_LOG` nor Lambda's `AWS_LAMBDA_LOG_LEVEL` is set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
-/// Targets whose TRACE events carry invocation bodies or AWS request and response bodies
-/// (and so records' data): the raw event (`lambda_runtime`'s "raw JSON event received from
-/// Lambda"), and the SDK's "transmitting request", "received response from service" and
-/// "read HTTP response body", which print `PutRecords` bodies to the dead-letter stream.
-/// They are kept at DEBUG and below unless `LOG_RECORD_DATA` is true, whatever `RUST_LOG` says.
-pub const RECORD_DATA_TARGETS: &[&str] = &[
-    "lambda_runtime::layers::api_response",
-    "aws_smithy_runtime::client::orchestrator",
-];
+/// The only targets whose TRACE events are logged unless `LOG_RECORD_DATA` is true: the
+/// service's own, which never carry a record's data. Libraries' TRACE events can: the raw
+/// event (`lambda_runtime`'s "raw JSON event received from Lambda"), the AWS SDK's request and
+/// response bodies ("transmitting request", "read HTTP response body"), and the SigV4
+/// signer's signable body (with the SDK's `LOG_SIGNABLE_BODY=true`), which print `PutRecords`
+/// bodies. They are dropped whatever `RUST_LOG` says.
+pub const TRACE_TARGETS: &[&str] = &["bike_prediction"];
 
 /// Installs the global JSON log subscriber. Call once, first thing in `main`. A
 /// `LOG_RECORD_DATA` that is not a boolean is returned as an error after the subscriber is
@@ -39,7 +37,7 @@ pub fn init() -> Result<(), ConfigError> {
     let record_data_filter = filter_fn(move |metadata| {
         allow_record_data
             || *metadata.level() != Level::TRACE
-            || !carries_record_data(metadata.target())
+            || own_target(metadata.target())
     });
     let logs = fmt::layer()
         .json()
@@ -53,9 +51,9 @@ pub fn init() -> Result<(), ConfigError> {
     record_data.map(|_| ())
 }
 
-/// Whether `target` is one of [`RECORD_DATA_TARGETS`] or inside one.
-fn carries_record_data(target: &str) -> bool {
-    RECORD_DATA_TARGETS.iter().any(|prefix| {
+/// Whether `target` is one of [`TRACE_TARGETS`] or inside one.
+fn own_target(target: &str) -> bool {
+    TRACE_TARGETS.iter().any(|prefix| {
         target
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
@@ -171,18 +169,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_data_targets_and_their_modules_are_recognised() {
-        assert!(carries_record_data("lambda_runtime::layers::api_response"));
-        assert!(carries_record_data(
-            "aws_smithy_runtime::client::orchestrator"
-        ));
-        assert!(carries_record_data(
-            "aws_smithy_runtime::client::orchestrator::http"
-        ));
-        assert!(!carries_record_data(
-            "aws_smithy_runtime::client::orchestrator_other"
-        ));
-        assert!(!carries_record_data("lambda_runtime::runtime"));
-        assert!(!carries_record_data("bike_prediction::handler"));
+    fn only_the_service_own_targets_log_at_trace_without_the_switch() {
+        assert!(own_target("bike_prediction"));
+        assert!(own_target("bike_prediction::handler"));
+        for library in [
+            "lambda_runtime::layers::api_response",
+            "lambda_runtime::runtime",
+            "aws_smithy_runtime::client::orchestrator::http",
+            "aws_sigv4::http_request::sign",
+            "hyper_util::client",
+            "bike_prediction_other",
+        ] {
+            assert!(!own_target(library), "{library}");
+        }
     }
 }
