@@ -155,6 +155,8 @@ impl<'de> Visitor<'de> for EventVisitor {
         let mut batch = None;
         while let Some(key) = map.next_key_seed(KeySeed(EVENT_KEYS))? {
             match key {
+                // A second list would replace the first, and its records would be lost.
+                Some(_) if batch.is_some() => return Err(de::Error::duplicate_field("Records")),
                 Some(_) => {
                     let mut records = KinesisBatch::default();
                     map.next_value_seed(RecordsSeed(&mut records))?;
@@ -275,6 +277,17 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
         let mut sequence_number = None;
         let mut partition_key = None;
         while let Some(key) = map.next_key_seed(KeySeed(KINESIS_KEYS))? {
+            let seen = match key {
+                Some(0) => data.is_some(),
+                Some(1) => sequence_number.is_some(),
+                Some(_) => partition_key.is_some(),
+                None => false,
+            };
+            if let (true, Some(index)) = (seen, key) {
+                return Err(de::Error::duplicate_field(
+                    KINESIS_KEYS.get(index).copied().unwrap_or("kinesis"),
+                ));
+            }
             match key {
                 Some(0) => {
                     let seed = DataSeed {
@@ -537,10 +550,36 @@ mod tests {
                 "missing field `sequenceNumber`",
             ),
             (br#"{"Records": ["#, "EOF while parsing a list"),
+            // A key given twice in the envelope: a second value would replace the first.
+            (
+                br#"{"Records": [{"kinesis": {"data": "eA==", "sequenceNumber": "1"}}], "Records": []}"#,
+                "duplicate field `Records`",
+            ),
+            (
+                br#"{"Records": [{"kinesis": {"data": "eA==", "data": "eQ==", "sequenceNumber": "1"}}]}"#,
+                "duplicate field `data`",
+            ),
+            (
+                br#"{"Records": [{"kinesis": {"data": "eA==", "sequenceNumber": "1", "sequenceNumber": "2"}}]}"#,
+                "duplicate field `sequenceNumber`",
+            ),
+            (
+                br#"{"Records": [{"kinesis": {"partitionKey": "a", "data": "eA==", "sequenceNumber": "1", "partitionKey": "b"}}]}"#,
+                "duplicate field `partitionKey`",
+            ),
+            (
+                br#"{"Records": [{"kinesis": {"data": "eA==", "sequenceNumber": "1"}, "kinesis": {"data": "eA==", "sequenceNumber": "2"}}]}"#,
+                "duplicate field `kinesis`",
+            ),
         ];
         for (event, expected) in cases {
-            let message = as_the_runtime_reads_it(event).unwrap_err().to_string();
-            assert!(message.contains(expected), "{message}");
+            for error in [
+                as_the_runtime_reads_it(event).unwrap_err(),
+                KinesisBatch::from_slice(event).unwrap_err(),
+            ] {
+                let message = error.to_string();
+                assert!(message.contains(expected), "{message}");
+            }
         }
     }
 

@@ -35,9 +35,7 @@ pub fn init() -> Result<(), ConfigError> {
         .and_then(|directives| EnvFilter::try_new(directives.to_ascii_lowercase()).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_LEVEL));
     let record_data_filter = filter_fn(move |metadata| {
-        allow_record_data
-            || *metadata.level() != Level::TRACE
-            || own_target(metadata.target())
+        allow_record_data || *metadata.level() != Level::TRACE || own_target(metadata.target())
     });
     let logs = fmt::layer()
         .json()
