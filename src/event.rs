@@ -134,6 +134,15 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// A [`Self::DuplicateKey`] naming `key` by at most [`MAX_KEY_IN_REASON`] characters: a
+    /// key the model does not know is the record's own text, which may be of any size.
+    pub fn duplicate_key(key: &str) -> Self {
+        match key.char_indices().nth(MAX_KEY_IN_REASON) {
+            Some((end, _)) => Self::DuplicateKey(format!("{}...", key.get(..end).unwrap_or(key))),
+            None => Self::DuplicateKey(key.into()),
+        }
+    }
+
     /// A short stable code for the reason, for counting and alerting.
     pub fn code(&self) -> &'static str {
         match self {
@@ -164,6 +173,9 @@ impl RejectReason {
         }
     }
 }
+
+/// Most characters of a repeated key a `duplicate_key` reason names.
+pub const MAX_KEY_IN_REASON: usize = 64;
 
 /// Longest Kinesis partition key, in Unicode characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
@@ -370,7 +382,7 @@ impl Row<'_, '_> {
     fn ignore<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
         let value: &RawValue = map.next_value()?;
         match self.keys.repeated_in(value.get()) {
-            Some(key) => self.fail(RejectReason::DuplicateKey(key)),
+            Some(key) => self.fail(RejectReason::duplicate_key(&key)),
             None => Ok(()),
         }
     }
@@ -379,7 +391,7 @@ impl Row<'_, '_> {
     /// (which has been read to its end).
     fn close<E: de::Error>(&mut self, mark: Mark) -> Result<(), E> {
         match self.keys.close(mark) {
-            Some(key) => self.fail(RejectReason::DuplicateKey(key)),
+            Some(key) => self.fail(RejectReason::duplicate_key(&key)),
             None => Ok(()),
         }
     }
@@ -705,7 +717,7 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_, '_> {
                 continue;
             };
             if row.seen.get(field) == Some(&true) {
-                return row.fail(RejectReason::DuplicateKey(row.name(field)));
+                return row.fail(RejectReason::duplicate_key(&row.name(field)));
             }
             let seed = ValueSeed {
                 row: &mut *row,

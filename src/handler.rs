@@ -324,7 +324,7 @@ impl Handler {
                     sequence_number = %output::logged_field(record.sequence_number),
                     partition_key = %output::logged_field(record.partition_key),
                     code = reason.map(RejectReason::code),
-                    reason = reason.map(tracing::field::display),
+                    reason = reason.map(|reason| output::logged_field(&reason.to_string()).into_owned()),
                     "record rejected"
                 ),
                 None => log_data(tracing::Level::WARN, &record, "record rejected", reason),
@@ -394,7 +394,7 @@ fn log_data(
         LoggedData::Digest { bytes, sha256 } => (None, Some(*bytes), Some(sha256.as_str())),
     };
     let code = reason.map(RejectReason::code);
-    let reason = reason.map(tracing::field::display);
+    let reason = reason.map(|reason| output::logged_field(&reason.to_string()).into_owned());
     macro_rules! log {
         ($level:expr) => {
             tracing::event!(

@@ -92,6 +92,34 @@ pub struct OnnxRuntime {
     environment: Environment,
 }
 
+/// Target of ONNX Runtime's own messages in the log: `telemetry` keeps them out unless
+/// `LOG_RECORD_DATA` is true, since a kernel's error quotes the input values it failed on (the
+/// same text reaches the rejected record's reason).
+pub const ONNX_RUNTIME_LOG_TARGET: &str = "onnxruntime";
+
+/// Writes one ONNX Runtime message as a JSON log line instead of ONNX Runtime's own coloured
+/// text on stderr.
+fn log_onnx_runtime(
+    level: ort::logging::LogLevel,
+    category: &str,
+    _id: &str,
+    location: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Fatal | LogLevel::Error => {
+            tracing::error!(target: ONNX_RUNTIME_LOG_TARGET, category, location, message, "ONNX Runtime")
+        }
+        LogLevel::Warning => {
+            tracing::warn!(target: ONNX_RUNTIME_LOG_TARGET, category, location, message, "ONNX Runtime")
+        }
+        LogLevel::Info | LogLevel::Verbose => {
+            tracing::debug!(target: ONNX_RUNTIME_LOG_TARGET, category, location, message, "ONNX Runtime")
+        }
+    }
+}
+
 impl OnnxRuntime {
     /// Loads the ONNX Runtime shared library from `path`.
     ///
@@ -104,6 +132,7 @@ impl OnnxRuntime {
                 source,
             })?
             .with_name("bike-prediction")
+            .with_logger(std::sync::Arc::new(log_onnx_runtime))
             .build()
             .map_err(ModelError::Environment)?;
         Ok(Self { environment })
@@ -126,6 +155,8 @@ impl OnnxRuntime {
                 .and_then(|b| Ok(b.with_intra_threads(1)?))
                 .and_then(|b| Ok(b.with_inter_threads(1)?))
                 .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
+                // The session's messages below warnings are not even formatted.
+                .and_then(|b| Ok(b.with_log_level(ort::logging::LogLevel::Warning)?))
         };
         let with_probabilities = match (&onnx, &zipmap) {
             (Some(onnx), Some(zipmap)) => {

@@ -226,8 +226,11 @@ impl Publisher {
         let result = match entries {
             Ok(entries) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let timeouts =
-                    aws_sdk_kinesis::config::Builder::default().timeout_config(call_timeouts(left));
+                // Failed calls are resent here, within the deadline and counted; the SDK's own
+                // retries would resend them again, uncounted.
+                let timeouts = aws_sdk_kinesis::config::Builder::default()
+                    .timeout_config(call_timeouts(left))
+                    .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
                 let call = self
                     .client
                     .put_records()
@@ -253,13 +256,18 @@ impl Publisher {
                         Some(entry) if entry.error_code().is_none() => report.published += 1,
                         entry => {
                             // A missing result entry counts as a failure: it was not confirmed.
-                            if let Some(entry) = entry {
-                                report.last_error = Some(format!(
+                            report.last_error = Some(match entry {
+                                Some(entry) => format!(
                                     "{}: {}",
                                     entry.error_code().unwrap_or_default(),
                                     entry.error_message().unwrap_or_default()
-                                ));
-                            }
+                                ),
+                                None => format!(
+                                    "the answer has {} results for {} entries",
+                                    results.len(),
+                                    indexes.len()
+                                ),
+                            });
                             failed.push(index);
                         }
                     }

@@ -35,7 +35,10 @@ pub fn init() -> Result<(), ConfigError> {
         .and_then(|directives| EnvFilter::try_new(directives.to_ascii_lowercase()).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_LEVEL));
     let record_data_filter = filter_fn(move |metadata| {
-        allow_record_data || *metadata.level() != Level::TRACE || own_target(metadata.target())
+        let target = metadata.target();
+        allow_record_data
+            || (target != crate::model::ONNX_RUNTIME_LOG_TARGET
+                && (*metadata.level() != Level::TRACE || own_target(target)))
     });
     let logs = fmt::layer()
         .json()

@@ -336,3 +336,45 @@ fn log_lines_stay_short_whatever_the_escapes_keys_and_sequence_numbers() {
             .ends_with("(200000 bytes in all)")
     );
 }
+
+#[test]
+fn onnx_runtime_messages_are_json_lines_and_only_with_log_record_data() {
+    // Every other record indexes outside the model's table: ONNX Runtime fails on the batch
+    // and on each half it is split into, and says so with the index it was given.
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            let id = if i % 2 == 0 { 1 } else { 99 };
+            format!(r#"{{"features": {{"id": {id}}}, "pred_id": {i}}}"#).into_bytes()
+        })
+        .collect();
+    let event = kinesis_event(&payloads);
+    for (switch, messages) in [("false", false), ("true", true)] {
+        let output = bike_prediction(
+            &["invoke", "--event", "-"],
+            &event,
+            &[
+                ("MODEL_URI", "tests/fixtures/models/gather-index"),
+                ("LOG_RECORD_DATA", switch),
+                ("RUST_LOG", "debug"),
+            ],
+        );
+        let response = stdout_json(&output);
+        assert_eq!(response["rejected"].as_array().unwrap().len(), 100);
+        let log = String::from_utf8(output.stderr).unwrap();
+        for line in log.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "not JSON: {line}"
+            );
+        }
+        let onnx_runtime = log
+            .lines()
+            .filter(|line| line.contains("\"ONNX Runtime\""))
+            .count();
+        assert_eq!(
+            onnx_runtime > 0,
+            messages,
+            "LOG_RECORD_DATA={switch}: {onnx_runtime}"
+        );
+    }
+}

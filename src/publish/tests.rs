@@ -267,3 +267,45 @@ async fn no_resend_starts_past_the_deadline() {
     assert_eq!(report.failed, [0, 1, 2]);
     assert!(seen.lock().unwrap().len() < 10);
 }
+
+#[tokio::test]
+async fn a_call_the_service_answers_with_an_error_is_sent_once_per_attempt_not_again_by_the_sdk() {
+    use aws_sdk_kinesis::config::http::HttpResponse;
+    let rule = mock!(Client::put_records)
+        .then_http_response(|| HttpResponse::new(500u16.try_into().unwrap(), "{}".into()));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let data: Vec<Vec<u8>> = vec![b"x".to_vec()];
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&events(&data), later())
+        .await;
+    assert_eq!(report.failed, [0]);
+    assert_eq!(report.calls, NO_BACKOFF.max_attempts as usize);
+    assert_eq!(
+        rule.num_calls(),
+        report.calls,
+        "HTTP requests = calls counted"
+    );
+}
+
+#[tokio::test]
+async fn entries_an_answer_leaves_out_are_failed_with_a_reason() {
+    let rule = mock!(Client::put_records).then_output(|| {
+        PutRecordsOutput::builder()
+            .set_records(Some(Vec::new()))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&events(&data), later())
+        .await;
+    assert_eq!(
+        (report.published, report.failed.clone()),
+        (0, vec![0, 1, 2])
+    );
+    assert_eq!(
+        report.last_error.as_deref(),
+        Some("the answer has 0 results for 3 entries")
+    );
+}
