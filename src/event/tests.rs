@@ -1608,3 +1608,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_long_repeated_key_is_named_by_its_start_only() {
+    let key = "k".repeat(100_000);
+    let short = format!("{}...", "k".repeat(MAX_KEY_IN_REASON));
+    // An unknown key, a key inside an ignored value, and a wide model's hashed feature name.
+    for payload in [
+        format!(
+            r#"{{"features": {{"t1": 1, "t2": 2, "hum": 3, "weather_code": 1}}, "pred_id": 1, "{key}": 1, "{key}": 2}}"#
+        ),
+        format!(
+            r#"{{"features": {{"t1": 1, "t2": 2, "hum": 3, "weather_code": 1}}, "pred_id": 1, "x": {{"{key}": 1, "{key}": 2}}}}"#
+        ),
+        format!(
+            r#"{{"features": {{"t1": 1, "t2": 2, "hum": 3, "weather_code": 1, "{key}": 1, "{key}": 2}}, "pred_id": 1}}"#
+        ),
+    ] {
+        assert_payload_rejected(
+            payload.as_bytes(),
+            RejectReason::DuplicateKey(short.clone()),
+        );
+    }
+    assert_eq!(
+        RejectReason::duplicate_key(&"é".repeat(MAX_KEY_IN_REASON)),
+        RejectReason::DuplicateKey("é".repeat(MAX_KEY_IN_REASON))
+    );
+}
