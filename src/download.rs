@@ -29,8 +29,8 @@ pub const GET_OBJECT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration:
 /// See [`GET_OBJECT_ATTEMPT_TIMEOUT`].
 pub const GET_OBJECT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The file in a cache entry that records which model it holds and the size and ETag of each
-/// file, written last, before the entry is renamed into place.
+/// The file in a cache entry that records which model it holds and the size, ETag and SHA-256
+/// of each file, written last, before the entry is renamed into place.
 pub const MANIFEST_FILE: &str = ".bike-prediction-download.json";
 
 /// Characters of the model's location kept, sanitized, at the start of a cache entry's name,
@@ -156,6 +156,9 @@ struct CachedFile {
     name: String,
     bytes: u64,
     etag: Option<String>,
+    /// SHA-256 of the bytes written, lowercase hex: a file changed in place since, even at the
+    /// same size, is not the model fetched.
+    sha256: String,
 }
 
 impl Manifest {
@@ -163,13 +166,15 @@ impl Manifest {
         serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).ok()?).ok()
     }
 
-    /// Whether the entry in `dir` is the model at `uri`, with every file at its full size.
+    /// Whether the entry in `dir` is the model at `uri`, with every file as it was written.
     fn describes(&self, dir: &Path, uri: &str) -> bool {
         self.uri == uri
             && self.files.iter().any(|file| file.name == MLMODEL_FILE)
             && self.files.iter().all(|file| {
-                std::fs::metadata(dir.join(&file.name))
+                let path = dir.join(&file.name);
+                std::fs::metadata(&path)
                     .is_ok_and(|metadata| metadata.is_file() && metadata.len() == file.bytes)
+                    && sha256_of(&path).is_ok_and(|sha256| sha256 == file.sha256)
             })
     }
 }
@@ -269,6 +274,7 @@ impl S3Model<'_> {
             .and_then(|()| std::fs::File::create(&path))
             .map_err(|error| self.cache_error(&path, error))?;
         let mut md5 = Md5::new();
+        let mut sha256 = Sha256::new();
         let mut written: u64 = 0;
         while let Some(chunk) = output.body.next().await {
             let chunk = chunk.map_err(|error| self.s3_error(&object, Box::new(error)))?;
@@ -280,6 +286,7 @@ impl S3Model<'_> {
                 self.check_room(dir, &object, written, fetched)?;
             }
             md5.update(&chunk);
+            sha256.update(&chunk);
             file.write_all(&chunk)
                 .map_err(|error| self.cache_error(&path, error))?;
         }
@@ -311,6 +318,7 @@ impl S3Model<'_> {
             name: relative.to_owned(),
             bytes: written,
             etag,
+            sha256: hex(&sha256.finalize()),
         });
         Ok(())
     }
@@ -405,6 +413,20 @@ impl S3Model<'_> {
                 self.s3_error(&object_uri, report.into())
             }
         })
+    }
+}
+
+/// The SHA-256 of the file at `path`, lowercase hex, read in pieces.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut sha256 = Sha256::new();
+    let mut buffer = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => return Ok(hex(&sha256.finalize())),
+            read => sha256.update(buffer.get(..read).unwrap_or_default()),
+        }
     }
 }
 

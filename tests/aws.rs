@@ -802,7 +802,7 @@ async fn long_and_odd_model_locations_load_through_the_cold_start_each_in_its_ow
 }
 
 #[tokio::test]
-async fn cache_entry_cut_short_or_of_another_location_is_fetched_again() {
+async fn cache_entry_cut_short_changed_or_of_another_location_is_fetched_again() {
     let s3 = aws_sdk_s3::Client::new(&aws().await);
     let prefix = "1/run/artifacts/model";
     let bucket = upload_model(&s3, &bundled_model("bike-demand"), prefix).await;
@@ -820,6 +820,20 @@ async fn cache_entry_cut_short_or_of_another_location_is_fetched_again() {
         .await
         .unwrap();
     assert_eq!(std::fs::metadata(&onnx).unwrap().len(), size);
+    assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
+
+    // Changed in place at the same size (100 bytes overwritten): fetched again.
+    let original = std::fs::read(&onnx).unwrap();
+    let mut changed = original.clone();
+    changed[100..200].fill(0);
+    std::fs::write(&onnx, &changed).unwrap();
+    let artifact = fetch_model(&s3, &bucket, prefix, cache.path())
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(&onnx).unwrap() == original,
+        "the model's bytes again"
+    );
     assert_predicts_like_python(&runtime().load_model(artifact).unwrap());
 
     // Recorded as another location's: fetched again.
