@@ -324,7 +324,7 @@ impl Handler {
                     sequence_number = %output::logged_field(record.sequence_number),
                     partition_key = %output::logged_field(record.partition_key),
                     code = reason.map(RejectReason::code),
-                    reason = reason.map(|reason| output::logged_field(&reason.to_string()).into_owned()),
+                    reason = reason.map(logged_reason),
                     "record rejected"
                 ),
                 None => log_data(tracing::Level::WARN, &record, "record rejected", reason),
@@ -379,6 +379,11 @@ struct Kept {
     published: PublishReport,
 }
 
+/// A rejection's reason for a log line, cut to [`output::MAX_LOGGED_FIELD`].
+fn logged_reason(reason: &RejectReason) -> String {
+    output::logged_field(&reason.to_string()).into_owned()
+}
+
 /// Logs a rejected record with its data: in full up to [`output::MAX_LOGGED_DATA`], as its size
 /// and SHA-256 beyond (the record stays in the input stream at its sequence number for the
 /// stream's retention period).
@@ -394,7 +399,7 @@ fn log_data(
         LoggedData::Digest { bytes, sha256 } => (None, Some(*bytes), Some(sha256.as_str())),
     };
     let code = reason.map(RejectReason::code);
-    let reason = reason.map(|reason| output::logged_field(&reason.to_string()).into_owned());
+    let reason = reason.map(logged_reason);
     macro_rules! log {
         ($level:expr) => {
             tracing::event!(
