@@ -232,20 +232,24 @@ fn model() -> Model {
     load_model(&bundled_model("bike-demand")).unwrap()
 }
 
-#[tokio::test]
-async fn a_hung_endpoint_never_holds_publishing_past_the_deadline() {
-    let data: Vec<Vec<u8>> = (0..1000)
-        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
-        .collect();
-    let events: Vec<Outgoing<'_>> = data
-        .iter()
+/// An entry per record of `data`, keyed by its position.
+fn outgoing(data: &[Vec<u8>]) -> Vec<Outgoing<'_>> {
+    data.iter()
         .enumerate()
         .map(|(record, data)| Outgoing {
             record,
             data,
             partition_key: record.to_string().into(),
         })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hung_endpoint_never_holds_publishing_past_the_deadline() {
+    let data: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
         .collect();
+    let events = outgoing(&data);
     let client = hung_kinesis().await;
     for budget in [0, 700, 2500].map(std::time::Duration::from_millis) {
         let started = tokio::time::Instant::now();
@@ -386,15 +390,7 @@ async fn a_slow_but_working_stream_gets_every_call_through_within_the_deadline()
     let data: Vec<Vec<u8>> = (0..600)
         .map(|i| format!("{{\"i\":{i}}}").into_bytes())
         .collect();
-    let events: Vec<Outgoing<'_>> = data
-        .iter()
-        .enumerate()
-        .map(|(record, data)| Outgoing {
-            record,
-            data,
-            partition_key: record.to_string().into(),
-        })
-        .collect();
+    let events = outgoing(&data);
     let started = tokio::time::Instant::now();
     let report = Publisher::new(client, "out", RetryPolicy::default())
         .publish(&events, started + std::time::Duration::from_secs(20))

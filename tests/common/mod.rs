@@ -129,14 +129,7 @@ pub async fn hung_kinesis() -> aws_sdk_kinesis::Client {
             held.push(connection);
         }
     });
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
-        .endpoint_url(format!("http://{address}"))
-        .timeout_config(bike_prediction::publish::timeouts())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
+    kinesis_at(address)
 }
 
 /// A Kinesis client for a server on 127.0.0.1 that accepts every `PutRecords` entry but
@@ -205,6 +198,12 @@ pub async fn slow_kinesis(
             });
         }
     });
+    (kinesis_at(address), accepted)
+}
+
+/// A Kinesis client for the server at `address`, with test credentials and the publishing
+/// client's timeouts.
+fn kinesis_at(address: std::net::SocketAddr) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
@@ -212,5 +211,5 @@ pub async fn slow_kinesis(
         .endpoint_url(format!("http://{address}"))
         .timeout_config(bike_prediction::publish::timeouts())
         .build();
-    (aws_sdk_kinesis::Client::from_conf(config), accepted)
+    aws_sdk_kinesis::Client::from_conf(config)
 }
