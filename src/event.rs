@@ -180,6 +180,12 @@ pub const MAX_KEY_IN_REASON: usize = 64;
 /// Longest Kinesis partition key, in Unicode characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
+/// Whether Kinesis takes `key` as a partition key: 1 to [`MAX_PARTITION_KEY_CHARS`]
+/// characters.
+pub fn is_partition_key(key: &str) -> bool {
+    (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count())
+}
+
 /// The text of a `pred_id` given as JSON text: a string's contents, or a number as written.
 pub(crate) fn partition_key(pred_id: &str) -> Option<Cow<'_, str>> {
     match pred_id

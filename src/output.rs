@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use sha2::Digest as _;
 
-use crate::event::{MAX_PARTITION_KEY_CHARS, RejectReason};
+use crate::event::{RejectReason, is_partition_key};
 use crate::kinesis::KinesisRecord;
 use crate::ledger::Ledger;
 use crate::model::{Label, Prediction, Predictions, RowsPredicted, Values};
@@ -227,22 +227,16 @@ pub fn write_response(ledger: &Ledger<'_>, limit: Option<usize>) -> Vec<u8> {
     // `{"predictions":[],"rejected":[],"batchItemFailures":[]}` and the omitted counts.
     const FRAME: usize = 128;
     let limit = limit.unwrap_or(usize::MAX);
+    let write_failure = |out: &mut Vec<u8>, sequence_number: &str| {
+        out.extend_from_slice(b"{\"itemIdentifier\":");
+        write_json(out, sequence_number);
+        out.push(b'}');
+    };
     let mut failures = Vec::new();
-    let mut failure_ends = Vec::new();
-    write_list(
-        &mut failures,
-        ledger.redeliveries(),
-        |out, sequence_number| {
-            out.extend_from_slice(b"{\"itemIdentifier\":");
-            write_json(out, sequence_number);
-            out.push(b'}');
-            failure_ends.push(out.len());
-        },
-    );
-    if failures.len() + FRAME > limit
-        && let Some(&first) = failure_ends.first()
-    {
-        failures.truncate(first);
+    write_list(&mut failures, ledger.redeliveries(), write_failure);
+    if failures.len() + FRAME > limit {
+        failures.clear();
+        write_list(&mut failures, ledger.redeliveries().take(1), write_failure);
     }
     let mut budget = limit.saturating_sub(FRAME + failures.len());
 
@@ -455,10 +449,9 @@ fn escaped_len(character: char) -> usize {
 /// The partition key of a record's dead letter: its own partition key, else its sequence
 /// number, else a fixed key, whichever Kinesis can take first.
 fn letter_key<'e>(record: &KinesisRecord<'e>) -> &'e str {
-    let usable = |key: &str| (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count());
     [record.partition_key, record.sequence_number]
         .into_iter()
-        .find(|key| usable(key))
+        .find(|key| is_partition_key(key))
         .unwrap_or("dead-letter")
 }
 

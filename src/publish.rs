@@ -19,7 +19,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::time::Instant;
 
-use crate::event::MAX_PARTITION_KEY_CHARS;
+use crate::event::is_partition_key;
 
 /// Most records one `PutRecords` call accepts.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -157,9 +157,7 @@ impl Publisher {
 
     /// Whether the stream can ever accept an entry of `data` under `partition_key`.
     pub fn accepts(&self, data: &[u8], partition_key: &str) -> bool {
-        let characters = partition_key.chars().count();
-        (1..=MAX_PARTITION_KEY_CHARS).contains(&characters)
-            && data.len() + partition_key.len() <= self.max_record_bytes
+        is_partition_key(partition_key) && data.len() + partition_key.len() <= self.max_record_bytes
     }
 
     /// Publishes `events`, resending failed entries until they are accepted, the retry policy
