@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::publish::{DEFAULT_PUBLISH_CONCURRENCY, MAX_PUBLISH_CONCURRENCY};
+
 /// Model directory used when `MODEL_URI` is not set: the bundled model, relative to the
 /// working directory (the repository root locally, `/var/task` in the Lambda image).
 pub const DEFAULT_MODEL_DIR: &str = "models/bike-demand";
@@ -72,6 +74,8 @@ pub struct Config {
     pub dead_letter_stream: Option<String>,
     /// ONNX Runtime shared library (`ORT_DYLIB_PATH`).
     pub ort_library: PathBuf,
+    /// Most `PutRecords` calls in flight at once to each stream (`PUBLISH_CONCURRENCY`).
+    pub publish_concurrency: usize,
 }
 
 /// A variable has a value the service cannot use.
@@ -157,6 +161,10 @@ impl Config {
             ort_library: get("ORT_DYLIB_PATH")
                 .unwrap_or_else(|| DEFAULT_ORT_LIBRARY.into())
                 .into(),
+            publish_concurrency: match get("PUBLISH_CONCURRENCY") {
+                Some(value) => parse_concurrency(value)?,
+                None => DEFAULT_PUBLISH_CONCURRENCY,
+            },
         })
     }
 }
@@ -171,6 +179,19 @@ fn prediction_field(value: Option<String>) -> Result<String, ConfigError> {
             expected: "a key other than `pred_id`, which every prediction already has",
         }),
         Some(value) => Ok(value),
+    }
+}
+
+/// Parses `PUBLISH_CONCURRENCY`: a whole number of calls from 1 to
+/// [`MAX_PUBLISH_CONCURRENCY`].
+fn parse_concurrency(value: String) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(calls) if (1..=MAX_PUBLISH_CONCURRENCY).contains(&calls) => Ok(calls),
+        _ => Err(ConfigError::Invalid {
+            variable: "PUBLISH_CONCURRENCY",
+            value,
+            expected: "a whole number of PutRecords calls from 1 to 256",
+        }),
     }
 }
 
@@ -378,6 +399,25 @@ mod tests {
                 config(&[("TEST_RUN", value)]).unwrap().test_run,
                 expected,
                 "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_concurrency_is_1_to_256_calls() {
+        assert_eq!(
+            config(&[]).unwrap().publish_concurrency,
+            DEFAULT_PUBLISH_CONCURRENCY
+        );
+        for (value, calls) in [("1", 1), (" 32 ", 32), ("256", 256)] {
+            let config = config(&[("PUBLISH_CONCURRENCY", value)]).unwrap();
+            assert_eq!(config.publish_concurrency, calls, "{value}");
+        }
+        for value in ["0", "257", "-1", "8.5", "many"] {
+            let error = config(&[("PUBLISH_CONCURRENCY", value)]).unwrap_err();
+            assert!(
+                error.to_string().starts_with("PUBLISH_CONCURRENCY="),
+                "{value}: {error}"
             );
         }
     }

@@ -131,6 +131,12 @@ pub enum RejectReason {
         /// The stream's largest record.
         limit: usize,
     },
+    /// The output stream answered its prediction event, sent alone, as invalid.
+    #[error("the output stream refused its prediction event as invalid ({code})")]
+    EventRefused {
+        /// The error code the stream answered.
+        code: String,
+    },
 }
 
 impl RejectReason {
@@ -170,6 +176,7 @@ impl RejectReason {
             Self::InferenceFailed(_) => "inference_failed",
             Self::NonFinitePrediction => "non_finite_prediction",
             Self::EventTooLarge { .. } => "event_too_large",
+            Self::EventRefused { .. } => "event_refused",
         }
     }
 }

@@ -212,8 +212,8 @@ impl Handler {
 
     /// Publishes every prediction event and keeps every rejected record, both at once and
     /// until `deadline`. A record whose event or dead letter a stream did not accept is marked
-    /// for re-delivery; one whose event the output stream can never accept (too large) is
-    /// rejected and kept like the others.
+    /// for re-delivery; one whose event the output stream can never accept (too large, or
+    /// refused as invalid) is rejected and kept like the others.
     async fn deliver(
         &self,
         ledger: &mut Ledger<'_>,
@@ -221,7 +221,7 @@ impl Handler {
         report: &mut BatchReport,
     ) {
         let rejected: Vec<usize> = ledger.rejections().map(|(index, _)| index).collect();
-        let too_large = {
+        let unpublishable = {
             let events: Vec<Outgoing<'_>> = match self.publisher {
                 Some(_) => ledger
                     .predicted()
@@ -238,12 +238,24 @@ impl Handler {
                 self.publish_events(&events, deadline),
                 self.keep(ledger, &rejected, &letters, deadline),
             );
+            let limit = self
+                .publisher
+                .as_ref()
+                .map_or(0, Publisher::max_record_bytes);
             // Both in event order.
-            let too_large: Vec<(usize, usize)> = events
+            let mut unpublishable: Vec<(usize, RejectReason)> = events
                 .iter()
                 .filter(|event| published.refused.binary_search(&event.record).is_ok())
-                .map(|event| (event.record, event.data.len() + event.partition_key.len()))
+                .map(|event| {
+                    let bytes = event.data.len() + event.partition_key.len();
+                    (event.record, RejectReason::EventTooLarge { bytes, limit })
+                })
                 .collect();
+            unpublishable.extend(published.invalid.iter().map(|(record, code)| {
+                let code = code.clone();
+                (*record, RejectReason::EventRefused { code })
+            }));
+            unpublishable.sort_by_key(|(record, _)| *record);
             drop(events);
             if let Some(publisher) = &self.publisher {
                 report.published = published.published;
@@ -251,19 +263,15 @@ impl Handler {
             }
             ledger.redeliver(published.failed);
             self.account_kept(report, ledger, kept);
-            too_large
+            unpublishable
         };
-        if too_large.is_empty() {
+        if unpublishable.is_empty() {
             return;
         }
-        let limit = self
-            .publisher
-            .as_ref()
-            .map_or(0, Publisher::max_record_bytes);
-        for &(record, bytes) in &too_large {
-            ledger.reject(record, RejectReason::EventTooLarge { bytes, limit });
+        let rejected: Vec<usize> = unpublishable.iter().map(|(record, _)| *record).collect();
+        for (record, reason) in unpublishable {
+            ledger.reject(record, reason);
         }
-        let rejected: Vec<usize> = too_large.iter().map(|(record, _)| *record).collect();
         let letters = self.dead_letters_of(ledger, &rejected);
         let kept = self.keep(ledger, &rejected, &letters, deadline).await;
         self.account_kept(report, ledger, kept);
@@ -347,19 +355,25 @@ impl Handler {
             true => PublishReport::default(),
             false => dead_letters.publish(&outgoing, deadline).await,
         };
-        // A letter is kept when all its parts are. Both lists are in event order.
-        let unkept = |record: &usize| {
-            published.failed.binary_search(record).is_ok()
-                || published.refused.binary_search(record).is_ok()
+        // A letter is kept when all its parts are. The lists are in event order.
+        let refused = |record: &usize| {
+            published.refused.binary_search(record).is_ok()
+                || published
+                    .invalid
+                    .binary_search_by_key(record, |(record, _)| *record)
+                    .is_ok()
         };
+        let unkept =
+            |record: &usize| published.failed.binary_search(record).is_ok() || refused(record);
         let mut kept = 0;
         for letter in letters {
-            if letter.parts.is_empty() || published.refused.binary_search(&letter.record).is_ok() {
+            if letter.parts.is_empty() || refused(&letter.record) {
                 log_data(
                     tracing::Level::ERROR,
                     &ledger.record(letter.record),
-                    "the dead letter of a rejected record is larger than the dead-letter \
-                     stream's records even without its data; its data is logged instead",
+                    "the dead-letter stream cannot take the dead letter of a rejected record \
+                     (larger than its records even without the data, or refused as invalid); \
+                     its data is logged instead",
                     None,
                 );
             } else if !unkept(&letter.record) {
@@ -426,12 +440,15 @@ fn log_data(
 fn account(report: &mut BatchReport, published: &PublishReport, stream: &str) {
     report.put_records_calls += published.calls;
     report.put_records_resent += published.resent;
+    report.put_records_throttled += published.throttled;
     if !published.failed.is_empty() {
         tracing::error!(
             stream,
             unpublished = published.failed.len(),
             calls = published.calls,
             resent = published.resent,
+            throttled = published.throttled,
+            lowest_concurrency = published.lowest_concurrency,
             last_error = published.last_error.as_deref().unwrap_or_default(),
             "records not published; they are reported for re-delivery"
         );

@@ -1,22 +1,40 @@
 //! Publishing events (predictions, dead letters) to a Kinesis stream with `PutRecords`.
 //!
 //! Events go out in calls of at most [`MAX_RECORDS_PER_CALL`] records and
-//! [`MAX_BYTES_PER_CALL`] bytes. An entry the stream can never accept (data and partition key
-//! over the stream's record size, or a partition key that is not 1 to 256 characters) is not
-//! sent at all, so that it cannot fail the other entries of its call: it is returned as
-//! refused. `PutRecords` succeeds or fails per entry, so every entry's result is checked and
-//! only the failed ones (throttling, internal failure) are sent again, with exponential backoff
-//! and full jitter, up to [`RetryPolicy::max_attempts`] times, and never past the deadline the
-//! caller gives. Entries that still fail are returned to the caller, which reports their input
-//! records to Lambda for re-delivery: nothing is dropped silently, and delivery is
-//! at-least-once.
+//! [`MAX_BYTES_PER_CALL`] bytes, up to [`Publisher::concurrency`] calls at a time. An entry the
+//! stream can never accept (data and partition key over the stream's record size, or a
+//! partition key that is not 1 to 256 characters) is not sent at all, so that it cannot fail
+//! the other entries of its call: it is returned as refused.
+//!
+//! `PutRecords` succeeds or fails per entry, so every entry's result is checked and only the
+//! failed ones (throttling, internal failure) are sent again, after a backoff with full
+//! jitter, for as long as the deadline the caller gives allows. A stream that throttles also
+//! gets fewer calls at a time: the number of calls in flight is halved when a call comes back
+//! throttled and grows by one again for every window of calls that come back clean
+//! (additive increase, multiplicative decrease). Entries still unpublished at the deadline are
+//! returned to the caller, which reports their input records to Lambda for re-delivery:
+//! nothing is dropped silently, and delivery is at-least-once.
+//!
+//! # Order
+//! For each partition key, events reach the stream in the order given: an event is sent only
+//! once every earlier event with the same key has been accepted, so no event overtakes an
+//! earlier one of its key that failed. A key therefore never has two entries in flight, in one
+//! call or in two. Events of different keys have no order between them (Kinesis orders only
+//! within a shard). An event whose earlier event of the same key is never accepted is not
+//! sent either, and both are returned as unpublished. A publisher made [`Publisher::unordered`]
+//! (the dead letters') keeps no order, so that many records of one key are not sent one call
+//! at a time.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::event::is_partition_key;
@@ -29,6 +47,11 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// Largest record (data plus partition key) of a stream that does not say otherwise: 1 MiB,
 /// Kinesis's default `MaxRecordSizeInKiB`.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Most `PutRecords` calls in flight at once to one stream when `PUBLISH_CONCURRENCY` is not
+/// set (docs/PERFORMANCE.md has the measurements it is chosen from).
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
+/// Largest `PUBLISH_CONCURRENCY` taken.
+pub const MAX_PUBLISH_CONCURRENCY: usize = 256;
 
 /// The shortest wait for one `PutRecords` attempt's answer. An attempt may wait for up to half
 /// the time left before the deadline, so that an endpoint that is slow but working gets its
@@ -55,10 +78,11 @@ fn call_timeouts(left: Duration) -> aws_sdk_kinesis::config::timeout::TimeoutCon
         .build()
 }
 
-/// How failed entries are retried.
+/// How failed entries are sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Sends of one entry, the first included.
+    /// Most sends of one entry, the first included. The default has no such limit: the
+    /// deadline ends resending.
     pub max_attempts: u32,
     /// Backoff before the first resend; doubled for each later one.
     pub base_delay: Duration,
@@ -67,12 +91,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Five sends with backoffs of up to 0.1, 0.2, 0.4 and 0.8 s: at most 1.5 s of waiting.
+    /// Resends until the deadline, with backoffs of up to 0.1, 0.2, 0.4, 0.8 and then 1 s: a
+    /// throttled shard's write limits are per second, so a longer wait gains nothing.
     fn default() -> Self {
         Self {
-            max_attempts: 5,
+            max_attempts: u32::MAX,
             base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(1),
         }
     }
 }
@@ -100,6 +125,13 @@ pub struct Outgoing<'a> {
     pub partition_key: Cow<'a, str>,
 }
 
+impl Outgoing<'_> {
+    /// What the entry counts for against Kinesis's size limits: data plus partition key.
+    fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
 /// What happened to one publish.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PublishReport {
@@ -109,11 +141,20 @@ pub struct PublishReport {
     pub calls: usize,
     /// Entries sent again after a failure.
     pub resent: usize,
+    /// Entries the stream answered with `ProvisionedThroughputExceededException`, and entries
+    /// of calls it answered with a throttling error.
+    pub throttled: usize,
+    /// The fewest calls in flight the publish was brought down to by throttling.
+    pub lowest_concurrency: usize,
     /// The records (positions in the event, [`Outgoing::record`]) whose entries could not be
     /// published, in the order given.
     pub failed: Vec<usize>,
-    /// The records whose entries the stream can never accept, so were not sent.
+    /// The records whose entries the stream can never accept, so were not sent, in the order
+    /// given.
     pub refused: Vec<usize>,
+    /// The records whose entries the stream refused as invalid when sent alone, with the
+    /// error code it answered, in the order given.
+    pub invalid: Vec<(usize, String)>,
     /// The last error seen, for the log.
     pub last_error: Option<String>,
 }
@@ -125,16 +166,21 @@ pub struct Publisher {
     stream: String,
     retry: RetryPolicy,
     max_record_bytes: usize,
+    concurrency: usize,
+    ordered: bool,
 }
 
 impl Publisher {
-    /// A publisher to `stream`, whose records may have up to [`DEFAULT_MAX_RECORD_BYTES`].
+    /// A publisher to `stream`, whose records may have up to [`DEFAULT_MAX_RECORD_BYTES`],
+    /// with up to [`DEFAULT_PUBLISH_CONCURRENCY`] calls in flight.
     pub fn new(client: Client, stream: impl Into<String>, retry: RetryPolicy) -> Self {
         Self {
             client,
             stream: stream.into(),
             retry,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            concurrency: DEFAULT_PUBLISH_CONCURRENCY,
+            ordered: true,
         }
     }
 
@@ -142,6 +188,19 @@ impl Publisher {
     /// partition key; the stream's `MaxRecordSizeInKiB`).
     pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes;
+        self
+    }
+
+    /// The same publisher, with up to `calls` calls in flight at once (at least one).
+    pub fn with_concurrency(mut self, calls: usize) -> Self {
+        self.concurrency = calls.max(1);
+        self
+    }
+
+    /// The same publisher, keeping no order between the events of one partition key: they
+    /// may share a call, or be in flight together.
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
         self
     }
 
@@ -155,6 +214,11 @@ impl Publisher {
         self.max_record_bytes
     }
 
+    /// Most calls in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     /// Whether the stream can ever accept an entry of `data` under `partition_key`.
     pub fn accepts(&self, data: &[u8], partition_key: &str) -> bool {
         is_partition_key(partition_key) && data.len() + partition_key.len() <= self.max_record_bytes
@@ -165,53 +229,81 @@ impl Publisher {
     /// and no call is waited for, past `deadline`.
     pub async fn publish(&self, events: &[Outgoing<'_>], deadline: Instant) -> PublishReport {
         let mut report = PublishReport::default();
-        let (mut pending, refused): (Vec<usize>, Vec<usize>) =
-            (0..events.len()).partition(|&index| {
-                events
-                    .get(index)
-                    .is_some_and(|event| self.accepts(event.data, &event.partition_key))
-            });
-        report.refused = records(events, &refused);
-        for attempt in 1..=self.retry.max_attempts {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 1 {
-                let backoff = self.retry.backoff(attempt - 1);
-                if Instant::now() + backoff >= deadline {
+        let mut queue = Queue::new(events, self.ordered, |event| {
+            self.accepts(event.data, &event.partition_key)
+        });
+        report.refused = queue
+            .refused
+            .iter()
+            .map(|&index| record(events, index))
+            .collect();
+        let mut window = Window::new(self.concurrency);
+        report.lowest_concurrency = window.limit;
+        let max_bytes = MAX_BYTES_PER_CALL.max(self.max_record_bytes);
+        let mut in_flight = JoinSet::new();
+        loop {
+            // Start calls while there is room, and find when the next backed-off entry is due.
+            let mut wake = None;
+            while in_flight.len() < window.limit && Instant::now() < deadline {
+                let (call, due) = queue.next_call(Instant::now(), max_bytes);
+                wake = due;
+                if call.is_empty() {
                     break;
                 }
-                report.resent += pending.len();
-                tokio::time::sleep(backoff).await;
+                report.calls += 1;
+                report.resent += call.iter().filter(|&&index| queue.sends(index) > 1).count();
+                in_flight.spawn(self.send(events, call, window.epoch, deadline));
             }
-            let mut failed = Vec::new();
-            for call in calls(events, &pending, self.max_record_bytes) {
-                if Instant::now() >= deadline {
-                    report.last_error = Some(DEADLINE_REACHED.into());
-                    failed.extend_from_slice(call);
+            let wake = wake.filter(|due| *due < deadline);
+            let answer = match (in_flight.is_empty(), wake) {
+                (true, None) => break,
+                (true, Some(due)) => {
+                    tokio::time::sleep_until(due).await;
                     continue;
                 }
-                report.calls += 1;
-                self.put_records(events, call, deadline, &mut report, &mut failed)
-                    .await;
-            }
-            pending = failed;
+                (false, Some(due)) if in_flight.len() < window.limit => {
+                    tokio::select! {
+                        answer = in_flight.join_next() => answer,
+                        () = tokio::time::sleep_until(due) => continue,
+                    }
+                }
+                (false, _) => in_flight.join_next().await,
+            };
+            let Some(Ok(answer)) = answer else {
+                // A call's task cannot panic or be cancelled while the set is held here.
+                break;
+            };
+            self.settle(answer, &mut queue, &mut window, &mut report);
+            report.lowest_concurrency = report.lowest_concurrency.min(window.limit);
         }
-        report.failed = records(events, &pending);
+        if queue.any_due() {
+            // Entries were left only because the deadline came.
+            report.last_error = Some(match report.last_error.take() {
+                Some(error) => format!("{DEADLINE_REACHED}; the last error: {error}"),
+                None => DEADLINE_REACHED.into(),
+            });
+        }
+        report.failed = queue
+            .unpublished()
+            .map(|index| record(events, index))
+            .collect();
+        report.invalid = queue
+            .invalid
+            .into_iter()
+            .map(|(index, answer)| (record(events, index), answer))
+            .collect();
         report
     }
 
-    /// Sends one `PutRecords` call of the events at `indexes`, waiting for its answer until
-    /// `deadline` at most; pushes the failed ones to `failed`.
-    async fn put_records(
+    /// One `PutRecords` call of the events at `indexes`, answered by `deadline` at most.
+    fn send(
         &self,
         events: &[Outgoing<'_>],
-        indexes: &[usize],
+        indexes: Vec<usize>,
+        epoch: u64,
         deadline: Instant,
-        report: &mut PublishReport,
-        failed: &mut Vec<usize>,
-    ) {
-        let entries = indexes
+    ) -> impl Future<Output = Answer> + Send + 'static {
+        let entries: Result<Vec<_>, _> = indexes
             .iter()
             .filter_map(|&index| events.get(index))
             .map(|event| {
@@ -219,105 +311,419 @@ impl Publisher {
                     .data(Blob::new(event.data))
                     .partition_key(event.partition_key.as_ref())
                     .build()
-            });
-        let entries: Result<Vec<_>, _> = entries.collect();
-        let result = match entries {
-            Ok(entries) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Failed calls are resent here, within the deadline and counted; the SDK's own
-                // retries would resend them again, uncounted.
-                let timeouts = aws_sdk_kinesis::config::Builder::default()
-                    .timeout_config(call_timeouts(left))
-                    .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
-                let call = self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(entries))
-                    .customize()
-                    .config_override(timeouts)
-                    .send();
-                match tokio::time::timeout_at(deadline, call).await {
-                    Ok(answer) => answer.map_err(|error| {
-                        aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()
-                    }),
-                    Err(_) => Err(DEADLINE_REACHED.into()),
+            })
+            .collect();
+        let client = self.client.clone();
+        let stream = self.stream.clone();
+        async move {
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(error) => {
+                    let result = Err(CallError::Invalid {
+                        code: "InvalidEntry".into(),
+                        message: error.to_string(),
+                    });
+                    return Answer {
+                        indexes,
+                        epoch,
+                        result,
+                    };
                 }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Failed calls are sent again by the publisher, within the deadline and counted;
+            // the SDK's own retries would send them again, uncounted.
+            let config = aws_sdk_kinesis::config::Builder::default()
+                .timeout_config(call_timeouts(left))
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+            let call = client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .customize()
+                .config_override(config)
+                .send();
+            let result = match tokio::time::timeout_at(deadline, call).await {
+                Ok(answer) => answer.map_err(CallError::from),
+                Err(_) => Err(CallError::Retry(DEADLINE_REACHED.into())),
+            };
+            Answer {
+                indexes,
+                epoch,
+                result,
             }
-            Err(error) => Err(error.to_string()),
-        };
-        match result {
-            Ok(output) => {
-                let results = output.records();
-                for (position, &index) in indexes.iter().enumerate() {
-                    match results.get(position) {
-                        Some(entry) if entry.error_code().is_none() => report.published += 1,
-                        entry => {
-                            // A missing result entry counts as a failure: it was not confirmed.
-                            report.last_error = Some(match entry {
-                                Some(entry) => format!(
-                                    "{}: {}",
-                                    entry.error_code().unwrap_or_default(),
-                                    entry.error_message().unwrap_or_default()
-                                ),
-                                None => format!(
-                                    "the answer has {} results for {} entries",
-                                    results.len(),
-                                    indexes.len()
-                                ),
-                            });
-                            failed.push(index);
+        }
+    }
+
+    /// Takes in one call's answer: accepted entries are done, failed ones queued again.
+    fn settle(
+        &self,
+        answer: Answer,
+        queue: &mut Queue<'_>,
+        window: &mut Window,
+        report: &mut PublishReport,
+    ) {
+        let Answer {
+            indexes,
+            epoch,
+            result,
+        } = answer;
+        // One backoff for the whole call, so that its failed entries go out together again.
+        let sends = indexes.iter().map(|&index| queue.sends(index)).max();
+        let due = Instant::now() + self.retry.backoff(sends.unwrap_or(1));
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                match &error {
+                    CallError::Throttled(_) => {
+                        report.throttled += indexes.len();
+                        window.throttled(epoch);
+                    }
+                    CallError::Invalid { code, .. } if indexes.len() == 1 => {
+                        for &index in &indexes {
+                            queue.refuse(index, code);
                         }
                     }
+                    CallError::Invalid { .. } => {
+                        for &index in &indexes {
+                            queue.send_alone(index);
+                        }
+                    }
+                    CallError::Retry(_) => {}
+                    CallError::Fatal(_) => queue.stop(),
+                }
+                report.last_error = Some(error.into_message());
+                for &index in &indexes {
+                    queue.retry(index, due, &self.retry);
+                }
+                return;
+            }
+        };
+        let results = output.records();
+        let mut throttled = false;
+        for (position, &index) in indexes.iter().enumerate() {
+            match results.get(position) {
+                Some(entry) if entry.error_code().is_none() => {
+                    report.published += 1;
+                    queue.accepted(index);
+                }
+                entry => {
+                    // A missing result entry counts as a failure: it was not confirmed.
+                    report.last_error = Some(match entry {
+                        Some(entry) => {
+                            let code = entry.error_code().unwrap_or_default();
+                            if code == THROUGHPUT_EXCEEDED {
+                                report.throttled += 1;
+                                throttled = true;
+                            }
+                            format!("{code}: {}", entry.error_message().unwrap_or_default())
+                        }
+                        None => format!(
+                            "the answer has {} results for {} entries",
+                            results.len(),
+                            indexes.len()
+                        ),
+                    });
+                    queue.retry(index, due, &self.retry);
                 }
             }
-            Err(error) => {
-                report.last_error = Some(error);
-                failed.extend_from_slice(indexes);
-            }
+        }
+        match throttled {
+            true => window.throttled(epoch),
+            false => window.clean(),
         }
     }
 }
 
 /// Why entries were left unsent or unconfirmed.
 const DEADLINE_REACHED: &str = "the publishing deadline was reached";
+/// The error code of an entry, or a call, over a shard's write limits.
+const THROUGHPUT_EXCEEDED: &str = "ProvisionedThroughputExceededException";
 
-/// The records of the events at `indexes`.
-fn records(events: &[Outgoing<'_>], indexes: &[usize]) -> Vec<usize> {
-    indexes
-        .iter()
-        .filter_map(|&index| events.get(index))
-        .map(|event| event.record)
-        .collect()
+/// The record of the event at `index`.
+fn record(events: &[Outgoing<'_>], index: usize) -> usize {
+    events.get(index).map_or(index, |event| event.record)
 }
 
-/// Splits `pending` (indexes into `events`) into calls within the record and byte limits:
-/// [`MAX_BYTES_PER_CALL`], or one record of `max_record_bytes` if that is more.
-fn calls<'p>(
-    events: &[Outgoing<'_>],
-    pending: &'p [usize],
-    max_record_bytes: usize,
-) -> Vec<&'p [usize]> {
-    let max_bytes = MAX_BYTES_PER_CALL.max(max_record_bytes);
-    let mut calls = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (position, &index) in pending.iter().enumerate() {
-        let size = events
-            .get(index)
-            .map_or(0, |event| event.data.len() + event.partition_key.len());
-        let count = position - start;
-        if count > 0 && (count == MAX_RECORDS_PER_CALL || bytes + size > max_bytes) {
-            calls.extend(pending.get(start..position));
-            start = position;
-            bytes = 0;
+/// One call's answer, with the events (indexes) it was for.
+struct Answer {
+    indexes: Vec<usize>,
+    /// The [`Window::epoch`] the call was started in.
+    epoch: u64,
+    result: Result<PutRecordsOutput, CallError>,
+}
+
+/// Why a whole call failed, by what to do about it.
+#[derive(Debug)]
+enum CallError {
+    /// Over the stream's limits: send again later, with fewer calls at a time.
+    Throttled(String),
+    /// The request is not valid: an entry in it cannot be taken as it is. Its entries are
+    /// sent again one per call, so that the one at fault is found and refused alone. The
+    /// error code is kept apart from the message, which may quote the entry.
+    Invalid { code: String, message: String },
+    /// Sending again cannot help: the stream does not exist, or may not be written to.
+    /// Nothing more is sent.
+    Fatal(String),
+    /// Anything else (timeouts, connection failures, service failures): send again later.
+    Retry(String),
+}
+
+impl CallError {
+    fn into_message(self) -> String {
+        match self {
+            Self::Throttled(message)
+            | Self::Invalid { message, .. }
+            | Self::Fatal(message)
+            | Self::Retry(message) => message,
         }
-        bytes += size;
     }
-    if start < pending.len() {
-        calls.extend(pending.get(start..));
+}
+
+impl<R: std::fmt::Debug> From<SdkError<PutRecordsError, R>> for CallError {
+    fn from(error: SdkError<PutRecordsError, R>) -> Self {
+        let message = DisplayErrorContext(&error).to_string();
+        let Some(error) = error.as_service_error() else {
+            return Self::Retry(message);
+        };
+        // The errors `PutRecords` declares, then those of every operation (which have no type).
+        use PutRecordsError as E;
+        match error {
+            E::ProvisionedThroughputExceededException(_) | E::KmsThrottlingException(_) => {
+                Self::Throttled(message)
+            }
+            E::InvalidArgumentException(_) => Self::Invalid {
+                code: "InvalidArgumentException".into(),
+                message,
+            },
+            E::ResourceNotFoundException(_)
+            | E::AccessDeniedException(_)
+            | E::KmsAccessDeniedException(_)
+            | E::KmsDisabledException(_)
+            | E::KmsInvalidStateException(_)
+            | E::KmsNotFoundException(_)
+            | E::KmsOptInRequired(_) => Self::Fatal(message),
+            error => match error.code() {
+                Some("LimitExceededException" | "ThrottlingException") => Self::Throttled(message),
+                Some(code @ "ValidationException") => Self::Invalid {
+                    code: code.into(),
+                    message,
+                },
+                Some("UnrecognizedClientException" | "MissingAuthenticationToken") => {
+                    Self::Fatal(message)
+                }
+                _ => Self::Retry(message),
+            },
+        }
     }
-    calls
+}
+
+/// How many calls may be in flight: halved when a call comes back throttled, one more for
+/// every `limit` calls that come back clean, between one and the publisher's concurrency.
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    max: usize,
+    /// Clean answers since the limit last grew.
+    clean: usize,
+    /// Counts the decreases. Only a call started since the last one can cause another: the
+    /// calls that were in flight together all saw the same throttling.
+    epoch: u64,
+}
+
+impl Window {
+    fn new(max: usize) -> Self {
+        Self {
+            limit: max.max(1),
+            max: max.max(1),
+            clean: 0,
+            epoch: 0,
+        }
+    }
+
+    fn throttled(&mut self, epoch: u64) {
+        if epoch == self.epoch {
+            self.limit = (self.limit / 2).max(1);
+            self.clean = 0;
+            self.epoch += 1;
+        }
+    }
+
+    fn clean(&mut self) {
+        self.clean += 1;
+        if self.clean >= self.limit && self.limit < self.max {
+            self.limit += 1;
+            self.clean = 0;
+        }
+    }
+}
+
+/// The entries not yet accepted, in the order given, and the rules for which may go next.
+struct Queue<'e> {
+    events: &'e [Outgoing<'e>],
+    /// Entries waiting to be sent, by index into `events`.
+    waiting: BTreeMap<usize, Slot>,
+    /// Partition keys with an entry in flight.
+    in_flight: HashSet<&'e str>,
+    /// Sends so far of each entry.
+    sends: Vec<u32>,
+    /// Entries the stream can never accept.
+    refused: Vec<usize>,
+    /// Entries the stream answered as invalid when sent alone, with its error code.
+    invalid: Vec<(usize, String)>,
+    /// Nothing more is to be sent.
+    stopped: bool,
+    /// Keep the order of each partition key's entries.
+    ordered: bool,
+}
+
+/// An entry waiting to be sent.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Not before then; `None`: never (its sends are spent, or publishing stopped).
+    due: Option<Instant>,
+    /// In a call of its own.
+    alone: bool,
+}
+
+impl<'e> Queue<'e> {
+    /// A queue of `events`, but for those `accepts` says the stream can never take.
+    fn new(
+        events: &'e [Outgoing<'e>],
+        ordered: bool,
+        accepts: impl Fn(&Outgoing<'_>) -> bool,
+    ) -> Self {
+        let now = Instant::now();
+        let (accepted, refused): (Vec<usize>, Vec<usize>) =
+            (0..events.len()).partition(|&index| events.get(index).is_some_and(&accepts));
+        let slot = Slot {
+            due: Some(now),
+            alone: false,
+        };
+        Self {
+            events,
+            waiting: accepted.into_iter().map(|index| (index, slot)).collect(),
+            in_flight: HashSet::new(),
+            sends: vec![0; events.len()],
+            refused,
+            invalid: Vec::new(),
+            stopped: false,
+            ordered,
+        }
+    }
+
+    fn key(&self, index: usize) -> &'e str {
+        self.events
+            .get(index)
+            .map_or("", |event| event.partition_key.as_ref())
+    }
+
+    fn sends(&self, index: usize) -> u32 {
+        self.sends.get(index).copied().unwrap_or_default()
+    }
+
+    /// The next call: the waiting entries, in order, that are due at `now` and whose key has
+    /// no earlier entry waiting or in flight, within the call limits (`max_bytes`). Also
+    /// returns when the first entry held back by its backoff is due.
+    fn next_call(&mut self, now: Instant, max_bytes: usize) -> (Vec<usize>, Option<Instant>) {
+        let mut call = Vec::new();
+        let mut bytes = 0;
+        let mut wake: Option<Instant> = None;
+        let mut blocked: HashSet<&str> = HashSet::new();
+        for (&index, slot) in &self.waiting {
+            let key = self.key(index);
+            // Only a key's first waiting entry may go, and only if none of the key is in
+            // flight.
+            if self.ordered && (self.in_flight.contains(key) || !blocked.insert(key)) {
+                continue;
+            }
+            let Some(due) = slot.due else { continue };
+            if due > now {
+                wake = Some(wake.map_or(due, |wake| wake.min(due)));
+                continue;
+            }
+            if slot.alone && !call.is_empty() {
+                continue;
+            }
+            let size = self.events.get(index).map_or(0, Outgoing::size);
+            if !call.is_empty() && (call.len() == MAX_RECORDS_PER_CALL || bytes + size > max_bytes)
+            {
+                break;
+            }
+            call.push(index);
+            bytes += size;
+            if slot.alone {
+                break;
+            }
+        }
+        if self.stopped {
+            call.clear();
+        }
+        for &index in &call {
+            self.waiting.remove(&index);
+            if self.ordered {
+                self.in_flight.insert(self.key(index));
+            }
+            if let Some(sends) = self.sends.get_mut(index) {
+                *sends += 1;
+            }
+        }
+        (call, wake)
+    }
+
+    /// The entry at `index` was accepted.
+    fn accepted(&mut self, index: usize) {
+        self.in_flight.remove(self.key(index));
+    }
+
+    /// The entry at `index` failed: it waits again, until `due`, or for good once its sends
+    /// are spent or publishing stopped. The entries after it of its key keep waiting behind it.
+    fn retry(&mut self, index: usize, due: Instant, policy: &RetryPolicy) {
+        self.in_flight.remove(self.key(index));
+        if self.invalid.iter().any(|(invalid, _)| *invalid == index) {
+            return;
+        }
+        let sends = self.sends(index);
+        let due = (!self.stopped && sends < policy.max_attempts).then_some(due);
+        let alone = self.waiting.get(&index).is_some_and(|slot| slot.alone);
+        self.waiting.insert(index, Slot { due, alone });
+    }
+
+    /// The entry at `index` is to be sent in a call of its own from now on.
+    fn send_alone(&mut self, index: usize) {
+        self.waiting.insert(
+            index,
+            Slot {
+                due: None,
+                alone: true,
+            },
+        );
+    }
+
+    /// The entry at `index`, sent alone, was answered as invalid with `code`: it is never sent
+    /// again, and no longer holds back the entries after it of its key.
+    fn refuse(&mut self, index: usize, code: &str) {
+        self.invalid.push((index, code.to_owned()));
+        self.waiting.remove(&index);
+    }
+
+    /// Nothing more is sent: every waiting entry stays unpublished.
+    fn stop(&mut self) {
+        self.stopped = true;
+        for slot in self.waiting.values_mut() {
+            slot.due = None;
+        }
+    }
+
+    /// Whether an entry is waiting that would still be sent, given the time.
+    fn any_due(&self) -> bool {
+        self.waiting.values().any(|slot| slot.due.is_some())
+    }
+
+    /// The entries never accepted, in order (refused ones excluded).
+    fn unpublished(&self) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.keys().copied()
+    }
 }
 
 #[cfg(test)]

@@ -84,9 +84,13 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
     let mut handler = Handler::new(model?, &config.model_name, &config.version)
         .with_prediction_field(&config.prediction_field);
     if let Some(publisher) = output.transpose()? {
-        handler = handler.publishing_to(publisher);
+        handler = handler.publishing_to(publisher.with_concurrency(config.publish_concurrency));
     }
     if let Some(publisher) = dead_letters.transpose()? {
+        // Dead letters keep no order: a batch's rejected records often share a partition key.
+        let publisher = publisher
+            .with_concurrency(config.publish_concurrency)
+            .unordered();
         handler = handler.dead_lettering_to(publisher);
     }
     let model = handler.model();
@@ -97,6 +101,7 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         outputs = %model.outputs(),
         output_stream = handler.publisher().map(Publisher::stream),
         dead_letter_stream = handler.dead_letter_publisher().map(Publisher::stream),
+        publish_concurrency = config.publish_concurrency,
         startup_ms = started.elapsed().as_secs_f64() * 1e3,
         "ready"
     );

@@ -111,6 +111,8 @@ pub struct BatchReport {
     pub put_records_calls: usize,
     /// Entries sent again after a failure.
     pub put_records_resent: usize,
+    /// Entries a stream answered as over its shard's write limits.
+    pub put_records_throttled: usize,
     /// Milliseconds decoding the payloads.
     pub decode_ms: f64,
     /// Milliseconds in ONNX Runtime.
@@ -134,6 +136,7 @@ impl BatchReport {
             redeliver = self.redeliver,
             put_records_calls = self.put_records_calls,
             put_records_resent = self.put_records_resent,
+            put_records_throttled = self.put_records_throttled,
             decode_ms = self.decode_ms,
             inference_ms = self.inference_ms,
             publish_ms = self.publish_ms,
@@ -149,6 +152,7 @@ impl BatchReport {
             ("Redelivered", self.redeliver),
             ("PutRecordsCalls", self.put_records_calls),
             ("PutRecordsResent", self.put_records_resent),
+            ("PutRecordsThrottled", self.put_records_throttled),
         ];
         for (name, count) in counts {
             metrics::counter!(name).increment(count as u64);

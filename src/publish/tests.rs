@@ -150,14 +150,40 @@ async fn failed_call_is_retried_then_reported_whole() {
     assert_eq!(rule.num_calls(), NO_BACKOFF.max_attempts as usize);
 }
 
+/// The sizes of the calls a queue of `events` makes when every call is accepted at once.
+fn call_sizes(events: &[Outgoing<'_>], max_record_bytes: usize) -> Vec<usize> {
+    let mut queue = Queue::new(events, true, |_| true);
+    let max_bytes = MAX_BYTES_PER_CALL.max(max_record_bytes);
+    let mut sizes = Vec::new();
+    loop {
+        let (call, _) = queue.next_call(Instant::now(), max_bytes);
+        if call.is_empty() {
+            return sizes;
+        }
+        sizes.push(call.len());
+        for index in call {
+            queue.accepted(index);
+        }
+    }
+}
+
 #[test]
 fn calls_respect_the_byte_limit() {
     let big = vec![b'x'; 1024 * 1024 - 10];
     let data: Vec<Vec<u8>> = (0..11).map(|_| big.clone()).collect();
-    let events = events(&data);
-    let pending: Vec<usize> = (0..11).collect();
-    let calls = calls(&events, &pending, DEFAULT_MAX_RECORD_BYTES);
-    assert_eq!(calls.iter().map(|c| c.len()).collect::<Vec<_>>(), [5, 5, 1]);
+    assert_eq!(
+        call_sizes(&events(&data), DEFAULT_MAX_RECORD_BYTES),
+        [5, 5, 1]
+    );
+}
+
+#[test]
+fn calls_respect_the_record_limit() {
+    let data: Vec<Vec<u8>> = (0..1201).map(|_| b"x".to_vec()).collect();
+    assert_eq!(
+        call_sizes(&events(&data), DEFAULT_MAX_RECORD_BYTES),
+        [500, 500, 201]
+    );
 }
 
 #[test]
@@ -166,14 +192,7 @@ fn a_call_holds_exactly_5_mib_and_not_a_byte_more() {
     let mib = vec![b'x'; DEFAULT_MAX_RECORD_BYTES - 1];
     let mut data: Vec<Vec<u8>> = (0..5).map(|_| mib.clone()).collect();
     data.push(Vec::new());
-    let pending: Vec<usize> = (0..6).collect();
-    let sizes = |data: &[Vec<u8>]| {
-        let events = events(data);
-        calls(&events, &pending, DEFAULT_MAX_RECORD_BYTES)
-            .iter()
-            .map(|call| call.len())
-            .collect::<Vec<_>>()
-    };
+    let sizes = |data: &[Vec<u8>]| call_sizes(&events(data), DEFAULT_MAX_RECORD_BYTES);
     // 5 MiB, then the sixth entry's one byte of key in a call of its own.
     assert_eq!(sizes(&data), [5, 1]);
     // Four entries and one byte short of a fifth: 5 MiB less one byte with the sixth's key.
@@ -182,9 +201,10 @@ fn a_call_holds_exactly_5_mib_and_not_a_byte_more() {
     // Streams of larger records take a call of one record of their size.
     let big = vec![b'x'; 8 * DEFAULT_MAX_RECORD_BYTES];
     let data = vec![big.clone(), big];
-    let events = events(&data);
-    let calls = calls(&events, &[0, 1], 10 * DEFAULT_MAX_RECORD_BYTES);
-    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        call_sizes(&events(&data), 10 * DEFAULT_MAX_RECORD_BYTES),
+        [1, 1]
+    );
 }
 
 #[test]
@@ -307,5 +327,269 @@ async fn entries_an_answer_leaves_out_are_failed_with_a_reason() {
     assert_eq!(
         report.last_error.as_deref(),
         Some("the answer has 0 results for 3 entries")
+    );
+}
+
+/// Events `0..keys.len()` with the partition keys `keys`.
+fn keyed<'a>(data: &'a [u8], keys: &[&'a str]) -> Vec<Outgoing<'a>> {
+    keys.iter()
+        .enumerate()
+        .map(|(record, key)| Outgoing {
+            record,
+            data,
+            partition_key: Cow::Borrowed(key),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_key_has_one_entry_per_call_and_its_events_go_in_order() {
+    let keys = ["k", "a", "k", "b", "k"];
+    let (client, seen) = client(|_, _| false);
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&keyed(b"x", &keys), later())
+        .await;
+    assert_eq!(report.published, 5);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [vec!["k", "a", "b"], vec!["k"], vec!["k"]]
+    );
+}
+
+#[tokio::test]
+async fn an_unordered_publisher_sends_one_key_s_events_together() {
+    let keys = ["k"; 5];
+    let (client, seen) = client(|_, _| false);
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .unordered()
+        .publish(&keyed(b"x", &keys), later())
+        .await;
+    assert_eq!(report.published, 5);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn no_event_is_sent_after_an_earlier_one_of_its_key_that_is_never_accepted() {
+    // The first "k" always fails: the later ones are never sent, other keys are.
+    let keys = ["k", "a", "k", "b", "k"];
+    let (client, seen) = client(|key, _| key == "k");
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&keyed(b"x", &keys), later())
+        .await;
+    assert_eq!(report.published, 2);
+    assert_eq!(report.failed, [0, 2, 4]);
+    let sent_k = seen
+        .lock()
+        .unwrap()
+        .concat()
+        .iter()
+        .filter(|k| *k == "k")
+        .count();
+    assert_eq!(sent_k, NO_BACKOFF.max_attempts as usize);
+}
+
+/// A failure pattern that depends on the key, its earlier sends and a seed.
+fn flaky(seed: u64) -> impl Fn(&str, usize) -> bool + Send + Sync + 'static {
+    move |key, earlier| {
+        let mut hash = seed ^ (earlier as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for byte in key.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+        hash.is_multiple_of(3)
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever fails, each key's events are accepted in the order given, a key never has two
+    /// entries in one call, and every event is either accepted once or reported as failed,
+    /// together with every later event of its key.
+    #[test]
+    fn each_key_s_events_are_accepted_in_order(
+        keys in proptest::collection::vec(0u8..6, 1..80),
+        seed in proptest::prelude::any::<u64>(),
+        concurrency in 1usize..5,
+    ) {
+        let keys: Vec<String> = keys.iter().map(|key| format!("key{key}")).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let events = keyed(b"x", &key_refs);
+        let fails = flaky(seed);
+        let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = accepted.clone();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let rule = mock!(Client::put_records).then_compute_output(move |request| {
+            let mut seen = seen.lock().unwrap();
+            let mut log = log.lock().unwrap();
+            let mut in_call = std::collections::HashSet::new();
+            let entries = request
+                .records()
+                .iter()
+                .map(|entry| {
+                    let key = entry.partition_key().unwrap_or_default().to_owned();
+                    assert!(in_call.insert(key.clone()), "{key} twice in one call");
+                    let earlier = seen.iter().filter(|k| **k == key).count();
+                    seen.push(key.clone());
+                    if fails(&key, earlier) {
+                        throttled_entry()
+                    } else {
+                        log.push(key);
+                        ok_entry(0)
+                    }
+                })
+                .collect::<Vec<_>>();
+            PutRecordsOutput::builder()
+                .set_records(Some(entries))
+                .build()
+                .unwrap()
+        });
+        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let report = runtime.block_on(
+            Publisher::new(client, "out", NO_BACKOFF)
+                .with_concurrency(concurrency)
+                .publish(&events, later()),
+        );
+        // Which of each key's events were accepted: a prefix of them, in order.
+        let accepted = accepted.lock().unwrap();
+        let mut published = vec![false; events.len()];
+        for key in accepted.iter() {
+            let next = (0..events.len())
+                .find(|&i| keys[i] == *key && !published[i])
+                .unwrap();
+            proptest::prop_assert!(
+                (0..next).all(|i| keys[i] != *key || published[i]),
+                "{key} overtook an earlier event"
+            );
+            published[next] = true;
+        }
+        let failed: Vec<usize> = (0..events.len()).filter(|&i| !published[i]).collect();
+        proptest::prop_assert_eq!(&report.failed, &failed);
+        proptest::prop_assert_eq!(report.published, accepted.len());
+        for &i in &failed {
+            proptest::prop_assert!((i..events.len()).all(|j| keys[j] != keys[i] || !published[j]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_does_not_exist_is_not_called_again() {
+    use aws_sdk_kinesis::types::error::ResourceNotFoundException;
+    let rule = mock!(Client::put_records).then_error(|| {
+        PutRecordsError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Stream out not found")
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let data: Vec<Vec<u8>> = (0..1200).map(|_| b"x".to_vec()).collect();
+    let report = Publisher::new(client, "out", RetryPolicy::default())
+        .with_concurrency(1)
+        .publish(&events(&data), later())
+        .await;
+    assert_eq!(rule.num_calls(), 1);
+    assert_eq!(report.failed.len(), 1200);
+    assert!(report.last_error.unwrap().contains("not found"));
+}
+
+#[tokio::test]
+async fn an_entry_the_stream_finds_invalid_is_found_alone_and_refused() {
+    let keys = ["a", "bad", "c", "d"];
+    let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let recorder = calls.clone();
+    let rule = mock!(Client::put_records).then_compute_response(move |request| {
+        use aws_sdk_kinesis::config::http::HttpResponse;
+        use aws_smithy_mocks::MockResponse;
+        let keys: Vec<String> = request
+            .records()
+            .iter()
+            .map(|entry| entry.partition_key().unwrap_or_default().to_owned())
+            .collect();
+        let invalid = keys.iter().any(|key| key == "bad");
+        let count = keys.len();
+        recorder.lock().unwrap().push(keys);
+        if invalid {
+            let body =
+                r#"{"__type":"ValidationException","message":"1 validation error detected"}"#;
+            let mut response = HttpResponse::new(400u16.try_into().unwrap(), body.into());
+            response
+                .headers_mut()
+                .insert("x-amzn-errortype", "ValidationException");
+            MockResponse::Http(response)
+        } else {
+            MockResponse::Output(
+                PutRecordsOutput::builder()
+                    .set_records(Some((0..count).map(ok_entry).collect()))
+                    .build()
+                    .unwrap(),
+            )
+        }
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .with_concurrency(1)
+        .publish(&keyed(b"x", &keys), later())
+        .await;
+    assert_eq!(report.published, 3);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.invalid, [(1, "ValidationException".to_owned())]);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls[0].len(), 4);
+    assert!(calls[1..].iter().all(|call| call.len() == 1), "{calls:?}");
+}
+
+#[test]
+fn throttling_halves_the_calls_in_flight_once_per_round_and_clean_calls_restore_them() {
+    let mut window = Window::new(16);
+    let epoch = window.epoch;
+    // Sixteen calls of one round come back throttled: one halving.
+    for _ in 0..16 {
+        window.throttled(epoch);
+    }
+    assert_eq!(window.limit, 8);
+    window.throttled(window.epoch);
+    window.throttled(window.epoch);
+    window.throttled(window.epoch);
+    window.throttled(window.epoch);
+    assert_eq!(window.limit, 1);
+    // Additive increase: one more call after as many clean ones as the limit.
+    window.clean();
+    assert_eq!(window.limit, 2);
+    window.clean();
+    assert_eq!(window.limit, 2);
+    window.clean();
+    assert_eq!(window.limit, 3);
+    for _ in 0..1000 {
+        window.clean();
+    }
+    assert_eq!(window.limit, 16);
+}
+
+#[tokio::test]
+async fn throttled_entries_are_resent_until_the_deadline_by_default() {
+    let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
+    let (client, seen) = client(|_, _| true);
+    let started = Instant::now();
+    let report = Publisher::new(client, "out", RetryPolicy::default())
+        .publish(&events(&data), started + Duration::from_millis(1500))
+        .await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1600), "{elapsed:?}");
+    assert_eq!(report.failed, [0, 1, 2]);
+    // With backoffs of up to 0.1, 0.2, 0.4, 0.8 s, 1.5 s makes room for more than 5 sends
+    // whatever the jitter draws (each of at most 1.5 s in all).
+    assert!(
+        seen.lock().unwrap().len() > 5,
+        "{}",
+        seen.lock().unwrap().len()
+    );
+    assert_eq!(report.throttled, report.calls * 3);
+    assert!(
+        report.last_error.unwrap().starts_with(DEADLINE_REACHED),
+        "the log says why the entries are left"
     );
 }
