@@ -2,6 +2,7 @@
 //! with a message naming the variable. The README's configuration table lists the same.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -76,6 +77,9 @@ pub struct Config {
     pub ort_library: PathBuf,
     /// Most `PutRecords` calls in flight at once to each stream (`PUBLISH_CONCURRENCY`).
     pub publish_concurrency: usize,
+    /// Longest publishing may take in one invocation (`PUBLISH_BUDGET_SECONDS`); `None`: until
+    /// the invocation's deadline, or [`crate::handler::DEFAULT_PUBLISH_BUDGET`] without one.
+    pub publish_budget: Option<Duration>,
 }
 
 /// A variable has a value the service cannot use.
@@ -165,6 +169,9 @@ impl Config {
                 Some(value) => parse_concurrency(value)?,
                 None => DEFAULT_PUBLISH_CONCURRENCY,
             },
+            publish_budget: get("PUBLISH_BUDGET_SECONDS")
+                .map(parse_budget)
+                .transpose()?,
         })
     }
 }
@@ -191,6 +198,19 @@ fn parse_concurrency(value: String) -> Result<usize, ConfigError> {
             variable: "PUBLISH_CONCURRENCY",
             value,
             expected: "a whole number of PutRecords calls from 1 to 256",
+        }),
+    }
+}
+
+/// Parses `PUBLISH_BUDGET_SECONDS`: seconds, more than 0 and at most 900 (Lambda's longest
+/// timeout).
+fn parse_budget(value: String) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 900.0 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(ConfigError::Invalid {
+            variable: "PUBLISH_BUDGET_SECONDS",
+            value,
+            expected: "seconds, more than 0 and at most 900",
         }),
     }
 }
@@ -419,6 +439,24 @@ mod tests {
                 error.to_string().starts_with("PUBLISH_CONCURRENCY="),
                 "{value}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn publish_budget_is_seconds_up_to_lambda_s_longest_timeout() {
+        assert_eq!(config(&[]).unwrap().publish_budget, None);
+        let budget = |value| config(&[("PUBLISH_BUDGET_SECONDS", value)]);
+        assert_eq!(
+            budget("2.5").unwrap().publish_budget,
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            budget("900").unwrap().publish_budget,
+            Some(Duration::from_secs(900))
+        );
+        for value in ["0", "-1", "901", "NaN", "inf", "soon"] {
+            let error = budget(value).unwrap_err().to_string();
+            assert!(error.starts_with("PUBLISH_BUDGET_SECONDS="), "{error}");
         }
     }
 

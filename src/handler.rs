@@ -56,7 +56,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// Time kept back from the invocation's deadline when publishing: publishing ends this long
 /// before Lambda would stop the invocation, leaving time to write the response and send it.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
-/// How long publishing may take in an invocation without a deadline (outside Lambda).
+/// How long publishing may take in an invocation without a deadline (outside Lambda), when
+/// `PUBLISH_BUDGET_SECONDS` does not say.
 pub const DEFAULT_PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 
 /// The invocation being handled, from Lambda's context.
@@ -85,19 +86,22 @@ impl From<&lambda_runtime::Context> for Invocation {
 }
 
 impl Invocation {
-    /// When publishing must be over: [`DEADLINE_MARGIN`] before the deadline, or
-    /// [`DEFAULT_PUBLISH_BUDGET`] from now without one.
-    pub fn publishing_deadline(&self) -> tokio::time::Instant {
+    /// When publishing must be over: [`DEADLINE_MARGIN`] before the deadline, and no later
+    /// than `budget` from now if there is one; without a deadline, `budget` or
+    /// [`DEFAULT_PUBLISH_BUDGET`] from now.
+    pub fn publishing_deadline(&self, budget: Option<Duration>) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        match self.deadline {
-            Some(deadline) => {
-                let left = deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                now + left.saturating_sub(DEADLINE_MARGIN)
-            }
-            None => now + DEFAULT_PUBLISH_BUDGET,
-        }
+        let left = match self.deadline {
+            Some(deadline) => deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(DEADLINE_MARGIN),
+            None => DEFAULT_PUBLISH_BUDGET,
+        };
+        now + budget.map_or(left, |budget| match self.deadline {
+            Some(_) => budget.min(left),
+            None => budget,
+        })
     }
 }
 
@@ -111,6 +115,8 @@ pub struct Handler {
     publisher: Option<Publisher>,
     /// Where rejected records are kept; `None`: they are logged in full.
     dead_letters: Option<Publisher>,
+    /// Longest publishing may take in one invocation, if shorter than its deadline allows.
+    publish_budget: Option<Duration>,
 }
 
 /// The response of one invocation and what happened to each record.
@@ -133,7 +139,14 @@ impl Handler {
             encoder: EventEncoder::new(model_name, version, DEFAULT_PREDICTION_FIELD),
             publisher: None,
             dead_letters: None,
+            publish_budget: None,
         }
+    }
+
+    /// Ends publishing `budget` after it starts at the latest (`PUBLISH_BUDGET_SECONDS`).
+    pub fn with_publish_budget(mut self, budget: Option<Duration>) -> Self {
+        self.publish_budget = budget;
+        self
     }
 
     /// Writes a regressor's value under `field` in the `prediction` object.
@@ -195,7 +208,7 @@ impl Handler {
             request_id: invocation.request_id.clone(),
             ..BatchReport::default()
         };
-        let deadline = invocation.publishing_deadline();
+        let deadline = invocation.publishing_deadline(self.publish_budget);
         self.deliver(&mut ledger, deadline, &mut report).await;
         let published = Instant::now();
         let response = output::write_response(&ledger, invocation.response_limit);
@@ -473,7 +486,7 @@ mod tests {
             .as_millis() as u64;
         let invocation = Invocation::from(&context(now_ms + 3000));
         assert!(invocation.deadline.is_some());
-        let left = invocation.publishing_deadline() - tokio::time::Instant::now();
+        let left = invocation.publishing_deadline(None) - tokio::time::Instant::now();
         assert!(left <= Duration::from_millis(2500) && left > Duration::from_millis(2000));
         assert_eq!(invocation.response_limit, Some(output::MAX_RESPONSE_BYTES));
 
@@ -481,11 +494,29 @@ mod tests {
         for deadline in [0, 600_000, now_ms - 1] {
             let invocation = Invocation::from(&context(deadline));
             assert_eq!(invocation.deadline, None, "{deadline}");
-            let left = invocation.publishing_deadline() - tokio::time::Instant::now();
+            let left = invocation.publishing_deadline(None) - tokio::time::Instant::now();
             assert!(
                 left > DEFAULT_PUBLISH_BUDGET - Duration::from_secs(1),
                 "{deadline}"
             );
         }
+    }
+
+    #[test]
+    fn a_publish_budget_shortens_the_deadline_but_never_lengthens_it() {
+        let in_3_s = Invocation {
+            deadline: Some(SystemTime::now() + Duration::from_secs(3)),
+            ..Invocation::default()
+        };
+        let left = |invocation: &Invocation, budget| {
+            invocation.publishing_deadline(budget) - tokio::time::Instant::now()
+        };
+        let second = Some(Duration::from_secs(1));
+        assert!(left(&in_3_s, second) <= Duration::from_secs(1));
+        assert!(left(&in_3_s, Some(Duration::from_secs(60))) <= Duration::from_millis(2500));
+        // Without a deadline, the budget replaces the default.
+        let none = Invocation::default();
+        assert!(left(&none, second) <= Duration::from_secs(1));
+        assert!(left(&none, Some(Duration::from_secs(60))) > Duration::from_secs(59));
     }
 }

@@ -82,7 +82,8 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         publisher(kinesis.as_ref(), dead_letter_stream),
     );
     let mut handler = Handler::new(model?, &config.model_name, &config.version)
-        .with_prediction_field(&config.prediction_field);
+        .with_prediction_field(&config.prediction_field)
+        .with_publish_budget(config.publish_budget);
     if let Some(publisher) = output.transpose()? {
         handler = handler.publishing_to(publisher.with_concurrency(config.publish_concurrency));
     }
