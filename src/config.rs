@@ -77,6 +77,8 @@ pub struct Config {
     pub ort_library: PathBuf,
     /// Most `PutRecords` calls in flight at once to each stream (`PUBLISH_CONCURRENCY`).
     pub publish_concurrency: usize,
+    /// Threads of one inference (`INFERENCE_THREADS`, else [`cpus`]).
+    pub inference_threads: usize,
     /// Longest publishing may take in one invocation (`PUBLISH_BUDGET_SECONDS`); `None`: until
     /// the invocation's deadline, or [`crate::handler::DEFAULT_PUBLISH_BUDGET`] without one.
     pub publish_budget: Option<Duration>,
@@ -169,6 +171,13 @@ impl Config {
                 Some(value) => parse_concurrency(value)?,
                 None => DEFAULT_PUBLISH_CONCURRENCY,
             },
+            inference_threads: match get("INFERENCE_THREADS") {
+                Some(value) => parse_threads(value)?,
+                None => cpus(
+                    get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|mb| mb.trim().parse().ok()),
+                    std::thread::available_parallelism().map_or(1, usize::from),
+                ),
+            },
             publish_budget: get("PUBLISH_BUDGET_SECONDS")
                 .map(parse_budget)
                 .transpose()?,
@@ -198,6 +207,34 @@ fn parse_concurrency(value: String) -> Result<usize, ConfigError> {
             variable: "PUBLISH_CONCURRENCY",
             value,
             expected: "a whole number of PutRecords calls from 1 to 256",
+        }),
+    }
+}
+
+/// Memory that buys one vCPU in Lambda: CPU time is allotted in proportion to memory.
+pub const MB_PER_VCPU: f64 = 1769.0;
+
+/// The CPUs the function has: in Lambda (with its memory size `lambda_mb`), the vCPUs its
+/// memory buys, rounded to the nearest whole one and at least one, no more than the
+/// `visible` ones; elsewhere the `visible` ones (what the process may run on, within its
+/// cgroup's CPU quota, as `std::thread::available_parallelism` reads them). A Lambda sandbox
+/// shows two or more CPUs whatever its memory, but below 1,769 MB gives less than one's time.
+pub fn cpus(lambda_mb: Option<u32>, visible: usize) -> usize {
+    let visible = visible.max(1);
+    match lambda_mb {
+        Some(mb) => ((f64::from(mb) / MB_PER_VCPU).round() as usize).clamp(1, visible),
+        None => visible,
+    }
+}
+
+/// Parses `INFERENCE_THREADS`: 1 to 64 threads.
+fn parse_threads(value: String) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(threads) if (1..=64).contains(&threads) => Ok(threads),
+        _ => Err(ConfigError::Invalid {
+            variable: "INFERENCE_THREADS",
+            value,
+            expected: "a whole number of threads from 1 to 64",
         }),
     }
 }
@@ -457,6 +494,31 @@ mod tests {
         for value in ["0", "-1", "901", "NaN", "inf", "soon"] {
             let error = budget(value).unwrap_err().to_string();
             assert!(error.starts_with("PUBLISH_BUDGET_SECONDS="), "{error}");
+        }
+    }
+
+    #[test]
+    fn inference_threads_follow_the_cpus_lambda_s_memory_buys() {
+        // Lambda: 1,769 MB is one vCPU; 10,240 MB is six.
+        assert_eq!(cpus(Some(128), 2), 1);
+        assert_eq!(cpus(Some(1769), 2), 1);
+        assert_eq!(cpus(Some(2653), 2), 1);
+        assert_eq!(cpus(Some(3008), 2), 2);
+        assert_eq!(cpus(Some(3008), 1), 1);
+        assert_eq!(cpus(Some(10240), 6), 6);
+        assert_eq!(cpus(Some(10240), 8), 6);
+        // Elsewhere: what the process may run on.
+        assert_eq!(cpus(None, 4), 4);
+        assert_eq!(cpus(None, 0), 1);
+        let threads = |vars: &[(&str, &str)]| config(vars).unwrap().inference_threads;
+        assert_eq!(threads(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")]), 1);
+        assert_eq!(threads(&[("INFERENCE_THREADS", "3")]), 3);
+        for value in ["0", "65", "two"] {
+            let error = config(&[("INFERENCE_THREADS", value)]).unwrap_err();
+            assert!(
+                error.to_string().starts_with("INFERENCE_THREADS="),
+                "{error}"
+            );
         }
     }
 

@@ -138,9 +138,21 @@ impl OnnxRuntime {
         Ok(Self { environment })
     }
 
-    /// Builds a session for the model in `artifact` and checks that the service can fill its
-    /// input from the signature's columns and read one prediction per row from its output.
+    /// Builds a session for the model in `artifact`, running each inference on one thread,
+    /// and checks that the service can fill its input from the signature's columns and read
+    /// one prediction per row from its output.
     pub fn load_model(&self, artifact: ModelArtifact) -> Result<Model, ModelError> {
+        self.load_model_threaded(artifact, 1)
+    }
+
+    /// [`Self::load_model`], with each inference on `threads` threads (ONNX Runtime's
+    /// intra-op threads, the caller's included; at least one), which split a batch between
+    /// them.
+    pub fn load_model_threaded(
+        &self,
+        artifact: ModelArtifact,
+        threads: usize,
+    ) -> Result<Model, ModelError> {
         // An unreadable file is reported by ONNX Runtime below, with its own message.
         let onnx = std::fs::read(&artifact.onnx_path).ok();
         let object = artifact.onnx_path.display().to_string();
@@ -151,8 +163,9 @@ impl OnnxRuntime {
         let builder = || {
             Session::builder(&self.environment)
                 .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
-                // Lambda gives fractional vCPUs: extra threads would only contend for them.
-                .and_then(|b| Ok(b.with_intra_threads(1)?))
+                // As many threads as the function has CPUs (`crate::config::cpus`): more would
+                // only contend for them.
+                .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
                 .and_then(|b| Ok(b.with_inter_threads(1)?))
                 .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
                 // The session's messages below warnings are not even formatted.

@@ -103,6 +103,7 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         output_stream = handler.publisher().map(Publisher::stream),
         dead_letter_stream = handler.dead_letter_publisher().map(Publisher::stream),
         publish_concurrency = config.publish_concurrency,
+        inference_threads = config.inference_threads,
         startup_ms = started.elapsed().as_secs_f64() * 1e3,
         "ready"
     );
@@ -134,9 +135,11 @@ async fn load_model(
     };
     let artifact = artifact.map_err(ModelError::from)?;
     let library = config.ort_library.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || OnnxRuntime::load(&library)?.load_model(artifact))
-            .await;
+    let threads = config.inference_threads;
+    let loaded = tokio::task::spawn_blocking(move || {
+        OnnxRuntime::load(&library)?.load_model_threaded(artifact, threads)
+    })
+    .await;
     match loaded {
         Ok(model) => Ok(model?),
         // The loading thread panicked: let the process fail as it would have on this thread.

@@ -81,9 +81,14 @@ pub fn runtime() -> &'static OnnxRuntime {
 
 /// Loads the model `models/<name>` into the shared runtime.
 pub fn load_model(name: &str) -> Model {
+    load_model_threaded(name, 1)
+}
+
+/// Loads the model `models/<name>` into the shared runtime, inferring on `threads` threads.
+pub fn load_model_threaded(name: &str, threads: usize) -> Model {
     let artifact = ModelArtifact::read_dir(&model_dir(name)).expect("a bundled model directory");
     runtime()
-        .load_model(artifact)
+        .load_model_threaded(artifact, threads)
         .expect("the bundled model loads")
 }
 
