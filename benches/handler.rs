@@ -8,6 +8,11 @@
 //!   (`tests/fixtures/model-kinds/`): `columns-float-string`, a scikit-learn pipeline with one
 //!   input per column and a one-hot-encoded string column, and `classifier-zipmap`, a
 //!   classifier whose probabilities come as ZipMap's sequence of maps.
+//! - `publish/<how>/10000`: the bundled model's 10,000-record event handled with its events
+//!   published to a local Kinesis server that answers each `PutRecords` call after 20 ms, a
+//!   realistic round trip to Kinesis, with `PUBLISH_CONCURRENCY` calls in flight (`16`, the
+//!   default, and `1`, one call after another), against the same event with `TEST_RUN`
+//!   (`test-run`). The difference is what publishing adds to an invocation.
 //! - `lambda_runtime/*/N`: the work done outside the handler when the function serves Lambda
 //!   (src/main.rs `serve`, lambda_runtime 1.5). lambda_runtime deserializes the invocation body
 //!   into the handler's payload type through `serde_path_to_error` (its
@@ -161,9 +166,55 @@ fn lambda_runtime(c: &mut Criterion) {
     group.finish();
 }
 
+fn publish(c: &mut Criterion) {
+    use bike_prediction::publish::{Publisher, RetryPolicy};
+    // Timers and sockets on, as in the function.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let records = 10_000;
+    let event = common::kinesis_event(records);
+    let kinesis = common::kinesis_with_latency(std::time::Duration::from_millis(20));
+    let mut group = c.benchmark_group("publish");
+    group
+        .throughput(criterion::Throughput::Elements(records as u64))
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(std::time::Duration::from_secs(4));
+    let handlers = [
+        ("test-run", None),
+        ("concurrency-16", Some(16)),
+        ("concurrency-1", Some(1)),
+    ];
+    for (how, concurrency) in handlers {
+        let mut handler = Handler::new(common::load_model("bike-demand"), "bike-demand", "run");
+        if let Some(calls) = concurrency {
+            let publisher = Publisher::new(kinesis.clone(), "out", RetryPolicy::default())
+                .with_concurrency(calls);
+            handler = handler.publishing_to(publisher);
+        }
+        let handled = tokio
+            .block_on(handler.handle_bytes(&event))
+            .expect("handled");
+        let expected = if concurrency.is_some() { records } else { 0 };
+        assert_eq!(handled.report.published, expected, "{how}");
+        assert_eq!(handled.report.redeliver, 0, "{how}");
+        group.bench_function(criterion::BenchmarkId::new(how, records), |b| {
+            b.to_async(&tokio).iter(|| async {
+                handler
+                    .handle_bytes(black_box(&event))
+                    .await
+                    .expect("handled")
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = handler, kinds, lambda_runtime
+    targets = handler, kinds, publish, lambda_runtime
 }
 criterion_main!(benches);

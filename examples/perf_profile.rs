@@ -9,8 +9,10 @@
 //! uncontended cost) and the allocator calls per record, which the hot path should not make.
 //!
 //! Usage: perf_profile STAGE RECORDS ROUNDS [MODEL]
-//!   STAGE  floor | decode | payloads | runtime-in | handler
-//!          (benches: floor/N, decode/total/N, decode/payloads/N, lambda_runtime/event_in/N, handler/MODEL/N)
+//!   STAGE  floor | decode | payloads | runtime-in | handler | publish
+//!          (benches: floor/N, decode/total/N, decode/payloads/N, lambda_runtime/event_in/N,
+//!          handler/MODEL/N, and for `publish` handler/MODEL/N with every event published
+//!          to a local Kinesis server that answers at once, on a thread of its own)
 //!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
 
 #[path = "../benches/common/mod.rs"]
@@ -104,7 +106,7 @@ fn measured(stage: &Stage, event: &[u8], times: &mut [Duration]) {
 }
 
 fn main() {
-    let usage = "usage: perf_profile floor|decode|payloads|runtime-in|handler RECORDS ROUNDS [bike-demand|bike-linear]";
+    let usage = "usage: perf_profile floor|decode|payloads|runtime-in|handler|publish RECORDS ROUNDS [bike-demand|bike-linear]";
     // As the function does at start, so that rounds reuse each other's memory.
     bike_prediction::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -128,6 +130,18 @@ fn main() {
                 .build()
                 .expect("a tokio runtime");
             let handler = Handler::new(common::load_model(model), model, "run");
+            Stage::Handler(Box::new(handler), tokio)
+        }
+        "publish" => {
+            use bike_prediction::publish::{Publisher, RetryPolicy};
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let kinesis = common::kinesis_with_latency(Duration::ZERO);
+            let publisher = Publisher::new(kinesis, "out", RetryPolicy::default());
+            let handler =
+                Handler::new(common::load_model(model), model, "run").publishing_to(publisher);
             Stage::Handler(Box::new(handler), tokio)
         }
         _ => panic!("{usage}"),

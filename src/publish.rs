@@ -26,7 +26,7 @@
 //! at a time.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -563,8 +563,11 @@ struct Queue<'e> {
     events: &'e [Outgoing<'e>],
     /// Entries waiting to be sent, by index into `events`.
     waiting: BTreeMap<usize, Slot>,
-    /// Partition keys with an entry in flight.
-    in_flight: HashSet<&'e str>,
+    /// For each entry, the one before it with the same partition key, which must be settled
+    /// before it may go (`None` for a key's first entry, and for every entry when unordered).
+    earlier: Vec<Option<usize>>,
+    /// The entries accepted, or refused for good.
+    settled: Vec<bool>,
     /// Sends so far of each entry.
     sends: Vec<u32>,
     /// Entries the stream can never accept.
@@ -573,8 +576,6 @@ struct Queue<'e> {
     invalid: Vec<(usize, String)>,
     /// Nothing more is to be sent.
     stopped: bool,
-    /// Keep the order of each partition key's entries.
-    ordered: bool,
 }
 
 /// An entry waiting to be sent.
@@ -600,22 +601,44 @@ impl<'e> Queue<'e> {
             due: Some(now),
             alone: false,
         };
+        let mut earlier = vec![None; events.len()];
+        if ordered {
+            let mut last: HashMap<&str, usize> = HashMap::with_capacity(accepted.len());
+            for &index in &accepted {
+                let key = events
+                    .get(index)
+                    .map_or("", |event| event.partition_key.as_ref());
+                if let (Some(previous), Some(slot)) =
+                    (last.insert(key, index), earlier.get_mut(index))
+                {
+                    *slot = Some(previous);
+                }
+            }
+        }
         Self {
             events,
             waiting: accepted.into_iter().map(|index| (index, slot)).collect(),
-            in_flight: HashSet::new(),
+            earlier,
+            settled: vec![false; events.len()],
             sends: vec![0; events.len()],
             refused,
             invalid: Vec::new(),
             stopped: false,
-            ordered,
         }
     }
 
-    fn key(&self, index: usize) -> &'e str {
-        self.events
-            .get(index)
-            .map_or("", |event| event.partition_key.as_ref())
+    /// Whether the entry at `index` may be sent: the entry before it of its key is settled.
+    fn may_go(&self, index: usize) -> bool {
+        match self.earlier.get(index).copied().flatten() {
+            Some(earlier) => self.settled.get(earlier).copied().unwrap_or(true),
+            None => true,
+        }
+    }
+
+    fn settle(&mut self, index: usize) {
+        if let Some(settled) = self.settled.get_mut(index) {
+            *settled = true;
+        }
     }
 
     fn sends(&self, index: usize) -> u32 {
@@ -629,12 +652,8 @@ impl<'e> Queue<'e> {
         let mut call = Vec::new();
         let mut bytes = 0;
         let mut wake: Option<Instant> = None;
-        let mut blocked: HashSet<&str> = HashSet::new();
         for (&index, slot) in &self.waiting {
-            let key = self.key(index);
-            // Only a key's first waiting entry may go, and only if none of the key is in
-            // flight.
-            if self.ordered && (self.in_flight.contains(key) || !blocked.insert(key)) {
+            if !self.may_go(index) {
                 continue;
             }
             let Some(due) = slot.due else { continue };
@@ -661,9 +680,6 @@ impl<'e> Queue<'e> {
         }
         for &index in &call {
             self.waiting.remove(&index);
-            if self.ordered {
-                self.in_flight.insert(self.key(index));
-            }
             if let Some(sends) = self.sends.get_mut(index) {
                 *sends += 1;
             }
@@ -673,13 +689,12 @@ impl<'e> Queue<'e> {
 
     /// The entry at `index` was accepted.
     fn accepted(&mut self, index: usize) {
-        self.in_flight.remove(self.key(index));
+        self.settle(index);
     }
 
     /// The entry at `index` failed: it waits again, until `due`, or for good once its sends
     /// are spent or publishing stopped. The entries after it of its key keep waiting behind it.
     fn retry(&mut self, index: usize, due: Instant, policy: &RetryPolicy) {
-        self.in_flight.remove(self.key(index));
         if self.invalid.iter().any(|(invalid, _)| *invalid == index) {
             return;
         }
@@ -705,6 +720,7 @@ impl<'e> Queue<'e> {
     fn refuse(&mut self, index: usize, code: &str) {
         self.invalid.push((index, code.to_owned()));
         self.waiting.remove(&index);
+        self.settle(index);
     }
 
     /// Nothing more is sent: every waiting entry stays unpublished.

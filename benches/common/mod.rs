@@ -3,6 +3,9 @@
 // Each bench file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[path = "../../tests/common/fake_kinesis.rs"]
+pub mod fake_kinesis;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -241,4 +244,23 @@ struct FloorRecord<'e> {
 struct FloorKinesis<'e> {
     data: &'e str,
     sequence_number: &'e str,
+}
+
+/// A client for a local Kinesis server ([`fake_kinesis::serve`]) that answers every
+/// `PutRecords` call after `latency`. The server runs on a thread and runtime of its own, so
+/// that its work is not counted in the time of the runtime publishing to it.
+pub fn kinesis_with_latency(latency: Duration) -> aws_sdk_kinesis::Client {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async move {
+            let (client, _) = fake_kinesis::serve(latency, None).await;
+            sender.send(client).expect("the bench waits for the client");
+            std::future::pending::<()>().await
+        });
+    });
+    receiver.recv().expect("the server starts")
 }

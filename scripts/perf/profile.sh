@@ -11,6 +11,10 @@
 #                    hands `serve` its payload (lambda_runtime/event_in/N)
 #   handler-linear   Handler::handle_bytes with bike-linear (handler/bike-linear/N)
 #   handler-demand   Handler::handle_bytes with bike-demand (handler/bike-demand/N)
+#   publish-linear   handler-linear, with every event published to a local Kinesis server that
+#                    answers at once (publish/*/N); its difference from handler-linear is what
+#                    publishing costs the function (the server's own work, on another thread,
+#                    is not counted)
 # and, whole process, `bike-prediction invoke --event events/sample.json` with the bundled
 # model (startup: what the cold start executes).
 #
@@ -77,6 +81,10 @@ echo "-- handler-linear, the crate's functions, inclusive:"
 functions 'bike_prediction::' --inclusive=yes "$out/handler-linear.callgrind"
 echo
 profile_stage handler-demand handler "$records" "$rounds" bike-demand
+profile_stage publish-linear publish "$records" "$rounds" bike-linear
+echo "-- publish-linear, inclusive:"
+functions . --inclusive=yes "$out/publish-linear.callgrind"
+echo
 
 # The cold start, whole process: what loading ONNX Runtime and the model executes.
 file=$out/startup.callgrind

@@ -1,0 +1,139 @@
+//! A local Kinesis server for tests and benches, in process: `PutRecords` answered after a
+//! fixed latency, optionally within one shard's records-per-second limit. Included by
+//! `tests/common` and `benches/common`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What a fake Kinesis server saw.
+#[derive(Debug, Default)]
+pub struct FakeKinesisStats {
+    /// Entries accepted.
+    pub accepted: Arc<AtomicUsize>,
+    /// Entries answered with `ProvisionedThroughputExceededException`.
+    pub throttled: AtomicUsize,
+    /// `PutRecords` calls.
+    pub calls: AtomicUsize,
+    /// Calls being answered now, and the most there ever were at once.
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    /// The partition keys of the accepted entries, in the order they were accepted.
+    pub keys: Mutex<Vec<String>>,
+}
+
+/// Serves `PutRecords` on a new port of 127.0.0.1, on the current tokio runtime, answering each
+/// call after `delay`, and, with `records_per_second`, taking at most that many entries a
+/// second (a token bucket holding one second's worth, as a Kinesis shard): the entries over it
+/// are answered with `ProvisionedThroughputExceededException` while the call's others are
+/// accepted. Returns a client for it and what it saw.
+pub async fn serve(
+    delay: Duration,
+    records_per_second: Option<f64>,
+) -> (aws_sdk_kinesis::Client, Arc<FakeKinesisStats>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stats = Arc::new(FakeKinesisStats::default());
+    let bucket = Arc::new(Mutex::new((
+        records_per_second.unwrap_or(0.0),
+        std::time::Instant::now(),
+    )));
+    let server_stats = stats.clone();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            let stats = server_stats.clone();
+            let bucket = bucket.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    // One request: headers, then `content-length` bytes of body.
+                    let mut chunk = [0u8; 64 * 1024];
+                    let end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match connection.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        }
+                    };
+                    let headers = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let length: usize = headers
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    while buffer.len() < end + length {
+                        match connection.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        }
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buffer[end..end + length]).unwrap_or_default();
+                    buffer.drain(..end + length);
+                    stats.calls.fetch_add(1, Ordering::Relaxed);
+                    let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let entries = body["Records"].as_array().cloned().unwrap_or_default();
+                    let mut records = Vec::new();
+                    let mut failed = 0;
+                    for (i, entry) in entries.iter().enumerate() {
+                        let taken = match records_per_second {
+                            None => true,
+                            Some(rate) => {
+                                let mut bucket = bucket.lock().unwrap();
+                                let (tokens, since) = &mut *bucket;
+                                *tokens =
+                                    (*tokens + since.elapsed().as_secs_f64() * rate).min(rate);
+                                *since = std::time::Instant::now();
+                                let taken = *tokens >= 1.0;
+                                if taken {
+                                    *tokens -= 1.0;
+                                }
+                                taken
+                            }
+                        };
+                        if taken {
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            let key = entry["PartitionKey"].as_str().unwrap_or_default();
+                            stats.keys.lock().unwrap().push(key.to_owned());
+                            records.push(serde_json::json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}));
+                        } else {
+                            failed += 1;
+                            stats.throttled.fetch_add(1, Ordering::Relaxed);
+                            records.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard shardId-000000000000"}));
+                        }
+                    }
+                    let answer =
+                        serde_json::json!({"FailedRecordCount": failed, "Records": records})
+                            .to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if connection.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (kinesis_at(address), stats)
+}
+
+/// A Kinesis client for the server at `address`, with test credentials and the publishing
+/// client's timeouts.
+pub fn kinesis_at(address: std::net::SocketAddr) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(bike_prediction::publish::timeouts())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
