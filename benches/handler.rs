@@ -10,8 +10,8 @@
 //!   classifier whose probabilities come as ZipMap's sequence of maps.
 //! - `publish/<how>/10000`: the bundled model's 10,000-record event handled with its events
 //!   published to a local Kinesis server that answers each `PutRecords` call after 20 ms, a
-//!   realistic round trip to Kinesis, with `PUBLISH_CONCURRENCY` calls in flight (`16`, the
-//!   default, and `1`, one call after another), against the same event with `TEST_RUN`
+//!   realistic round trip to Kinesis, with `PUBLISH_CONCURRENCY` calls in flight (1, one call
+//!   after another, to 32; 16 is the default), against the same event with `TEST_RUN`
 //!   (`test-run`). The difference is what publishing adds to an invocation.
 //! - `lambda_runtime/*/N`: the work done outside the handler when the function serves Lambda
 //!   (src/main.rs `serve`, lambda_runtime 1.5). lambda_runtime deserializes the invocation body
@@ -182,12 +182,10 @@ fn publish(c: &mut Criterion) {
         .sampling_mode(criterion::SamplingMode::Flat)
         .sample_size(10)
         .measurement_time(std::time::Duration::from_secs(4));
-    let handlers = [
-        ("test-run", None),
-        ("concurrency-16", Some(16)),
-        ("concurrency-1", Some(1)),
-    ];
-    for (how, concurrency) in handlers {
+    for concurrency in [None, Some(1), Some(4), Some(8), Some(16), Some(32)] {
+        let how = concurrency.map_or("test-run".to_owned(), |calls| {
+            format!("concurrency-{calls}")
+        });
         let mut handler = Handler::new(common::load_model("bike-demand"), "bike-demand", "run");
         if let Some(calls) = concurrency {
             let publisher = Publisher::new(kinesis.clone(), "out", RetryPolicy::default())
@@ -200,7 +198,7 @@ fn publish(c: &mut Criterion) {
         let expected = if concurrency.is_some() { records } else { 0 };
         assert_eq!(handled.report.published, expected, "{how}");
         assert_eq!(handled.report.redeliver, 0, "{how}");
-        group.bench_function(criterion::BenchmarkId::new(how, records), |b| {
+        group.bench_function(criterion::BenchmarkId::new(&how, records), |b| {
             b.to_async(&tokio).iter(|| async {
                 handler
                     .handle_bytes(black_box(&event))
