@@ -36,6 +36,7 @@
     )
 )]
 
+pub mod aggregate;
 pub mod artifact;
 pub mod config;
 pub mod download;

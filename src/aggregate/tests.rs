@@ -1,0 +1,188 @@
+use std::borrow::Cow;
+
+use prost::Message;
+
+use super::*;
+
+/// The KPL's messages, to read aggregates back.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AggregatedRecord {
+    #[prost(string, repeated, tag = "1")]
+    partition_key_table: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    explicit_hash_key_table: Vec<String>,
+    #[prost(message, repeated, tag = "3")]
+    records: Vec<Record>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Record {
+    #[prost(uint64, required, tag = "1")]
+    partition_key_index: u64,
+    #[prost(uint64, optional, tag = "2")]
+    explicit_hash_key_index: Option<u64>,
+    #[prost(bytes = "vec", required, tag = "3")]
+    data: Vec<u8>,
+}
+
+/// The user records of an aggregate: (partition key, data).
+fn read(aggregate: &[u8]) -> Vec<(String, Vec<u8>)> {
+    assert_eq!(aggregate[..4], MAGIC);
+    let (protobuf, digest) = aggregate[4..].split_at(aggregate.len() - 4 - DIGEST_BYTES);
+    assert_eq!(digest, Md5::digest(protobuf).as_slice());
+    let message = AggregatedRecord::decode(protobuf).unwrap();
+    message
+        .records
+        .into_iter()
+        .map(|record| {
+            let key = &message.partition_key_table[record.partition_key_index as usize];
+            (key.clone(), record.data)
+        })
+        .collect()
+}
+
+/// A stream of `count` shards splitting the hash space evenly, as Kinesis creates them.
+fn even_shards(count: u128) -> ShardMap {
+    let width = u128::MAX / count;
+    let ranges: Vec<(String, String, String)> = (0..count)
+        .map(|i| {
+            let last = if i == count - 1 {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            };
+            (
+                format!("shardId-{i:012}"),
+                (i * width).to_string(),
+                last.to_string(),
+            )
+        })
+        .collect();
+    ShardMap::new(
+        ranges
+            .iter()
+            .map(|(id, first, last)| (id.as_str(), first.as_str(), last.as_str())),
+    )
+    .unwrap()
+}
+
+fn outgoing<'a>(keys: &'a [String], data: &'a [Vec<u8>]) -> Vec<Outgoing<'a>> {
+    keys.iter()
+        .zip(data)
+        .enumerate()
+        .map(|(record, (key, data))| Outgoing {
+            record,
+            data,
+            partition_key: Cow::Borrowed(key),
+        })
+        .collect()
+}
+
+#[test]
+fn the_hash_key_is_the_md5_of_the_partition_key_big_endian() {
+    // MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
+    assert_eq!(hash_key("a"), 0x0cc1_75b9_c0f1_b6a8_31c3_99e2_6977_2661);
+    let shards = even_shards(4);
+    assert_eq!(shards.shard_of("a"), 0);
+    // The last hash key goes to the last shard, the first to the first.
+    let map = ShardMap::new([("s0", "0", "99"), ("s1", "100", &u128::MAX.to_string())]).unwrap();
+    assert_eq!(map.id(map.shard_of("a")), "s1");
+}
+
+#[test]
+fn shard_maps_must_cover_the_hash_space() {
+    let max = u128::MAX.to_string();
+    assert!(ShardMap::new([("s0", "0", max.as_str())]).is_ok());
+    for ranges in [
+        vec![],
+        vec![("s0", "1", max.as_str())],
+        vec![("s0", "0", "10"), ("s1", "12", max.as_str())],
+        vec![("s0", "0", "10")],
+        vec![("s0", "0", "ten")],
+    ] {
+        assert!(ShardMap::new(ranges.clone()).is_err(), "{ranges:?}");
+    }
+}
+
+#[test]
+fn every_event_is_in_one_aggregate_of_its_key_s_shard_in_order() {
+    let keys: Vec<String> = (0..3000).map(|i| format!("pred-{}", i % 700)).collect();
+    let data: Vec<Vec<u8>> = (0..3000)
+        .map(|i| format!(r#"{{"pred_id":{i}}}"#).into_bytes())
+        .collect();
+    let events = outgoing(&keys, &data);
+    let shards = even_shards(4);
+    let packed = aggregate(&events, &shards, 8 * 1024);
+    assert!(packed.plain.is_empty());
+    assert!(packed.aggregates.len() > 8, "several per shard at 8 KiB");
+    let mut seen = Vec::new();
+    for aggregate in &packed.aggregates {
+        assert!(aggregate.data.len() + aggregate.partition_key.len() <= 8 * 1024);
+        let records = read(&aggregate.data);
+        assert_eq!(records.len(), aggregate.events.len());
+        for ((key, data), event) in records.iter().zip(&packed.events[aggregate.events.clone()]) {
+            assert_eq!(shards.shard_of(key), aggregate.shard);
+            assert_eq!(*key, event.partition_key);
+            assert_eq!(data.as_slice(), event.data);
+            seen.push(event.record);
+        }
+        // The aggregate goes to its shard under its shard's first key.
+        assert_eq!(shards.shard_of(&aggregate.partition_key), aggregate.shard);
+    }
+    // Each event once; within a shard, in the order given.
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..3000).collect::<Vec<_>>());
+    for shard in 0..4 {
+        let of_shard: Vec<usize> = seen
+            .iter()
+            .copied()
+            .filter(|&record| shards.shard_of(&keys[record]) == shard)
+            .collect();
+        assert!(of_shard.windows(2).all(|pair| pair[0] < pair[1]), "shard {shard}");
+        let keys_used: std::collections::HashSet<&str> = packed
+            .aggregates
+            .iter()
+            .filter(|aggregate| aggregate.shard == shard)
+            .map(|aggregate| aggregate.partition_key.as_str())
+            .collect();
+        assert_eq!(keys_used.len(), 1, "one Kinesis key per shard");
+    }
+}
+
+#[test]
+fn aggregates_are_filled_to_the_byte() {
+    // Events of every size around the limit: each aggregate is as large as allowed, that is
+    // the next event would not have fitted.
+    let limit = 4096;
+    let keys: Vec<String> = (0..400).map(|i| format!("k{}", i % 7)).collect();
+    let data: Vec<Vec<u8>> = (0..400).map(|i| vec![b'x'; (i * 37) % 300]).collect();
+    let events = outgoing(&keys, &data);
+    let shards = even_shards(1);
+    let packed = aggregate(&events, &shards, limit);
+    for (aggregate, next) in packed.aggregates.iter().zip(packed.aggregates.iter().skip(1)) {
+        let size = aggregate.data.len() + aggregate.partition_key.len();
+        assert!(size <= limit);
+        // Adding the next aggregate's first event would have gone over.
+        let first = &packed.events[next.events.start];
+        let mut with_next: Vec<Outgoing<'_>> = packed.events[aggregate.events.clone()].to_vec();
+        with_next.push(first.clone());
+        let bigger = super::aggregate(&with_next, &shards, usize::MAX);
+        let bigger = &bigger.aggregates[0];
+        assert!(bigger.data.len() + bigger.partition_key.len() > limit);
+    }
+    let records: usize = packed.aggregates.iter().map(|a| read(&a.data).len()).sum();
+    assert_eq!(records, 400);
+}
+
+#[test]
+fn an_event_too_large_for_an_aggregate_is_left_to_send_as_it_is() {
+    let keys: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+    let data: Vec<Vec<u8>> = vec![vec![b'x'; 10], vec![b'y'; 1000], vec![b'z'; 10]];
+    let events = outgoing(&keys, &data);
+    let packed = aggregate(&events, &even_shards(1), 500);
+    assert_eq!(packed.plain.len(), 1);
+    assert_eq!(packed.plain[0].record, 1);
+    assert_eq!(packed.events.len(), 2);
+    assert_eq!(packed.aggregates.len(), 1);
+}
