@@ -100,9 +100,10 @@ impl ShardMap {
                 Some(token) => client.list_shards().next_token(token),
                 None => client.list_shards().stream_name(stream),
             };
-            let page = request.send().await.map_err(|error| {
-                aws_sdk_kinesis::error::DisplayErrorContext(error).to_string()
-            })?;
+            let page = request
+                .send()
+                .await
+                .map_err(|error| aws_sdk_kinesis::error::DisplayErrorContext(error).to_string())?;
             for shard in page.shards() {
                 let open = shard
                     .sequence_number_range()
@@ -322,7 +323,10 @@ impl<'e> Builder<'e> {
             protobuf.extend_from_slice(key.as_bytes());
         }
         for (index, data) in &self.records {
-            let record = 1 + encoded_len_varint(*index) + 1 + encoded_len_varint(data.len() as u64)
+            let record = 1
+                + encoded_len_varint(*index)
+                + 1
+                + encoded_len_varint(data.len() as u64)
                 + data.len();
             protobuf.push(RECORDS);
             encode_varint(record as u64, &mut protobuf);

@@ -77,6 +77,8 @@ pub struct Config {
     pub ort_library: PathBuf,
     /// Most `PutRecords` calls in flight at once to each stream (`PUBLISH_CONCURRENCY`).
     pub publish_concurrency: usize,
+    /// Prediction events packed into KPL aggregated records (`OUTPUT_AGGREGATION=kpl`).
+    pub output_aggregation: bool,
     /// Threads of one inference (`INFERENCE_THREADS`, else [`cpus`]).
     pub inference_threads: usize,
     /// Longest publishing may take in one invocation (`PUBLISH_BUDGET_SECONDS`); `None`: until
@@ -171,6 +173,10 @@ impl Config {
                 Some(value) => parse_concurrency(value)?,
                 None => DEFAULT_PUBLISH_CONCURRENCY,
             },
+            output_aggregation: match get("OUTPUT_AGGREGATION") {
+                Some(value) => parse_aggregation(value)?,
+                None => false,
+            },
             inference_threads: match get("INFERENCE_THREADS") {
                 Some(value) => parse_threads(value)?,
                 None => cpus(
@@ -207,6 +213,19 @@ fn parse_concurrency(value: String) -> Result<usize, ConfigError> {
             variable: "PUBLISH_CONCURRENCY",
             value,
             expected: "a whole number of PutRecords calls from 1 to 256",
+        }),
+    }
+}
+
+/// Parses `OUTPUT_AGGREGATION`: `kpl` (KPL aggregated records) or `none`.
+fn parse_aggregation(value: String) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "kpl" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            variable: "OUTPUT_AGGREGATION",
+            value,
+            expected: "kpl (KPL aggregated records) or none",
         }),
     }
 }
@@ -520,6 +539,17 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn output_aggregation_is_kpl_or_none() {
+        let aggregation = |value| config(&[("OUTPUT_AGGREGATION", value)]);
+        assert!(!config(&[]).unwrap().output_aggregation);
+        assert!(aggregation("kpl").unwrap().output_aggregation);
+        assert!(aggregation(" KPL ").unwrap().output_aggregation);
+        assert!(!aggregation("none").unwrap().output_aggregation);
+        let error = aggregation("gzip").unwrap_err().to_string();
+        assert!(error.starts_with("OUTPUT_AGGREGATION="), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
+use crate::aggregate::{self, ShardMap};
 use crate::config::DEFAULT_PREDICTION_FIELD;
 use crate::event::{self, RejectReason};
 use crate::kinesis::{EventError, KinesisBatch};
@@ -117,6 +118,16 @@ pub struct Handler {
     dead_letters: Option<Publisher>,
     /// Longest publishing may take in one invocation, if shorter than its deadline allows.
     publish_budget: Option<Duration>,
+    /// With `OUTPUT_AGGREGATION=kpl`: prediction events go out in KPL aggregated records.
+    aggregation: Option<Aggregation>,
+}
+
+/// The output stream's shards, for packing prediction events by shard.
+struct Aggregation {
+    shards: std::sync::Mutex<std::sync::Arc<ShardMap>>,
+    /// An aggregate landed on another shard than its own: the stream's shards have changed,
+    /// and are read again before the next invocation publishes.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 /// The response of one invocation and what happened to each record.
@@ -140,7 +151,18 @@ impl Handler {
             publisher: None,
             dead_letters: None,
             publish_budget: None,
+            aggregation: None,
         }
+    }
+
+    /// Publishes prediction events in KPL aggregated records, packed by the shards of `shards`
+    /// (`OUTPUT_AGGREGATION=kpl`).
+    pub fn aggregating(mut self, shards: ShardMap) -> Self {
+        self.aggregation = Some(Aggregation {
+            shards: std::sync::Mutex::new(std::sync::Arc::new(shards)),
+            stale: std::sync::atomic::AtomicBool::new(false),
+        });
+        self
     }
 
     /// Ends publishing `budget` after it starts at the latest (`PUBLISH_BUDGET_SECONDS`).
@@ -300,16 +322,130 @@ impl Handler {
         }
     }
 
-    /// Publishes prediction events to the output stream, if there is one.
+    /// Publishes prediction events to the output stream, if there is one, as they are or
+    /// aggregated.
     async fn publish_events(
         &self,
         events: &[Outgoing<'_>],
         deadline: tokio::time::Instant,
     ) -> PublishReport {
-        match &self.publisher {
-            Some(publisher) if !events.is_empty() => publisher.publish(events, deadline).await,
-            _ => PublishReport::default(),
+        match (&self.publisher, &self.aggregation) {
+            (Some(_), _) if events.is_empty() => PublishReport::default(),
+            (Some(publisher), Some(aggregation)) => {
+                self.publish_aggregated(publisher, aggregation, events, deadline)
+                    .await
+            }
+            (Some(publisher), None) => publisher.publish(events, deadline).await,
+            (None, _) => PublishReport::default(),
         }
+    }
+
+    /// Publishes `events` packed into aggregated records, one shard's events per record
+    /// (those too large for one go as they are), and reports what happened to each event.
+    async fn publish_aggregated(
+        &self,
+        publisher: &Publisher,
+        aggregation: &Aggregation,
+        events: &[Outgoing<'_>],
+        deadline: tokio::time::Instant,
+    ) -> PublishReport {
+        use std::sync::atomic::Ordering;
+        if aggregation.stale.swap(false, Ordering::Relaxed) {
+            match ShardMap::list(publisher.client(), publisher.stream()).await {
+                Ok(shards) => {
+                    tracing::info!(
+                        shards = shards.len(),
+                        "the output stream's shards, read again"
+                    );
+                    if let Ok(mut current) = aggregation.shards.lock() {
+                        *current = std::sync::Arc::new(shards);
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "the output stream's shards could not be read again; the ones known are used"
+                ),
+            }
+        }
+        let shards = match aggregation.shards.lock() {
+            Ok(shards) => shards.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let packed = aggregate::aggregate(events, &shards, publisher.max_record_bytes());
+        // Entry `i` is aggregate `i`, then come the plain events.
+        let mut entries: Vec<Outgoing<'_>> = packed
+            .aggregates
+            .iter()
+            .enumerate()
+            .map(|(position, aggregate)| Outgoing {
+                record: position,
+                data: &aggregate.data,
+                partition_key: aggregate.partition_key.as_str().into(),
+            })
+            .collect();
+        let aggregates = entries.len();
+        entries.extend(
+            packed
+                .plain
+                .iter()
+                .enumerate()
+                .map(|(position, event)| Outgoing {
+                    record: aggregates + position,
+                    ..event.clone()
+                }),
+        );
+        let expected: Vec<&str> = packed
+            .aggregates
+            .iter()
+            .map(|aggregate| shards.id(aggregate.shard))
+            .collect();
+        let mut report = publisher
+            .publish_to_shards(&entries, &expected, deadline)
+            .await;
+        if report.misrouted > 0 {
+            aggregation.stale.store(true, Ordering::Relaxed);
+        }
+        // From entries back to the events' records, in event order.
+        let records = |entry: usize| -> Vec<usize> {
+            match packed.aggregates.get(entry) {
+                Some(aggregate) => packed
+                    .events
+                    .get(aggregate.events.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|event| event.record)
+                    .collect(),
+                None => packed
+                    .plain
+                    .get(entry - aggregates)
+                    .map(|event| event.record)
+                    .into_iter()
+                    .collect(),
+            }
+        };
+        let sorted = |entries: &[usize]| {
+            let mut records: Vec<usize> =
+                entries.iter().flat_map(|&entry| records(entry)).collect();
+            records.sort_unstable();
+            records
+        };
+        report.failed = sorted(&report.failed);
+        report.refused = sorted(&report.refused);
+        let mut invalid: Vec<(usize, String)> = report
+            .invalid
+            .iter()
+            .flat_map(|(entry, code)| {
+                records(*entry)
+                    .into_iter()
+                    .map(|record| (record, code.clone()))
+            })
+            .collect();
+        invalid.sort_unstable();
+        report.invalid = invalid;
+        report.published = events
+            .len()
+            .saturating_sub(report.failed.len() + report.refused.len() + report.invalid.len());
+        report
     }
 
     /// The dead letters of the rejected records at `rejected`, if there is a dead-letter

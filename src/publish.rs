@@ -146,6 +146,9 @@ pub struct PublishReport {
     pub throttled: usize,
     /// The fewest calls in flight the publish was brought down to by throttling.
     pub lowest_concurrency: usize,
+    /// Entries accepted by another shard than the one they were meant for
+    /// ([`Publisher::publish_to_shards`]): the stream's shards have changed.
+    pub misrouted: usize,
     /// The records (positions in the event, [`Outgoing::record`]) whose entries could not be
     /// published, in the order given.
     pub failed: Vec<usize>,
@@ -214,6 +217,11 @@ impl Publisher {
         self.max_record_bytes
     }
 
+    /// The Kinesis client it publishes with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Most calls in flight at once.
     pub fn concurrency(&self) -> usize {
         self.concurrency
@@ -228,6 +236,18 @@ impl Publisher {
     /// is spent or `deadline` comes; returns which could not be published. No call is started,
     /// and no call is waited for, past `deadline`.
     pub async fn publish(&self, events: &[Outgoing<'_>], deadline: Instant) -> PublishReport {
+        self.publish_to_shards(events, &[], deadline).await
+    }
+
+    /// [`Self::publish`], counting in [`PublishReport::misrouted`] the events accepted by
+    /// another shard than `shards` names for them (by position; events beyond its end are not
+    /// checked).
+    pub async fn publish_to_shards(
+        &self,
+        events: &[Outgoing<'_>],
+        shards: &[&str],
+        deadline: Instant,
+    ) -> PublishReport {
         let mut report = PublishReport::default();
         let mut queue = Queue::new(events, self.ordered, |event| {
             self.accepts(event.data, &event.partition_key)
@@ -273,7 +293,7 @@ impl Publisher {
                 // A call's task cannot panic or be cancelled while the set is held here.
                 break;
             };
-            self.settle(answer, &mut queue, &mut window, &mut report);
+            self.settle(answer, shards, &mut queue, &mut window, &mut report);
             report.lowest_concurrency = report.lowest_concurrency.min(window.limit);
         }
         if queue.any_due() {
@@ -359,6 +379,7 @@ impl Publisher {
     fn settle(
         &self,
         answer: Answer,
+        shards: &[&str],
         queue: &mut Queue<'_>,
         window: &mut Window,
         report: &mut PublishReport,
@@ -406,6 +427,12 @@ impl Publisher {
                 Some(entry) if entry.error_code().is_none() => {
                     report.published += 1;
                     queue.accepted(index);
+                    if shards
+                        .get(index)
+                        .is_some_and(|shard| entry.shard_id() != Some(*shard))
+                    {
+                        report.misrouted += 1;
+                    }
                 }
                 entry => {
                     // A missing result entry counts as a failure: it was not confirmed.

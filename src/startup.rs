@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
+use crate::aggregate::ShardMap;
 use crate::artifact::ModelArtifact;
 use crate::config::{Config, ConfigError, ModelLocation};
 use crate::download;
@@ -85,6 +86,21 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         .with_prediction_field(&config.prediction_field)
         .with_publish_budget(config.publish_budget);
     if let Some(publisher) = output.transpose()? {
+        if config.output_aggregation {
+            let shards = ShardMap::list(publisher.client(), publisher.stream())
+                .await
+                .map_err(|cause| StartupError::Stream {
+                    stream: publisher.stream().into(),
+                    region: kinesis
+                        .as_ref()
+                        .map(|(_, region)| region.clone())
+                        .unwrap_or_default(),
+                    cause: format!(
+                        "its shards cannot be listed for OUTPUT_AGGREGATION=kpl: {cause}"
+                    ),
+                })?;
+            handler = handler.aggregating(shards);
+        }
         handler = handler.publishing_to(publisher.with_concurrency(config.publish_concurrency));
     }
     if let Some(publisher) = dead_letters.transpose()? {
@@ -104,6 +120,7 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         dead_letter_stream = handler.dead_letter_publisher().map(Publisher::stream),
         publish_concurrency = config.publish_concurrency,
         inference_threads = config.inference_threads,
+        output_aggregation = if config.output_aggregation { "kpl" } else { "none" },
         startup_ms = started.elapsed().as_secs_f64() * 1e3,
         "ready"
     );

@@ -1011,3 +1011,169 @@ async fn model_larger_than_the_functions_memory_is_refused_before_it_is_written(
         .await
         .unwrap();
 }
+
+/// Every record of every shard of `stream`: (shard id, partition key, data).
+async fn read_shards(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, String, Vec<u8>)> {
+    let mut records = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            for record in page.records() {
+                records.push((
+                    shard.shard_id().to_owned(),
+                    record.partition_key().unwrap_or_default().to_owned(),
+                    record.data().as_ref().to_vec(),
+                ));
+            }
+            match page.next_shard_iterator {
+                Some(next) if !page.records.is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    records
+}
+
+#[tokio::test]
+async fn aggregated_events_land_on_their_key_s_shard_each_once_in_order() {
+    use bike_prediction::aggregate::ShardMap;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let stream = create_stream(&kinesis, 4).await;
+    let shards = ShardMap::list(&kinesis, &stream).await.unwrap();
+    assert_eq!(shards.len(), 4);
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default());
+    let handler = Handler::new(model, "bike-demand", "run-7")
+        .publishing_to(publisher)
+        .aggregating(shards.clone());
+    let reference = reference();
+    // 3,000 records; pred_ids repeat, so that a key's events must stay in order.
+    let payloads: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            let row = &reference.rows[i % reference.rows.len()];
+            payload(&reference.columns, row, &serde_json::json!(i % 1000))
+        })
+        .collect();
+    let handled = handler
+        .handle_bytes(&kinesis_event(&payloads))
+        .await
+        .unwrap();
+    assert_eq!(handled.report.published, 3000);
+    assert_eq!(handled.report.redeliver, 0);
+    assert!(
+        handled.report.put_records_calls <= 2,
+        "{} calls for 3,000 small events",
+        handled.report.put_records_calls
+    );
+
+    let mut events = Vec::new();
+    for (shard, key, data) in read_shards(&kinesis, &stream).await {
+        let records = common::deaggregate(&data).expect("an aggregated record");
+        // The aggregate went to the shard of its own key, and so did each event in it.
+        assert_eq!(shards.id(shards.shard_of(&key)), shard);
+        for (event_key, event) in records {
+            assert_eq!(shards.id(shards.shard_of(&event_key)), shard, "{event_key}");
+            let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            assert_eq!(event["prediction"]["pred_id"].to_string(), event_key);
+            events.push((event_key, event));
+        }
+    }
+    assert_eq!(events.len(), 3000);
+    // Each key's events in the order of their records: row 0, 1000 and 2000 share pred_id 0.
+    for key in 0..1000 {
+        let rows: Vec<f64> = events
+            .iter()
+            .filter(|(event_key, _)| *event_key == key.to_string())
+            .map(|(_, event)| event["prediction"]["cnt"].as_f64().unwrap())
+            .collect();
+        let expected: Vec<f64> = (0..3)
+            .map(|n| {
+                f64::from(reference.models["bike-demand"][(key + 1000 * n) % reference.rows.len()])
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "{key}");
+        for (actual, expected) in rows.iter().zip(&expected) {
+            assert!(
+                close(*actual, *expected, 1e-5),
+                "{key}: {actual} {expected}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_shard_map_that_no_longer_matches_the_stream_is_read_again() {
+    use bike_prediction::aggregate::ShardMap;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let stream = create_stream(&kinesis, 4).await;
+    let shards = ShardMap::list(&kinesis, &stream).await.unwrap();
+    // What a stream of one shard looked like before it was split in four.
+    let old = ShardMap::new([("shardId-000000000000", "0", &*u128::MAX.to_string())]).unwrap();
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default());
+    let handler = Handler::new(model, "bike-demand", "run-7")
+        .publishing_to(publisher)
+        .aggregating(old);
+    let reference = reference();
+    let event = |first: usize| {
+        let payloads: Vec<Vec<u8>> = (first..first + 200)
+            .map(|i| {
+                let row = &reference.rows[i % reference.rows.len()];
+                payload(&reference.columns, row, &serde_json::json!(i))
+            })
+            .collect();
+        kinesis_event(&payloads)
+    };
+    // The first batch goes out in one aggregate, to one shard: its keys' events are all
+    // published, on the shard of the aggregate's key, not each on its own.
+    let first = handler.handle_bytes(&event(0)).await.unwrap();
+    assert_eq!(first.report.published, 200);
+    let misplaced = |records: &[(String, String, Vec<u8>)]| {
+        records
+            .iter()
+            .flat_map(|(shard, _, data)| {
+                let events = common::deaggregate(data).unwrap();
+                events
+                    .into_iter()
+                    .filter(|(key, _)| shards.id(shards.shard_of(key)) != shard)
+                    .collect::<Vec<_>>()
+            })
+            .count()
+    };
+    let after_first = read_shards(&kinesis, &stream).await;
+    assert!(misplaced(&after_first) > 0);
+    // The answer named other shards than the map: the next batch reads the shards again.
+    let second = handler.handle_bytes(&event(200)).await.unwrap();
+    assert_eq!(second.report.published, 200);
+    let all = read_shards(&kinesis, &stream).await;
+    assert_eq!(
+        misplaced(&all),
+        misplaced(&after_first),
+        "the second batch's events are in place"
+    );
+}

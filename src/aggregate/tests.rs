@@ -139,7 +139,10 @@ fn every_event_is_in_one_aggregate_of_its_key_s_shard_in_order() {
             .copied()
             .filter(|&record| shards.shard_of(&keys[record]) == shard)
             .collect();
-        assert!(of_shard.windows(2).all(|pair| pair[0] < pair[1]), "shard {shard}");
+        assert!(
+            of_shard.windows(2).all(|pair| pair[0] < pair[1]),
+            "shard {shard}"
+        );
         let keys_used: std::collections::HashSet<&str> = packed
             .aggregates
             .iter()
@@ -160,7 +163,11 @@ fn aggregates_are_filled_to_the_byte() {
     let events = outgoing(&keys, &data);
     let shards = even_shards(1);
     let packed = aggregate(&events, &shards, limit);
-    for (aggregate, next) in packed.aggregates.iter().zip(packed.aggregates.iter().skip(1)) {
+    for (aggregate, next) in packed
+        .aggregates
+        .iter()
+        .zip(packed.aggregates.iter().skip(1))
+    {
         let size = aggregate.data.len() + aggregate.partition_key.len();
         assert!(size <= limit);
         // Adding the next aggregate's first event would have gone over.
