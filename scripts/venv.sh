@@ -4,12 +4,12 @@
 #
 # `ensure_venv NAME REQUIREMENTS [--project DIR] CHECK...` makes .venv/NAME hold exactly the
 # pins of REQUIREMENTS, and with --project the Python project in DIR installed editable (its
-# files are used where they are, so changing them needs no reinstall; its build backend must
-# be pinned in REQUIREMENTS, as it is built without network access to a build environment).
-# It returns at once when the venv's stamp holds the hash of REQUIREMENTS (and of
-# DIR/pyproject.toml); otherwise it installs them (--no-deps: each file pins the complete set,
-# see its header), runs the venv's python with the arguments CHECK, and writes the stamp. A venv whose
-# interpreter has gone (python3 upgraded or removed) is rebuilt from scratch. Several scripts
+# files are used where they are, so changing them needs no reinstall; it is built without
+# build isolation, so its build backend must be pinned in REQUIREMENTS). It returns at once
+# when the venv's stamp holds the hash of REQUIREMENTS (and of DIR/pyproject.toml); otherwise
+# it installs them (--no-deps: each file pins the complete set, see its header), runs the
+# venv's python with the arguments CHECK, and writes the stamp. A venv whose interpreter has
+# gone (python3 upgraded or removed) is rebuilt from scratch. Several scripts
 # may start at once (CI steps, the tests and the pipeline): a lock lets one of them install.
 ensure_venv() {
   local name=$1 requirements=$2

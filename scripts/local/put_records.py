@@ -11,7 +11,7 @@ entries with ProvisionedThroughputExceededException), so refused entries are sen
 their original order, after a growing pause; an entry still refused after --max-attempts sends
 is an error. One JSON summary line goes to stderr.
 
-Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL for local servers).
+Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL_KINESIS for local servers).
 Usage: put_records.py --stream passenger_events N
 """
 

@@ -80,9 +80,10 @@ class Stack:
     def stop_function(self) -> None:
         script("scripts/local/function.sh", "stop", env=self.env, check=False)
 
-    def relay_to_moto(self) -> "Relay":
-        """A relay to moto that a test can break and restore (closed when the test ends)."""
-        self.relays.append(Relay(self.moto_port()))
+    def relay_to_kinesis(self) -> "Relay":
+        """A relay to the Kinesis stand-in that a test can break and restore (closed when the
+        test ends)."""
+        self.relays.append(Relay(self.kinesis_port()))
         return self.relays[-1]
 
     def stop(self) -> None:
@@ -125,8 +126,8 @@ class Stack:
         return [str(PYTHON), str(ROOT / "scripts/local/poller.py"), "--stream", self.input_stream,
                 "--invoke-url", invoke_url, "--timeout", "60", *args]
 
-    def moto_port(self) -> int:
-        return urllib.parse.urlsplit(self.env["AWS_ENDPOINT_URL"]).port
+    def kinesis_port(self) -> int:
+        return urllib.parse.urlsplit(self.env["AWS_ENDPOINT_URL_KINESIS"]).port
 
     def output(self) -> list[dict]:
         """Every record on the output stream: partition key and decoded JSON data."""
@@ -214,7 +215,7 @@ class Relay:
     - `hang()`: connections are accepted and kept open, but nothing goes through either way,
       as with a server that is paused or overloaded: only a client-side timeout ends a call.
     - `restore()`: relays again, on the same port. The server behind it has kept its state,
-      which a restarted moto (state in memory) would not have: so streams written through the
+      which a restarted server (state in memory) would not have: so streams written through the
       relay before an outage can be checked after it.
     """
 
