@@ -15,6 +15,7 @@ import urllib.parse
 import uuid
 
 import boto3
+from bike_local.producer import put_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv/tools/bin/python"
@@ -93,14 +94,10 @@ class Stack:
             relay.close()
 
     def put(self, records: list[tuple[bytes, str]]) -> None:
-        """Puts (data, partition key) records, in order, on the input stream."""
-        for start in range(0, len(records), 500):
-            chunk = records[start : start + 500]
-            response = self.kinesis.put_records(
-                StreamName=self.input_stream,
-                Records=[{"Data": data, "PartitionKey": key} for data, key in chunk],
-            )
-            assert response["FailedRecordCount"] == 0
+        """Puts (data, partition key) records, in order, on the input stream, resending what
+        a shard over its write limit refuses."""
+        put_all(self.kinesis, self.input_stream,
+                [{"Data": data, "PartitionKey": key} for data, key in records])
 
     def poll(self, *args: str, invoke_url: str | None = None) -> tuple[int, list[dict], dict]:
         """Runs the poller on the input stream; returns its exit status, its per-batch log
