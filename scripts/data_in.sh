@@ -6,7 +6,8 @@
 #                                  partition key "i" and the features of row i mod 2000 of
 #                                  tests/fixtures/reference.json, whose predictions are known
 # Environment: INPUT_STREAM (default passenger_events); AWS settings from the usual variables,
-# so it writes to local moto after `eval "$(scripts/local/services.sh env)"`, to AWS otherwise.
+# so it writes to the local Kinesis after `eval "$(scripts/local/services.sh env)"`, to AWS
+# otherwise.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -6,7 +6,7 @@
 #
 # Usage: scripts/data_out.sh
 # Environment: OUTPUT_STREAM (default bike-predictions); AWS settings from the usual variables,
-# so it reads local moto after `eval "$(scripts/local/services.sh env)"`, AWS otherwise.
+# so it reads the local Kinesis after `eval "$(scripts/local/services.sh env)"`, AWS otherwise.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

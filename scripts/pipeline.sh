@@ -5,10 +5,10 @@
 #     -> bike-prediction under the Lambda emulator (model from S3) -> Kinesis output stream
 #     -> data_out.sh
 #
-# Installs what it needs (idempotent), builds the function, starts moto and the emulator, puts
-# N records on the input stream, feeds them to the function, prints the prediction events read
-# back from the output stream on stdout (one JSON per line), and stops everything it started,
-# also on failure. Progress goes to stderr.
+# Installs what it needs (idempotent), builds the function, starts the local services and the
+# emulator, puts N records on the input stream, feeds them to the function, prints the
+# prediction events read back from the output stream on stdout (one JSON per line), and stops
+# everything it started, also on failure. Progress goes to stderr.
 #
 # Usage: scripts/pipeline.sh [N]          N records of real rows (default 5)
 # Environment: RUN_ID (default the original project's run id), INPUT_STREAM (passenger_events),
@@ -40,7 +40,7 @@ bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
 
 step "streams $INPUT_STREAM, $OUTPUT_STREAM; model s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
-# moto's streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
+# The local streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
 "$aws" kinesis create-stream --stream-name "$INPUT_STREAM" --shard-count 1
 "$aws" kinesis create-stream --stream-name "$OUTPUT_STREAM" --shard-count 1
 "$aws" s3 mb "s3://$MODEL_BUCKET" >/dev/null

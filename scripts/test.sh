@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
 
-# Our own moto, stopped on exit; the tests only ever talk to it.
+# Our own local services (moto for S3, the Kinesis stand-in), stopped on exit; the tests only
+# ever talk to them.
 export LOCAL_STATE_DIR=${LOCAL_STATE_DIR:-$PWD/.cache/test-services}
 trap 'bash scripts/local/services.sh stop' EXIT
 bash scripts/local/services.sh start
@@ -16,5 +17,9 @@ eval "$(bash scripts/local/services.sh env)"
 
 cargo test --locked --all-targets "$@"
 
-# End to end, through the real pieces: moto, the Lambda emulator, the release binary, the poller.
+# The Kinesis stand-in's own tests, against the server it runs.
+PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest -p no:cacheprovider -q tools/tests
+
+# End to end, through the real pieces: the local services, the Lambda emulator, the release
+# binary, the poller.
 bash scripts/local/e2e.sh

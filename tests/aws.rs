@@ -1,6 +1,7 @@
-//! The AWS path against local servers that speak the AWS wire protocols (moto, started by
-//! `scripts/test.sh`, which exports `AWS_ENDPOINT_URL`): the model from S3, and publishing
-//! prediction events with `PutRecords`.
+//! The AWS path against local servers that speak the AWS wire protocols (moto for S3 and the
+//! Kinesis stand-in, started by `scripts/test.sh`, which exports `AWS_ENDPOINT_URL` and
+//! `AWS_ENDPOINT_URL_KINESIS`): the model from S3, and publishing prediction events with
+//! `PutRecords`.
 
 mod common;
 
@@ -19,10 +20,12 @@ use common::{bundled_model, close, kinesis_event, payload, reference, root, runt
 
 /// The local services' configuration, from the environment `scripts/test.sh` sets.
 async fn aws() -> aws_config::SdkConfig {
-    assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|url| url.starts_with("http://127.0.0.1")),
-        "AWS_ENDPOINT_URL must point at the local services: run the tests with scripts/test.sh"
-    );
+    for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS"] {
+        assert!(
+            std::env::var(variable).is_ok_and(|url| url.starts_with("http://127.0.0.1")),
+            "{variable} must point at the local services: run the tests with scripts/test.sh"
+        );
+    }
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
@@ -924,7 +927,7 @@ async fn damaged_download_is_refused_and_leaves_no_cache_entry() {
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let prefix = "1/run/artifacts/model";
     upload_files(&s3, &bucket, prefix, &padded_model(true)).await;
-    let moto_port: u16 = std::env::var("AWS_ENDPOINT_URL")
+    let s3_port: u16 = std::env::var("AWS_ENDPOINT_URL")
         .unwrap()
         .rsplit(':')
         .next()
@@ -937,7 +940,7 @@ async fn damaged_download_is_refused_and_leaves_no_cache_entry() {
         (common::relay::Fault::Flip(offset), "where the ETag says"),
         (common::relay::Fault::Cut(offset), "model.onnx"),
     ] {
-        let relay = common::relay::damaging_relay(moto_port, fault);
+        let relay = common::relay::damaging_relay(s3_port, fault);
         let through_relay = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&aws)
                 .endpoint_url(&relay)

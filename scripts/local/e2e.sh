@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The end-to-end tests (tests/e2e): moto, the Lambda emulator, the release binary and the
-# poller, all real, on this machine. Installs what they need first (idempotent), builds the
+# The end-to-end tests (tests/e2e): the local services, the Lambda emulator, the release
+# binary and the poller, all real, on this machine. Installs what they need first (idempotent), builds the
 # release binary, then runs pytest; extra arguments go to pytest (e.g. -k bad_record).
 # Exit status: pytest's, except that "no tests collected" (5) fails like any other failure.
 set -euo pipefail

@@ -19,7 +19,7 @@ at --timeout, whichever is first: it never runs forever. One JSON line per batch
 summary line go to stderr. Exit status: 0 done, 1 retries exhausted or function unreachable,
 3 timed out before --max-records were processed.
 
-Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL for local servers).
+Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL_KINESIS for local servers).
 Usage: poller.py --stream passenger_events --invoke-url URL [--batch-size 100] [--until-idle]
 """
 

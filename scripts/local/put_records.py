@@ -11,7 +11,7 @@ entries with ProvisionedThroughputExceededException), so refused entries are sen
 their original order, after a growing pause; an entry still refused after --max-attempts sends
 is an error. One JSON summary line goes to stderr.
 
-Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL for local servers).
+Uses boto3 with the standard AWS configuration (AWS_ENDPOINT_URL_KINESIS for local servers).
 Usage: put_records.py --stream passenger_events N
 """
 
@@ -23,10 +23,10 @@ import time
 
 import boto3
 
+from bike_local.producer import DEFAULT_MAX_ATTEMPTS, NotAccepted, put_all
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests/fixtures/reference.json"
-MAX_RECORDS_PER_CALL = 500  # PutRecords' limit
-BASE_DELAY_SECONDS = 0.1  # before the first resend of refused entries; doubled for each later one
 
 
 def records(count: int) -> list[dict]:
@@ -43,31 +43,11 @@ def records(count: int) -> list[dict]:
     ]
 
 
-def put_chunk(kinesis, stream: str, entries: list[dict], max_attempts: int) -> int:
-    """Puts one call's worth of entries, resending refused ones; returns the resends."""
-    resent = 0
-    for attempt in range(1, max_attempts + 1):
-        response = kinesis.put_records(StreamName=stream, Records=entries)
-        if response["FailedRecordCount"] == 0:
-            return resent
-        refused = [entry for entry, result in zip(entries, response["Records"])
-                   if "ErrorCode" in result]
-        if attempt == max_attempts:
-            errors = sorted({result["ErrorCode"] for result in response["Records"]
-                             if "ErrorCode" in result})
-            raise RuntimeError(f"{len(refused)} records not accepted by {stream} after "
-                               f"{max_attempts} sends ({', '.join(errors)})")
-        resent += len(refused)
-        entries = refused
-        time.sleep(BASE_DELAY_SECONDS * 2 ** (attempt - 1))
-    return resent
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stream", required=True)
-    parser.add_argument("--max-attempts", type=int, default=6,
-                        help="sends of one entry before giving up (default 6)")
+    parser.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
+                        help=f"sends of one entry before giving up (default {DEFAULT_MAX_ATTEMPTS})")
     parser.add_argument("count", type=int)
     args = parser.parse_args()
     if args.count < 1:
@@ -76,12 +56,9 @@ def main() -> int:
     started = time.monotonic()
     kinesis = boto3.client("kinesis")
     entries = records(args.count)
-    resent = 0
     try:
-        for start in range(0, len(entries), MAX_RECORDS_PER_CALL):
-            resent += put_chunk(kinesis, args.stream, entries[start:start + MAX_RECORDS_PER_CALL],
-                                args.max_attempts)
-    except RuntimeError as error:
+        resent = put_all(kinesis, args.stream, entries, args.max_attempts)
+    except NotAccepted as error:
         print(f"put_records: {error}", file=sys.stderr)
         return 1
     print(json.dumps({"stream": args.stream, "records": args.count, "resent": resent,

@@ -22,9 +22,9 @@
 # Usage: scripts/perf/load.sh [N]          (default 100000)
 # Environment: SHARDS (default 4, both streams), BATCH_SIZE (10000), DELIVERY_TIMEOUT (seconds
 # for the poller, default 1200), RUN_ID (the original project's run id).
-# Starts its own moto and function, in its own state directory, and stops them on exit, also
-# on failure (then the logs stay in that directory). The poller processes one batch at a time,
-# as one function instance would: Lambda runs one instance per shard in parallel.
+# Starts its own local services and function, in its own state directory, and stops them on
+# exit, also on failure (then the logs stay in that directory). The poller processes one batch
+# at a time, as one function instance would: Lambda runs one instance per shard in parallel.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -56,7 +56,7 @@ own_local_stack load
 wall_start=$(now)
 bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
-# moto's streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
+# The local streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
 "$aws" kinesis create-stream --stream-name "$INPUT_STREAM" --shard-count "$shards"
 "$aws" kinesis create-stream --stream-name "$OUTPUT_STREAM" --shard-count "$shards"
 "$aws" s3 mb "s3://$MODEL_BUCKET" >/dev/null

@@ -1,6 +1,7 @@
 """Fixtures for the end-to-end tests.
 
-One moto server (S3 + Kinesis) serves the whole session; each test gets its own streams and
+One set of local services (scripts/local/services.sh: moto for S3, the Kinesis stand-in with
+AWS's per-shard write limits) serves the whole session; each test gets its own streams and
 bucket (random names) and its own function instance under the Lambda emulator, stopped after
 the test. Run through scripts/local/e2e.sh, which installs the tools and builds the binary.
 
@@ -20,7 +21,8 @@ FIGURES: list[str] = []
 
 @pytest.fixture(scope="session")
 def aws_env(tmp_path_factory):
-    """Starts moto for the session; returns the environment that points AWS clients at it
+    """Starts the local services for the session; returns the environment that points AWS
+    clients at them
     (also applied to this process, for boto3)."""
     env = {**os.environ, "LOCAL_STATE_DIR": str(tmp_path_factory.mktemp("services"))}
     script("scripts/local/services.sh", "start", env=env)

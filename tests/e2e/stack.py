@@ -15,6 +15,7 @@ import urllib.parse
 import uuid
 
 import boto3
+from bike_local.producer import put_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv/tools/bin/python"
@@ -80,9 +81,10 @@ class Stack:
     def stop_function(self) -> None:
         script("scripts/local/function.sh", "stop", env=self.env, check=False)
 
-    def relay_to_moto(self) -> "Relay":
-        """A relay to moto that a test can break and restore (closed when the test ends)."""
-        self.relays.append(Relay(self.moto_port()))
+    def relay_to_kinesis(self) -> "Relay":
+        """A relay to the Kinesis stand-in that a test can break and restore (closed when the
+        test ends)."""
+        self.relays.append(Relay(self.kinesis_port()))
         return self.relays[-1]
 
     def stop(self) -> None:
@@ -92,14 +94,10 @@ class Stack:
             relay.close()
 
     def put(self, records: list[tuple[bytes, str]]) -> None:
-        """Puts (data, partition key) records, in order, on the input stream."""
-        for start in range(0, len(records), 500):
-            chunk = records[start : start + 500]
-            response = self.kinesis.put_records(
-                StreamName=self.input_stream,
-                Records=[{"Data": data, "PartitionKey": key} for data, key in chunk],
-            )
-            assert response["FailedRecordCount"] == 0
+        """Puts (data, partition key) records, in order, on the input stream, resending what
+        a shard over its write limit refuses."""
+        put_all(self.kinesis, self.input_stream,
+                [{"Data": data, "PartitionKey": key} for data, key in records])
 
     def poll(self, *args: str, invoke_url: str | None = None) -> tuple[int, list[dict], dict]:
         """Runs the poller on the input stream; returns its exit status, its per-batch log
@@ -125,8 +123,8 @@ class Stack:
         return [str(PYTHON), str(ROOT / "scripts/local/poller.py"), "--stream", self.input_stream,
                 "--invoke-url", invoke_url, "--timeout", "60", *args]
 
-    def moto_port(self) -> int:
-        return urllib.parse.urlsplit(self.env["AWS_ENDPOINT_URL"]).port
+    def kinesis_port(self) -> int:
+        return urllib.parse.urlsplit(self.env["AWS_ENDPOINT_URL_KINESIS"]).port
 
     def output(self) -> list[dict]:
         """Every record on the output stream: partition key and decoded JSON data."""
@@ -214,7 +212,7 @@ class Relay:
     - `hang()`: connections are accepted and kept open, but nothing goes through either way,
       as with a server that is paused or overloaded: only a client-side timeout ends a call.
     - `restore()`: relays again, on the same port. The server behind it has kept its state,
-      which a restarted moto (state in memory) would not have: so streams written through the
+      which a restarted server (state in memory) would not have: so streams written through the
       relay before an outage can be checked after it.
     """
 

@@ -1,15 +1,15 @@
-"""Outages and bad models, through the real pieces: moto, the Lambda emulator, the release
-binary and the poller.
+"""Outages and bad models, through the real pieces: the local services (moto for S3, the
+Kinesis stand-in), the Lambda emulator, the release binary and the poller.
 
 Kinesis unreachable while publishing: the function's Kinesis client goes through a relay
 (stack.Relay) that the test breaks after some batches are published and restores after some
-invocations have failed, while S3 and the poller's input stream stay on moto directly. Broken,
-the relay either refuses connections (the server is down) or loses the answers (the server
+invocations have failed, while S3 and the poller's input stream stay on the servers directly.
+Broken, the relay either refuses connections (the server is down) or loses the answers (the server
 acted, the client cannot know). What must hold: the invocations during the outage report their
 records in `batchItemFailures`, the poller delivers them again, and in the end every prediction
 is on the output stream (at least once, with the reference value; duplicates are counted).
-Breaking a relay, rather than stopping moto, keeps the output stream: moto holds its state in
-memory, and a restarted moto would have lost it.
+Breaking a relay, rather than stopping the Kinesis server, keeps the output stream: the server
+holds its state in memory, and a restarted one would have lost it.
 
 A Kinesis that accepts connections and never answers (paused, overloaded): the invocation still
 answers, with every record in `batchItemFailures`, within its publishing budget.
@@ -37,11 +37,11 @@ FIXTURES = ROOT / "tests/fixtures/models"
 
 
 def start_function_publishing_through_a_relay(stack, shards):
-    """Starts the function with the model on S3, publishing to Kinesis through a relay to moto
-    that the test can break, and returns the relay."""
+    """Starts the function with the model on S3, publishing to Kinesis through a relay to the
+    Kinesis stand-in that the test can break, and returns the relay."""
     stack.create_streams(shards=shards)
     stack.upload_model(MODEL_PREFIX)
-    relay = stack.relay_to_moto()
+    relay = stack.relay_to_kinesis()
     # The function resends for as long as its publishing budget allows: 2 s here, so that a
     # failing invocation ends soon (the emulator gives no deadline, and the default is 30 s).
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID,

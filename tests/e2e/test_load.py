@@ -91,7 +91,7 @@ def test_the_load_script_accounts_for_every_record_and_stops_what_it_started():
     assert figures["ok"] and figures["records"] == count
     assert figures["missing"] == 0 and figures["duplicates"] == 0
     assert figures["published"] == count and figures["unbalanced_batches"] == 0
-    # The ports its moto and its emulator listened on are closed again.
+    # The ports its moto, its Kinesis stand-in and its emulator listened on are closed again.
     ports = [int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", result.stderr)]
-    assert len(set(ports)) == 2, result.stderr
+    assert len(set(ports)) == 3, result.stderr
     assert not any(port_open(port) for port in ports), ports

@@ -1,5 +1,5 @@
-"""What the function logs at TRACE, through the real pieces (moto, the Lambda emulator, the
-release binary, the poller): never a record's data (plain or base64, as the raw event and the
+"""What the function logs at TRACE, through the real pieces (the local services, the Lambda
+emulator, the release binary, the poller): never a record's data (plain or base64, as the raw event and the
 dead-letter stream's PutRecords carry it) unless LOG_RECORD_DATA=true, and never credentials.
 """
 

@@ -1,0 +1,8 @@
+"""The local stack of bike-prediction: what runs the pipeline and its tests on one machine.
+
+Modules:
+- `kinesis_server`: a Kinesis Data Streams stand-in (the AWS wire protocol, shards by MD5 hash
+  key ranges, per-shard write limits, configurable latency), run by scripts/local/services.sh.
+
+Installed (editable) into .venv/tools by scripts/local/setup-tools.sh.
+"""
