@@ -86,7 +86,7 @@ def account(count: int, output: list[tuple[str, bytes]], batches: list[dict]) ->
 
     totals = {name: sum(batch.get(name, 0) for batch in batches)
               for name in ("records", "predicted", "published", "rejected", "redeliver",
-                           "put_records_calls", "put_records_resent")}
+                           "put_records_calls", "put_records_resent", "put_records_throttled")}
     times = {name: round(sum(batch.get(name, 0.0) for batch in batches), 3)
              for name in ("decode_ms", "inference_ms", "publish_ms", "total_ms")}
     unbalanced = [b for b in batches

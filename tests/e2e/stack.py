@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 
 import boto3
@@ -125,6 +126,23 @@ class Stack:
 
     def kinesis_port(self) -> int:
         return urllib.parse.urlsplit(self.env["AWS_ENDPOINT_URL_KINESIS"]).port
+
+    def configure_stream(self, stream: str, **settings) -> dict:
+        """Changes a stream's latency and write limits on the Kinesis stand-in (its control
+        endpoint, bike_local.kinesis_server), e.g. latency_ms=20, records_per_second=None."""
+        return self._control(stream, settings)
+
+    def stream_counters(self, stream: str) -> dict:
+        """The stand-in's settings and counters of a stream (calls, records, throttled)."""
+        return self._control(stream, None)
+
+    def _control(self, stream: str, settings: dict | None) -> dict:
+        url = f"http://127.0.0.1:{self.kinesis_port()}/_standin/streams/{stream}"
+        body = None if settings is None else json.dumps(settings).encode()
+        request = urllib.request.Request(url, data=body, method="GET" if body is None else "POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
 
     def output(self) -> list[dict]:
         """Every record on the output stream: partition key and decoded JSON data."""
