@@ -289,9 +289,13 @@ impl Publisher {
                 }
                 (false, _) => in_flight.join_next().await,
             };
-            let Some(Ok(answer)) = answer else {
-                // A call's task cannot panic or be cancelled while the set is held here.
-                break;
+            let answer = match answer {
+                Some(Ok(answer)) => answer,
+                // A call that panicked takes the invocation down with it, as it would have
+                // without a task of its own: its entries must not go unreported. (Nothing
+                // cancels the tasks while the set is held here.)
+                Some(Err(error)) => std::panic::resume_unwind(error.into_panic()),
+                None => break,
             };
             self.settle(answer, shards, &mut queue, &mut window, &mut report);
             report.lowest_concurrency = report.lowest_concurrency.min(window.limit);
