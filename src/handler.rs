@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
-use crate::aggregate::{self, ShardMap};
+use crate::pack::{self, ShardMap};
 use crate::config::DEFAULT_PREDICTION_FIELD;
 use crate::event::{self, RejectReason};
 use crate::kinesis::{EventError, KinesisBatch};
@@ -371,7 +371,7 @@ impl Handler {
             Ok(shards) => shards.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let packed = aggregate::aggregate(events, &shards, publisher.max_record_bytes());
+        let packed = pack::pack(events, &shards, publisher.max_record_bytes());
         // Entry `i` is aggregate `i`, then come the plain events.
         let mut entries: Vec<Outgoing<'_>> = packed
             .aggregates

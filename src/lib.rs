@@ -36,7 +36,7 @@
     )
 )]
 
-pub mod aggregate;
+pub mod pack;
 pub mod artifact;
 pub mod config;
 pub mod download;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::aggregate::ShardMap;
+use crate::pack::ShardMap;
 use crate::artifact::ModelArtifact;
 use crate::config::{Config, ConfigError, ModelLocation};
 use crate::download;

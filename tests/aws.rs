@@ -1064,7 +1064,7 @@ async fn read_shards(
 
 #[tokio::test]
 async fn aggregated_events_land_on_their_key_s_shard_each_once_in_order() {
-    use bike_prediction::aggregate::ShardMap;
+    use bike_prediction::pack::ShardMap;
     let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
     let stream = create_stream(&kinesis, 4).await;
     let shards = ShardMap::list(&kinesis, &stream).await.unwrap();
@@ -1131,7 +1131,7 @@ async fn aggregated_events_land_on_their_key_s_shard_each_once_in_order() {
 
 #[tokio::test]
 async fn a_shard_map_that_no_longer_matches_the_stream_is_read_again() {
-    use bike_prediction::aggregate::ShardMap;
+    use bike_prediction::pack::ShardMap;
     let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
     let stream = create_stream(&kinesis, 4).await;
     let shards = ShardMap::list(&kinesis, &stream).await.unwrap();

@@ -178,7 +178,7 @@ pub fn deaggregate(data: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         data: Vec<u8>,
     }
 
-    let rest = data.strip_prefix(&bike_prediction::aggregate::MAGIC)?;
+    let rest = data.strip_prefix(&bike_prediction::pack::MAGIC)?;
     let (protobuf, digest) = rest.split_at(rest.len().checked_sub(16)?);
     if md5::Md5::digest(protobuf).as_slice() != digest {
         return None;

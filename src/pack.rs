@@ -1,4 +1,4 @@
-//! Prediction events packed into KPL aggregated records (`OUTPUT_AGGREGATION=kpl`).
+//! Prediction events packed into KPL aggregated records by shard (`OUTPUT_AGGREGATION=kpl`).
 //!
 //! Each `PutRecords` entry counts against a shard's 1,000 records a second, whatever its size,
 //! and costs the function the SDK's work for one entry. The Kinesis Producer Library's
@@ -166,13 +166,13 @@ pub struct Aggregate {
     pub events: Range<usize>,
 }
 
-/// Packs `events` into aggregates of at most `max_record_bytes` each (data plus partition key),
+/// Packs `events` into aggregated records of at most `max_record_bytes` each (data plus partition key),
 /// each holding events of one shard of `shards`, in order. Also returns the events that do not
 /// fit in an aggregate of their own (to send as they are).
 ///
 /// The returned aggregates' `events` index into a list of the events in the order they were
 /// packed, also returned: grouped by shard, and in the order given within a shard.
-pub fn aggregate<'a>(
+pub fn pack<'a>(
     events: &[Outgoing<'a>],
     shards: &ShardMap,
     max_record_bytes: usize,

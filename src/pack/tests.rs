@@ -112,7 +112,7 @@ fn every_event_is_in_one_aggregate_of_its_key_s_shard_in_order() {
         .collect();
     let events = outgoing(&keys, &data);
     let shards = even_shards(4);
-    let packed = aggregate(&events, &shards, 8 * 1024);
+    let packed = pack(&events, &shards, 8 * 1024);
     assert!(packed.plain.is_empty());
     assert!(packed.aggregates.len() > 8, "several per shard at 8 KiB");
     let mut seen = Vec::new();
@@ -162,7 +162,7 @@ fn aggregates_are_filled_to_the_byte() {
     let data: Vec<Vec<u8>> = (0..400).map(|i| vec![b'x'; (i * 37) % 300]).collect();
     let events = outgoing(&keys, &data);
     let shards = even_shards(1);
-    let packed = aggregate(&events, &shards, limit);
+    let packed = pack(&events, &shards, limit);
     for (aggregate, next) in packed
         .aggregates
         .iter()
@@ -174,7 +174,7 @@ fn aggregates_are_filled_to_the_byte() {
         let first = &packed.events[next.events.start];
         let mut with_next: Vec<Outgoing<'_>> = packed.events[aggregate.events.clone()].to_vec();
         with_next.push(first.clone());
-        let bigger = super::aggregate(&with_next, &shards, usize::MAX);
+        let bigger = super::pack(&with_next, &shards, usize::MAX);
         let bigger = &bigger.aggregates[0];
         assert!(bigger.data.len() + bigger.partition_key.len() > limit);
     }
@@ -187,7 +187,7 @@ fn an_event_too_large_for_an_aggregate_is_left_to_send_as_it_is() {
     let keys: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
     let data: Vec<Vec<u8>> = vec![vec![b'x'; 10], vec![b'y'; 1000], vec![b'z'; 10]];
     let events = outgoing(&keys, &data);
-    let packed = aggregate(&events, &even_shards(1), 500);
+    let packed = pack(&events, &even_shards(1), 500);
     assert_eq!(packed.plain.len(), 1);
     assert_eq!(packed.plain[0].record, 1);
     assert_eq!(packed.events.len(), 2);
