@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::aggregate::AggregateError;
 use crate::inputs::{ElementType, FeatureForm, InputLayout, Inputs, Value};
 use crate::kinesis::KinesisBatch;
 use crate::ledger::Ledger;
@@ -36,6 +37,10 @@ pub enum RejectReason {
     /// `kinesis.data` is not valid base64.
     #[error("data is not valid base64")]
     InvalidBase64,
+    /// The decoded data starts with the Kinesis Producer Library's aggregate magic but cannot
+    /// be read as an aggregate; the whole Kinesis record is rejected.
+    #[error("data is a KPL aggregated record that cannot be read: {0}")]
+    InvalidAggregate(AggregateError),
     /// The decoded data is not UTF-8 text.
     #[error("data is not UTF-8 text")]
     NotUtf8,
@@ -148,6 +153,7 @@ impl RejectReason {
         match self {
             Self::TooLarge(_) => "too_large",
             Self::InvalidBase64 => "invalid_base64",
+            Self::InvalidAggregate(_) => "invalid_aggregate",
             Self::NotUtf8 => "not_utf8",
             Self::NotJson(_) => "not_json",
             Self::NotAnObject => "not_an_object",
@@ -213,10 +219,13 @@ pub fn decode<'e>(records: &'e KinesisBatch, layout: &InputLayout) -> (Ledger<'e
         let pred_id_start = ledger.pred_id_buffer().len();
         let text_start = inputs.text.len();
         inputs.push_row(layout);
-        let parsed = match record.data {
-            Ok(data) if data.len() > MAX_RECORD_BYTES => Err(RejectReason::TooLarge(data.len())),
-            Ok(data) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
-            Err(_) => Err(RejectReason::InvalidBase64),
+        let parsed = match (record.data, record.invalid_aggregate) {
+            (_, Some(error)) => Err(RejectReason::InvalidAggregate(error.clone())),
+            (Ok(data), None) if data.len() > MAX_RECORD_BYTES => {
+                Err(RejectReason::TooLarge(data.len()))
+            }
+            (Ok(data), None) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
+            (Err(_), None) => Err(RejectReason::InvalidBase64),
         };
         match parsed {
             Ok(()) => {

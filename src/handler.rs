@@ -322,6 +322,7 @@ impl Handler {
             match self.dead_letters {
                 Some(_) => tracing::warn!(
                     sequence_number = %output::logged_field(record.sequence_number),
+                    sub_sequence_number = record.sub_sequence_number,
                     partition_key = %output::logged_field(record.partition_key),
                     code = reason.map(RejectReason::code),
                     reason = reason.map(logged_reason),
@@ -405,6 +406,7 @@ fn log_data(
             tracing::event!(
                 $level,
                 sequence_number = %output::logged_field(record.sequence_number),
+                sub_sequence_number = record.sub_sequence_number,
                 partition_key = %output::logged_field(record.partition_key),
                 code,
                 reason,
