@@ -7,6 +7,8 @@
 //! `{"label": <label>, "probabilities": {"<class>": <probability>, ...}, "pred_id": ...}`.
 //! The response is `{"predictions": [<events>], "rejected": [...], "batchItemFailures": [...]}`:
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
+//! A rejected user record of a KPL aggregate is listed with its `subSequenceNumber` beside its
+//! aggregate's `sequenceNumber`.
 
 use std::borrow::Cow;
 use std::ops::Range;
