@@ -78,7 +78,8 @@ pub enum AggregateError {
     /// The digest is not the MD5 of the protobuf bytes: the record was cut or altered.
     #[error("its MD5 digest does not match its protobuf message")]
     WrongDigest,
-    /// The protobuf bytes are not an `AggregatedRecord`.
+    /// The protobuf bytes are not an `AggregatedRecord`. prost's message names the field and
+    /// what is wrong with it, never a value.
     #[error("its protobuf message cannot be decoded: {0}")]
     Undecodable(prost::DecodeError),
     /// A user record lacks a field the format requires.
@@ -194,14 +195,19 @@ pub fn decode(data: &[u8]) -> Result<Aggregate, AggregateError> {
     Ok(Aggregate(message))
 }
 
-/// Writes `message` as an aggregated record: the magic, the protobuf bytes and their MD5.
-/// The service only reads aggregated records; this is for tests and tools that make them.
+/// Writes `message` as an aggregated record. The service only reads aggregated records; this
+/// and [`frame`] are for the tests and tools that make them.
 pub fn encode(message: &AggregatedRecord) -> Vec<u8> {
-    let protobuf = message.encode_to_vec();
+    frame(&message.encode_to_vec())
+}
+
+/// Frames protobuf bytes (an `AggregatedRecord`'s or not) as an aggregated record: the magic,
+/// the bytes and their MD5.
+pub fn frame(protobuf: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(MAGIC.len() + protobuf.len() + DIGEST_BYTES);
     data.extend_from_slice(&MAGIC);
-    data.extend_from_slice(&protobuf);
-    data.extend_from_slice(&Md5::digest(&protobuf));
+    data.extend_from_slice(protobuf);
+    data.extend_from_slice(&Md5::digest(protobuf));
     data
 }
 
@@ -315,10 +321,7 @@ mod tests {
         assert_eq!(decode(&altered).unwrap_err(), AggregateError::WrongDigest);
 
         // Bytes that are not protobuf, with a matching digest.
-        let mut garbage = MAGIC.to_vec();
-        garbage.extend_from_slice(&[0xff; 3]);
-        garbage.extend_from_slice(&Md5::digest([0xff; 3]));
-        let error = decode(&garbage).unwrap_err();
+        let error = decode(&frame(&[0xff; 3])).unwrap_err();
         assert!(matches!(error, AggregateError::Undecodable(_)), "{error}");
         assert!(
             error
@@ -330,11 +333,8 @@ mod tests {
         let mut bad_key = prost::Message::encode_to_vec(&message(&["a"], vec![record(0, b"x")]));
         let at = bad_key.iter().position(|&byte| byte == b'a').unwrap();
         bad_key[at] = 0xff;
-        let mut framed = MAGIC.to_vec();
-        framed.extend_from_slice(&bad_key);
-        framed.extend_from_slice(&Md5::digest(&bad_key));
         assert!(matches!(
-            decode(&framed).unwrap_err(),
+            decode(&frame(&bad_key)).unwrap_err(),
             AggregateError::Undecodable(_)
         ));
 
@@ -394,10 +394,7 @@ mod tests {
         let secret = encode(&message(&["SECRET"], vec![record(3, b"SECRET")]));
         let mut cut = secret.clone();
         cut.truncate(cut.len() - 3);
-        let mut garbage = MAGIC.to_vec();
-        garbage.extend_from_slice(b"\x0aSECRET");
-        garbage.extend_from_slice(&Md5::digest(b"\x0aSECRET"));
-        for data in [secret, cut, garbage] {
+        for data in [secret, cut, frame(b"\x0aSECRET")] {
             let message = decode(&data).unwrap_err().to_string();
             assert!(!message.contains("SECRET"), "{message}");
         }
@@ -465,11 +462,10 @@ mod tests {
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
             digest in proptest::prelude::any::<bool>(),
         ) {
-            let mut data = MAGIC.to_vec();
-            data.extend_from_slice(&body);
-            if digest {
-                data.extend_from_slice(&Md5::digest(&body));
-            }
+            let data = match digest {
+                true => frame(&body),
+                false => [&MAGIC[..], &body].concat(),
+            };
             if let Ok(aggregate) = decode(&data) {
                 for (key, record) in aggregate.user_records() {
                     proptest::prop_assert!(key < aggregate.partition_keys().len());

@@ -219,14 +219,18 @@ pub fn decode<'e>(records: &'e KinesisBatch, layout: &InputLayout) -> (Ledger<'e
         let pred_id_start = ledger.pred_id_buffer().len();
         let text_start = inputs.text.len();
         inputs.push_row(layout);
-        let parsed = match (record.data, record.invalid_aggregate) {
-            (_, Some(error)) => Err(RejectReason::InvalidAggregate(error.clone())),
-            (Ok(data), None) if data.len() > MAX_RECORD_BYTES => {
-                Err(RejectReason::TooLarge(data.len()))
-            }
-            (Ok(data), None) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
-            (Err(_), None) => Err(RejectReason::InvalidBase64),
+        let parsed = match record.data {
+            Ok(data) if data.len() > MAX_RECORD_BYTES => Err(RejectReason::TooLarge(data.len())),
+            Ok(data) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
+            Err(_) => Err(RejectReason::InvalidBase64),
         };
+        // An aggregate that cannot be read is rejected as that. Its data, which starts with the
+        // magic, is never UTF-8 (`C2` cannot follow `F3 89 9A`), so it never parses: asking
+        // only of rejected records keeps the question off the path of good ones.
+        let parsed = parsed.map_err(|reason| match record.invalid_aggregate {
+            Some(error) => RejectReason::InvalidAggregate(error.clone()),
+            None => reason,
+        });
         match parsed {
             Ok(()) => {
                 ledger.decoded(inputs.rows, pred_id_start);

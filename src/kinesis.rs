@@ -69,6 +69,8 @@ pub struct KinesisBatch {
     /// Every record's `sequenceNumber` and `partitionKey`, and the `data` that is not base64.
     text: String,
     records: Vec<Spans>,
+    /// Why each aggregate that cannot be read cannot be, in event order.
+    invalid_aggregates: Vec<AggregateError>,
 }
 
 /// Where one record's fields are in [`KinesisBatch`]'s buffers.
@@ -89,8 +91,9 @@ enum Aggregation {
     /// A user record of an aggregate, at this position in it. A 1 MiB record holds fewer than
     /// 2^32 user records.
     UserRecord(u32),
-    /// Data with the aggregate magic that cannot be read as an aggregate.
-    Invalid(Box<AggregateError>),
+    /// Data with the aggregate magic that cannot be read as an aggregate, for the reason at
+    /// this position in `invalid_aggregates` (which keeps `Spans` free of anything to drop).
+    Invalid(u32),
 }
 
 /// One record of a [`KinesisBatch`].
@@ -139,6 +142,11 @@ impl KinesisBatch {
     }
 
     fn record<'a>(&'a self, spans: &'a Spans) -> KinesisRecord<'a> {
+        let (sub_sequence_number, invalid_aggregate) = match spans.aggregation {
+            Aggregation::None => (None, None),
+            Aggregation::UserRecord(position) => (Some(position), None),
+            Aggregation::Invalid(at) => (None, self.invalid_aggregates.get(at as usize)),
+        };
         KinesisRecord {
             data: match &spans.data {
                 Ok(decoded) => Ok(self.data.get(decoded.clone()).unwrap_or_default()),
@@ -152,18 +160,13 @@ impl KinesisBatch {
                 .text
                 .get(spans.partition_key.clone())
                 .unwrap_or_default(),
-            sub_sequence_number: match spans.aggregation {
-                Aggregation::UserRecord(position) => Some(position),
-                _ => None,
-            },
-            invalid_aggregate: match &spans.aggregation {
-                Aggregation::Invalid(error) => Some(error),
-                _ => None,
-            },
+            sub_sequence_number,
+            invalid_aggregate,
         }
     }
 
     /// Appends the record whose data is at `data`: its user records if it is an aggregate.
+    #[inline]
     fn push(
         &mut self,
         data: Result<Range<usize>, Range<usize>>,
@@ -179,7 +182,11 @@ impl KinesisBatch {
             {
                 match self.push_user_records(decoded.clone(), &sequence_number) {
                     Ok(()) => return,
-                    Err(error) => Aggregation::Invalid(Box::new(error)),
+                    Err(error) => {
+                        let at = u32::try_from(self.invalid_aggregates.len()).unwrap_or(u32::MAX);
+                        self.invalid_aggregates.push(error);
+                        Aggregation::Invalid(at)
+                    }
                 }
             }
             _ => Aggregation::None,
@@ -194,6 +201,7 @@ impl KinesisBatch {
 
     /// Appends the user records of the aggregate at `data` in the data buffer, which their
     /// data replace; on an error nothing is changed.
+    #[cold]
     fn push_user_records(
         &mut self,
         data: Range<usize>,
