@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the event decoder for a bounded time (see fuzz/README.md):
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 600 seconds each, targets event, payload and typed
+#   scripts/fuzz.sh [SECONDS] [TARGET...]   # default: 600 s each: event, payload, typed, aggregate
 #
 # Runs each target in turn, one process on one core, for SECONDS. New inputs the fuzzer finds
 # go to fuzz/target/corpus/<target>; the committed seeds in fuzz/corpus/<target> are only read.
@@ -18,7 +18,7 @@ if [[ $# -gt 0 ]]; then
 fi
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(event payload typed)
+    targets=(event payload typed aggregate)
 fi
 
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then

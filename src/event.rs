@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::aggregate::AggregateError;
 use crate::inputs::{ElementType, FeatureForm, InputLayout, Inputs, Value};
 use crate::kinesis::KinesisBatch;
 use crate::ledger::Ledger;
@@ -36,6 +37,10 @@ pub enum RejectReason {
     /// `kinesis.data` is not valid base64.
     #[error("data is not valid base64")]
     InvalidBase64,
+    /// The decoded data starts with the Kinesis Producer Library's aggregate magic but cannot
+    /// be read as an aggregate; the whole Kinesis record is rejected.
+    #[error("data is a KPL aggregated record that cannot be read: {0}")]
+    InvalidAggregate(AggregateError),
     /// The decoded data is not UTF-8 text.
     #[error("data is not UTF-8 text")]
     NotUtf8,
@@ -154,6 +159,7 @@ impl RejectReason {
         match self {
             Self::TooLarge(_) => "too_large",
             Self::InvalidBase64 => "invalid_base64",
+            Self::InvalidAggregate(_) => "invalid_aggregate",
             Self::NotUtf8 => "not_utf8",
             Self::NotJson(_) => "not_json",
             Self::NotAnObject => "not_an_object",
@@ -225,6 +231,13 @@ pub fn decode<'e>(records: &'e KinesisBatch, layout: &InputLayout) -> (Ledger<'e
             Ok(data) => parser.parse(data, &mut inputs, ledger.pred_id_buffer()),
             Err(_) => Err(RejectReason::InvalidBase64),
         };
+        // An aggregate that cannot be read is rejected as that. Its data, which starts with the
+        // magic, is never UTF-8 (`C2` cannot follow `F3 89 9A`), so it never parses: asking
+        // only of rejected records keeps the question off the path of good ones.
+        let parsed = parsed.map_err(|reason| match record.invalid_aggregate {
+            Some(error) => RejectReason::InvalidAggregate(error.clone()),
+            None => reason,
+        });
         match parsed {
             Ok(()) => {
                 ledger.decoded(inputs.rows, pred_id_start);

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
-use crate::pack::{self, ShardMap};
 use crate::config::DEFAULT_PREDICTION_FIELD;
 use crate::event::{self, RejectReason};
 use crate::kinesis::{EventError, KinesisBatch};
 use crate::ledger::Ledger;
 use crate::model::{InferenceError, Model};
 use crate::output::{self, DeadLetter, EventEncoder, LoggedData};
+use crate::pack::{self, ShardMap};
 use crate::publish::{Outgoing, PublishReport, Publisher};
 use crate::telemetry::BatchReport;
 
@@ -479,6 +479,7 @@ impl Handler {
             match self.dead_letters {
                 Some(_) => tracing::warn!(
                     sequence_number = %output::logged_field(record.sequence_number),
+                    sub_sequence_number = record.sub_sequence_number,
                     partition_key = %output::logged_field(record.partition_key),
                     code = reason.map(RejectReason::code),
                     reason = reason.map(logged_reason),
@@ -568,6 +569,7 @@ fn log_data(
             tracing::event!(
                 $level,
                 sequence_number = %output::logged_field(record.sequence_number),
+                sub_sequence_number = record.sub_sequence_number,
                 partition_key = %output::logged_field(record.partition_key),
                 code,
                 reason,

@@ -8,6 +8,13 @@
 //! record, and the base64 text is never checked as UTF-8 (the base64 decoder checks it anyway);
 //! it is decoded with SIMD instructions where the CPU has them (`base64-simd`), several times
 //! faster than a scalar decoder on this, the largest part of the event.
+//!
+//! A record the Kinesis Producer Library aggregated ([`crate::aggregate`]) is split as it is
+//! read into its user records, each one record of the batch from then on: its data is copied
+//! over the aggregate's in the data buffer, its partition key is the one in the aggregate's
+//! table (each key of the table copied once into the text buffer), and it keeps the aggregate's
+//! sequence number with its position in the aggregate as its sub-sequence number. An aggregate
+//! that cannot be read stays one record, with its data as it came and what is wrong with it.
 
 use std::fmt;
 use std::ops::Range;
@@ -15,6 +22,8 @@ use std::ops::Range;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+
+use crate::aggregate::{self, AggregateError};
 
 /// The event could not be read as a Kinesis event at all. Lambda never sends such an event to
 /// a function behind a Kinesis event source mapping, so this fails the invocation.
@@ -60,6 +69,8 @@ pub struct KinesisBatch {
     /// Every record's `sequenceNumber` and `partitionKey`, and the `data` that is not base64.
     text: String,
     records: Vec<Spans>,
+    /// Why each aggregate that cannot be read cannot be, in event order.
+    invalid_aggregates: Vec<AggregateError>,
 }
 
 /// Where one record's fields are in [`KinesisBatch`]'s buffers.
@@ -69,6 +80,20 @@ struct Spans {
     data: Result<Range<usize>, Range<usize>>,
     sequence_number: Range<usize>,
     partition_key: Range<usize>,
+    aggregation: Aggregation,
+}
+
+/// Whether a record came in an aggregate.
+#[derive(Debug, Clone)]
+enum Aggregation {
+    /// A record of its own.
+    None,
+    /// A user record of an aggregate, at this position in it. A 1 MiB record holds fewer than
+    /// 2^32 user records.
+    UserRecord(u32),
+    /// Data with the aggregate magic that cannot be read as an aggregate, for the reason at
+    /// this position in `invalid_aggregates` (which keeps `Spans` free of anything to drop).
+    Invalid(u32),
 }
 
 /// One record of a [`KinesisBatch`].
@@ -77,10 +102,17 @@ pub struct KinesisRecord<'a> {
     /// The record's data, base64-decoded, or the text that is not valid base64 (kept so that
     /// a rejected record can be passed on as it came).
     pub data: Result<&'a [u8], &'a str>,
-    /// The record's sequence number in its shard.
+    /// The record's sequence number in its shard (a user record's is its aggregate's).
     pub sequence_number: &'a str,
-    /// The partition key the producer gave the record.
+    /// A user record's position in its aggregate, from 0 as the KCL numbers them; `None` for a
+    /// record that was not aggregated.
+    pub sub_sequence_number: Option<u32>,
+    /// The partition key the producer gave the record (a user record's from its aggregate's
+    /// table).
     pub partition_key: &'a str,
+    /// Why the record's data, which starts with the aggregate magic, cannot be read as an
+    /// aggregate: the record is rejected whole.
+    pub invalid_aggregate: Option<&'a AggregateError>,
 }
 
 impl KinesisBatch {
@@ -109,7 +141,12 @@ impl KinesisBatch {
         self.records.iter().map(|spans| self.record(spans))
     }
 
-    fn record(&self, spans: &Spans) -> KinesisRecord<'_> {
+    fn record<'a>(&'a self, spans: &'a Spans) -> KinesisRecord<'a> {
+        let (sub_sequence_number, invalid_aggregate) = match spans.aggregation {
+            Aggregation::None => (None, None),
+            Aggregation::UserRecord(position) => (Some(position), None),
+            Aggregation::Invalid(at) => (None, self.invalid_aggregates.get(at as usize)),
+        };
         KinesisRecord {
             data: match &spans.data {
                 Ok(decoded) => Ok(self.data.get(decoded.clone()).unwrap_or_default()),
@@ -123,7 +160,79 @@ impl KinesisBatch {
                 .text
                 .get(spans.partition_key.clone())
                 .unwrap_or_default(),
+            sub_sequence_number,
+            invalid_aggregate,
         }
+    }
+
+    /// Appends the record whose data is at `data`: its user records if it is an aggregate.
+    #[inline]
+    fn push(
+        &mut self,
+        data: Result<Range<usize>, Range<usize>>,
+        sequence_number: Range<usize>,
+        partition_key: Range<usize>,
+    ) {
+        let aggregation = match &data {
+            Ok(decoded)
+                if self
+                    .data
+                    .get(decoded.clone())
+                    .is_some_and(aggregate::is_aggregated) =>
+            {
+                match self.push_user_records(decoded.clone(), &sequence_number) {
+                    Ok(()) => return,
+                    Err(error) => {
+                        let at = u32::try_from(self.invalid_aggregates.len()).unwrap_or(u32::MAX);
+                        self.invalid_aggregates.push(error);
+                        Aggregation::Invalid(at)
+                    }
+                }
+            }
+            _ => Aggregation::None,
+        };
+        self.records.push(Spans {
+            data,
+            sequence_number,
+            partition_key,
+            aggregation,
+        });
+    }
+
+    /// Appends the user records of the aggregate at `data` in the data buffer, which their
+    /// data replace; on an error nothing is changed.
+    #[cold]
+    fn push_user_records(
+        &mut self,
+        data: Range<usize>,
+        sequence_number: &Range<usize>,
+    ) -> Result<(), AggregateError> {
+        let found = aggregate::decode(self.data.get(data.clone()).unwrap_or_default())?;
+        // The user records' data are slices of the aggregate's decoded message, a copy: the
+        // aggregate's bytes in the buffer can be written over.
+        self.data.truncate(data.start);
+        self.data.reserve(found.data_bytes());
+        let keys: Vec<Range<usize>> = found
+            .partition_keys()
+            .iter()
+            .map(|key| {
+                let start = self.text.len();
+                self.text.push_str(key);
+                start..self.text.len()
+            })
+            .collect();
+        self.records.reserve(found.user_records().len());
+        for (position, (key, user_data)) in found.user_records().enumerate() {
+            let start = self.data.len();
+            self.data.extend_from_slice(user_data);
+            self.records.push(Spans {
+                data: Ok(start..self.data.len()),
+                sequence_number: sequence_number.clone(),
+                partition_key: keys.get(key).cloned().unwrap_or_default(),
+                aggregation: Aggregation::UserRecord(u32::try_from(position).unwrap_or(u32::MAX)),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -308,11 +417,7 @@ impl<'de> Visitor<'de> for KinesisSeed<'_> {
             sequence_number.ok_or_else(|| de::Error::missing_field("sequenceNumber"))?;
         // Lambda always sends a partition key; its absence is harmless.
         let partition_key = partition_key.unwrap_or(0..0);
-        batch.records.push(Spans {
-            data,
-            sequence_number,
-            partition_key,
-        });
+        batch.push(data, sequence_number, partition_key);
         Ok(())
     }
 }
@@ -428,7 +533,7 @@ impl<'de, N: AsRef<str>> Visitor<'de> for KeySeed<'_, N> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -581,6 +686,115 @@ mod tests {
                 assert!(message.contains(expected), "{message}");
             }
         }
+    }
+
+    /// An aggregate of these user records (partition key, data) with its key table.
+    pub(crate) fn aggregated(keys: &[&str], records: &[(u64, &[u8])]) -> Vec<u8> {
+        use crate::aggregate::{AggregatedRecord, Record, encode};
+        encode(&AggregatedRecord {
+            partition_key_table: keys.iter().map(|key| (*key).into()).collect(),
+            explicit_hash_key_table: Vec::new(),
+            records: records
+                .iter()
+                .map(|(key, data)| Record {
+                    partition_key_index: Some(*key),
+                    explicit_hash_key_index: None,
+                    data: Some(prost::bytes::Bytes::copy_from_slice(data)),
+                    tags: Vec::new(),
+                })
+                .collect(),
+        })
+    }
+
+    /// An event of records with this data, sequence numbers 1, 2, ... and keys `k1`, `k2`, ...
+    pub(crate) fn event_of(data: &[&[u8]]) -> Vec<u8> {
+        let records: Vec<String> = data
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                format!(
+                    r#"{{"kinesis":{{"data":"{}","sequenceNumber":"{}","partitionKey":"k{}"}}}}"#,
+                    base64_simd::STANDARD.encode_to_string(data),
+                    i + 1,
+                    i + 1
+                )
+            })
+            .collect();
+        format!(r#"{{"Records":[{}]}}"#, records.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn an_aggregate_is_read_as_its_user_records_with_their_keys_and_positions() {
+        let aggregate = aggregated(&["a", "b"], &[(1, b"one"), (0, b"two"), (1, b"")]);
+        let mut corrupt = aggregated(&["c"], &[(0, b"lost")]);
+        corrupt.pop();
+        let event = event_of(&[b"plain", &aggregate, &corrupt, b"last"]);
+        let batch = KinesisBatch::from_slice(&event).unwrap();
+        let read: Vec<_> = batch
+            .iter()
+            .map(|record| {
+                (
+                    record.data.unwrap(),
+                    record.sequence_number,
+                    record.sub_sequence_number,
+                    record.partition_key,
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (&b"plain"[..], "1", None, "k1"),
+                (b"one", "2", Some(0), "b"),
+                (b"two", "2", Some(1), "a"),
+                (b"", "2", Some(2), "b"),
+                (&corrupt, "3", None, "k3"),
+                (b"last", "4", None, "k4"),
+            ]
+        );
+        let invalid: Vec<_> = batch
+            .iter()
+            .map(|record| record.invalid_aggregate)
+            .collect();
+        assert_eq!(
+            invalid,
+            [
+                None,
+                None,
+                None,
+                None,
+                Some(&AggregateError::WrongDigest),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn aggregates_side_by_side_keep_their_own_data_and_keys() {
+        let first = aggregated(&["a"], &[(0, b"x".repeat(1000).as_slice()), (0, b"y")]);
+        let second = aggregated(&["b", "c"], &[(1, b"z")]);
+        let event = event_of(&[&first, &second, &second]);
+        let batch = KinesisBatch::from_slice(&event).unwrap();
+        let x = b"x".repeat(1000);
+        let read: Vec<_> = batch
+            .iter()
+            .map(|record| {
+                (
+                    record.data.unwrap(),
+                    record.partition_key,
+                    record.sequence_number,
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (x.as_slice(), "a", "1"),
+                (b"y", "a", "1"),
+                (b"z", "c", "2"),
+                (b"z", "c", "3"),
+            ]
+        );
     }
 
     #[test]

@@ -155,7 +155,9 @@ impl<'e> Ledger<'e> {
         self.records.get(index).unwrap_or(KinesisRecord {
             data: Err(""),
             sequence_number: "",
+            sub_sequence_number: None,
             partition_key: "",
+            invalid_aggregate: None,
         })
     }
 
@@ -219,13 +221,23 @@ impl<'e> Ledger<'e> {
         }
     }
 
-    /// The sequence numbers of the records Lambda must deliver again, in event order.
+    /// The sequence numbers of the records Lambda must deliver again, in event order. The user
+    /// records of one aggregate share its sequence number, which is listed once: Lambda
+    /// re-delivers the aggregate whole.
     pub fn redeliveries(&self) -> impl Iterator<Item = &'e str> + '_ {
+        let mut last = None;
         self.entries_if(self.redelivered > 0)
             .iter()
             .enumerate()
             .filter(|(_, entry)| entry.redeliver)
-            .map(|(index, _)| self.record(index).sequence_number)
+            .map(|(index, _)| self.record(index))
+            .filter(move |record| {
+                let listed =
+                    record.sub_sequence_number.is_some() && last == Some(record.sequence_number);
+                last = Some(record.sequence_number);
+                !listed
+            })
+            .map(|record| record.sequence_number)
     }
 
     /// Number of records in the event.

@@ -9,7 +9,9 @@
 //! ([`model`], [`inputs`]), and builds the publishers ([`publish`]). Then one record flows
 //! through the modules in this order:
 //!
-//! - [`kinesis`]: the Lambda Kinesis event, read in one pass into the records' decoded data.
+//! - [`kinesis`]: the Lambda Kinesis event, read in one pass into the records' decoded data;
+//!   a record the Kinesis Producer Library aggregated is split into its user records
+//!   ([`aggregate`]), each one record for every later stage.
 //! - [`event`]: each payload decoded straight into the model's typed input buffers
 //!   ([`inputs::Inputs`]); each record entered in the invocation's [`ledger`] as decoded or
 //!   rejected with a reason.
@@ -36,7 +38,7 @@
     )
 )]
 
-pub mod pack;
+pub mod aggregate;
 pub mod artifact;
 pub mod config;
 pub mod download;
@@ -48,6 +50,7 @@ pub mod ledger;
 pub mod memory;
 pub mod model;
 pub mod output;
+pub mod pack;
 pub mod publish;
 pub mod startup;
 pub mod telemetry;

@@ -7,6 +7,8 @@
 //! `{"label": <label>, "probabilities": {"<class>": <probability>, ...}, "pred_id": ...}`.
 //! The response is `{"predictions": [<events>], "rejected": [...], "batchItemFailures": [...]}`:
 //! `batchItemFailures` is Lambda's partial-batch response, listing only records to re-deliver.
+//! A rejected user record of a KPL aggregate is listed with its `subSequenceNumber` beside its
+//! aggregate's `sequenceNumber`.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -196,6 +198,9 @@ fn write_values<T: Serialize + Copy>(
 #[serde(rename_all = "camelCase")]
 struct RejectedEntry<'a> {
     sequence_number: &'a str,
+    /// A user record of an aggregate is identified by its position in it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_sequence_number: Option<u32>,
     partition_key: &'a str,
     code: &'static str,
     reason: String,
@@ -205,6 +210,7 @@ impl<'a> RejectedEntry<'a> {
     fn new(record: &KinesisRecord<'a>, reason: &RejectReason) -> Self {
         Self {
             sequence_number: record.sequence_number,
+            sub_sequence_number: record.sub_sequence_number,
             partition_key: record.partition_key,
             code: reason.code(),
             reason: reason.to_string(),
@@ -737,6 +743,74 @@ mod tests {
             response["batchItemFailures"],
             serde_json::json!([{"itemIdentifier": "0"}])
         );
+    }
+
+    #[test]
+    fn user_records_are_identified_by_sub_sequence_number_and_their_aggregate_re_delivered_once() {
+        use crate::kinesis::tests::{aggregated, event_of};
+        let good = |x: u32| format!(r#"{{"features":{{"x":{x}}},"pred_id":{x}}}"#);
+        let (one, two, three) = (good(1), good(2), good(3));
+        let aggregate = aggregated(
+            &["a", "b"],
+            &[(0, two.as_bytes()), (1, b"not json"), (0, three.as_bytes())],
+        );
+        let mut corrupt = aggregated(&["c"], &[(0, b"lost")]);
+        corrupt.truncate(10);
+        let raw = event_of(&[one.as_bytes(), &aggregate, &corrupt]);
+        let records = KinesisBatch::from_slice(&raw).unwrap();
+        let (mut ledger, _) = event::decode(&records, &InputLayout::float_columns(&["x"]));
+        EventEncoder::new("m", "v", "cnt").encode(&mut ledger, &values(&[1.0, 2.0, 3.0], 1));
+        let pred_ids: Vec<_> = ledger
+            .predicted()
+            .map(|(index, _)| ledger.partition_key(index))
+            .collect();
+        assert_eq!(pred_ids, ["1", "2", "3"]);
+        // The plain record and both predicted user records of the aggregate fail to publish.
+        ledger.redeliver([0, 1, 3]);
+        assert_eq!(ledger.counts(), (3, 2, 3));
+        let response: serde_json::Value =
+            serde_json::from_slice(&write_response(&ledger, None)).unwrap();
+        assert_eq!(
+            response["batchItemFailures"],
+            serde_json::json!([{"itemIdentifier": "1"}, {"itemIdentifier": "2"}])
+        );
+        let rejected = &response["rejected"];
+        assert_eq!(
+            rejected[0],
+            serde_json::json!({
+                "sequenceNumber": "2", "subSequenceNumber": 1, "partitionKey": "b",
+                "code": "not_json", "reason": "data is not valid JSON: expected ident at line 1 column 2"
+            })
+        );
+        assert_eq!(
+            rejected[1],
+            serde_json::json!({
+                "sequenceNumber": "3", "partitionKey": "k3", "code": "invalid_aggregate",
+                "reason": "data is a KPL aggregated record that cannot be read: its 10 bytes are too few for the magic number and the 16-byte MD5 digest"
+            })
+        );
+
+        let letters = dead_letters(&ledger, &[2, 4], "m", "v", 1 << 20);
+        use base64::Engine as _;
+        let letter = |index: usize| -> (serde_json::Value, Vec<u8>) {
+            let json: serde_json::Value = serde_json::from_slice(&letters[index].parts[0]).unwrap();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(json["data"].as_str().unwrap())
+                .unwrap();
+            (json, data)
+        };
+        let (json, data) = letter(0);
+        assert_eq!((letters[0].record, letters[0].partition_key), (2, "b"));
+        assert_eq!(
+            (&json["sequenceNumber"], &json["subSequenceNumber"]),
+            (&"2".into(), &1.into())
+        );
+        assert_eq!(data, b"not json");
+        let (json, data) = letter(1);
+        assert_eq!((letters[1].record, letters[1].partition_key), (4, "k3"));
+        assert!(json.get("subSequenceNumber").is_none());
+        assert_eq!(json["code"], "invalid_aggregate");
+        assert_eq!(data, corrupt, "the aggregate's data as it came");
     }
 
     /// The ledger of `raw`, every record rejected as not JSON unless it is a good record of

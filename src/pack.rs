@@ -20,12 +20,8 @@ use std::ops::Range;
 use md5::{Digest, Md5};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
+use crate::aggregate::{self, DIGEST_BYTES, MAGIC};
 use crate::publish::Outgoing;
-
-/// The first bytes of a KPL aggregated record.
-pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
-/// Bytes of the MD5 digest that ends an aggregated record.
-pub const DIGEST_BYTES: usize = 16;
 
 /// Protobuf key bytes (field number << 3 | wire type 2, length-delimited) of the fields written.
 const PARTITION_KEY_TABLE: u8 = (1 << 3) | 2;
@@ -155,7 +151,7 @@ impl ShardMap {
 /// One aggregated record: its bytes, the Kinesis partition key it is sent under, and the
 /// events (indexes into the events aggregated) it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Aggregate {
+pub struct PackedRecord {
     /// [`MAGIC`], the protobuf `AggregatedRecord`, its MD5 digest.
     pub data: Vec<u8>,
     /// The partition key of the first event of its shard.
@@ -172,11 +168,7 @@ pub struct Aggregate {
 ///
 /// The returned aggregates' `events` index into a list of the events in the order they were
 /// packed, also returned: grouped by shard, and in the order given within a shard.
-pub fn pack<'a>(
-    events: &[Outgoing<'a>],
-    shards: &ShardMap,
-    max_record_bytes: usize,
-) -> Packed<'a> {
+pub fn pack<'a>(events: &[Outgoing<'a>], shards: &ShardMap, max_record_bytes: usize) -> Packed<'a> {
     let mut packed = Packed::default();
     let mut builder: Option<Builder<'_>> = None;
     // Stable: each shard's events keep their order.
@@ -223,7 +215,7 @@ pub fn pack<'a>(
 #[derive(Debug, Default)]
 pub struct Packed<'a> {
     /// The aggregated records.
-    pub aggregates: Vec<Aggregate>,
+    pub aggregates: Vec<PackedRecord>,
     /// The events aggregated, in the order packed: each aggregate's `events` index into it.
     pub events: Vec<Outgoing<'a>>,
     /// Events too large for an aggregate of their own, in the order given.
@@ -315,7 +307,7 @@ impl<'e> Builder<'e> {
     }
 
     /// The aggregated record, holding the events from `first_event` to `end`.
-    fn finish(self, end: usize) -> Aggregate {
+    fn finish(self, end: usize) -> PackedRecord {
         let mut protobuf = Vec::with_capacity(self.protobuf);
         for key in &self.keys {
             protobuf.push(PARTITION_KEY_TABLE);
@@ -336,12 +328,8 @@ impl<'e> Builder<'e> {
             encode_varint(data.len() as u64, &mut protobuf);
             protobuf.extend_from_slice(data);
         }
-        let mut data = Vec::with_capacity(MAGIC.len() + protobuf.len() + DIGEST_BYTES);
-        data.extend_from_slice(&MAGIC);
-        data.extend_from_slice(&protobuf);
-        data.extend_from_slice(&Md5::digest(&protobuf));
-        Aggregate {
-            data,
+        PackedRecord {
+            data: aggregate::frame(&protobuf),
             partition_key: self.partition_key,
             shard: self.shard,
             events: self.first_event..end,

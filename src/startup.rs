@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::pack::ShardMap;
 use crate::artifact::ModelArtifact;
 use crate::config::{Config, ConfigError, ModelLocation};
 use crate::download;
 use crate::handler::Handler;
 use crate::model::{ModelError, OnnxRuntime};
+use crate::pack::ShardMap;
 use crate::publish::{self, Publisher, RetryPolicy};
 
 /// Why the function could not start.

@@ -6,7 +6,8 @@
 //! injection), the dead-letter stream to one that accepts everything. Both refuse a whole call
 //! with an entry over 1 MiB, as Kinesis does. Publishing to endpoints that accept connections
 //! and never answer must end by the invocation's deadline with every unpublished record
-//! reported.
+//! reported. With KPL aggregates in the batch, each user record counts as one record, and an
+//! aggregate is reported for re-delivery once, however many of its user records failed.
 
 mod common;
 
@@ -180,8 +181,8 @@ proptest! {
         for (position, kind) in kinds.iter().enumerate() {
             let sequence_number = &sequence_numbers[position];
             match kind {
-                Kind::Good { .. } => prop_assert!(!kept.contains_key(sequence_number)),
-                _ => prop_assert_eq!(&kept[sequence_number], &payloads[position]),
+                Kind::Good { .. } => prop_assert!(!kept.contains_key(&(sequence_number.clone(), None))),
+                _ => prop_assert_eq!(&kept[&(sequence_number.clone(), None)], &payloads[position]),
             }
         }
         let reported: HashSet<String> = response["batchItemFailures"].as_array().unwrap().iter()
@@ -202,17 +203,141 @@ proptest! {
     }
 }
 
-/// The data of each record kept in the dead-letter stream, by sequence number, from its one
+/// A record's identity in its shard: its sequence number and, for a user record of an
+/// aggregate, its sub-sequence number.
+type Identity = (String, Option<u64>);
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Aggregates of good and bad user records among plain records and corrupt aggregates:
+    /// every user record is published, rejected or re-delivered once, and an aggregate with a
+    /// user record to re-deliver is reported once, by its sequence number.
+    #[test]
+    fn every_user_record_of_an_aggregate_is_accounted_for_and_its_aggregate_reported_once(
+        records in proptest::collection::vec(
+            prop_oneof![
+                3 => kind().prop_filter("small", |kind| !matches!(kind, Kind::Huge(_))).prop_map(|kind| vec![kind]),
+                2 => proptest::collection::vec(
+                    kind().prop_filter("small", |kind| !matches!(kind, Kind::Huge(_))), 1..8),
+            ],
+            0..20,
+        ),
+        aggregated in proptest::collection::vec(proptest::prelude::any::<bool>(), 20),
+        corrupt_at in proptest::option::of(0..20usize),
+        failing_pred_ids in proptest::collection::hash_set(0..60usize, 0..15),
+    ) {
+        use bike_prediction::aggregate::{AggregatedRecord, Record, encode};
+        let reference = reference();
+        // pred_id = the user record's position among all user records.
+        let mut next = 0;
+        let mut user_payloads = Vec::new();
+        let mut data = Vec::new();
+        // For each Kinesis record: its user records' pred_ids and kinds (none if corrupt).
+        let mut contents: Vec<Vec<(usize, Kind)>> = Vec::new();
+        for (position, kinds) in records.iter().enumerate() {
+            let payloads: Vec<(usize, Vec<u8>)> = kinds.iter().map(|kind| {
+                let pred_id = next;
+                next += 1;
+                (pred_id, match kind {
+                    Kind::Good { row } => payload(&reference.columns, &reference.rows[*row], &serde_json::json!(pred_id)),
+                    Kind::Bad(bytes) => bytes.to_vec(),
+                    Kind::Huge(size) => vec![b'~'; *size],
+                })
+            }).collect();
+            user_payloads.extend(payloads.iter().cloned());
+            let as_aggregate = kinds.len() > 1 || aggregated[position];
+            if !as_aggregate {
+                data.push(payloads[0].1.clone());
+                contents.push(vec![(payloads[0].0, kinds[0].clone())]);
+                continue;
+            }
+            let mut aggregate = encode(&AggregatedRecord {
+                partition_key_table: vec!["a".into(), "b".into()],
+                explicit_hash_key_table: Vec::new(),
+                records: payloads.iter().map(|(pred_id, payload)| Record {
+                    partition_key_index: Some((*pred_id % 2) as u64),
+                    explicit_hash_key_index: None,
+                    data: Some(payload.clone().into()),
+                    tags: Vec::new(),
+                }).collect(),
+            });
+            if corrupt_at == Some(position) {
+                aggregate.pop();
+                contents.push(Vec::new());
+            } else {
+                contents.push(payloads.iter().map(|(pred_id, _)| *pred_id).zip(kinds.iter().cloned()).collect());
+            }
+            data.push(aggregate);
+        }
+        let event = kinesis_event(&data);
+        let sequence_numbers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&event).unwrap()["Records"]
+            .as_array().unwrap().iter()
+            .map(|r| r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned()).collect();
+        // Entries are put under the prediction's partition key, its pred_id.
+        let failing: HashSet<String> = failing_pred_ids.iter().map(usize::to_string).collect();
+        let (output, published) = kinesis(failing.clone());
+        let (dead_letter, kept) = kinesis(HashSet::new());
+        let handler = Handler::new(model(), "bike-demand", "run")
+            .publishing_to(Publisher::new(output, "out", NO_WAIT))
+            .dead_lettering_to(Publisher::new(dead_letter, "dead", NO_WAIT));
+        let handled = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+            .block_on(handler.handle_bytes(&event)).unwrap();
+        let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
+        let report = handled.report;
+
+        let user_records: usize = contents.iter().map(|c| c.len().max(1)).sum();
+        prop_assert_eq!(report.records, user_records);
+        prop_assert_eq!(report.records, report.published + report.rejected + report.redeliver);
+        let published: HashSet<String> = published.lock().unwrap().iter().map(|(key, _)| key.clone()).collect();
+        let kept = letters(&kept.lock().unwrap());
+        let mut expected_failures = Vec::new();
+        let mut rejected = 0;
+        for (position, users) in contents.iter().enumerate() {
+            let sequence_number = &sequence_numbers[position];
+            if users.is_empty() {
+                // A corrupt aggregate: one rejection, its data kept as it came.
+                rejected += 1;
+                prop_assert_eq!(&kept[&(sequence_number.clone(), None)], &data[position]);
+                continue;
+            }
+            let aggregated = data[position].starts_with(&bike_prediction::aggregate::MAGIC);
+            let mut failed = false;
+            for (sub, (pred_id, kind)) in users.iter().enumerate() {
+                let identity = (sequence_number.clone(), aggregated.then_some(sub as u64));
+                match kind {
+                    Kind::Good { .. } if failing.contains(&pred_id.to_string()) => failed = true,
+                    Kind::Good { .. } => prop_assert!(published.contains(&pred_id.to_string())),
+                    _ => {
+                        rejected += 1;
+                        prop_assert_eq!(&kept[&identity], &user_payloads[*pred_id].1);
+                    }
+                }
+            }
+            if failed {
+                expected_failures.push(sequence_number.clone());
+            }
+        }
+        prop_assert_eq!(report.rejected, rejected);
+        prop_assert_eq!(kept.len(), rejected);
+        let reported: Vec<String> = response["batchItemFailures"].as_array().unwrap().iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned()).collect();
+        prop_assert_eq!(reported, expected_failures);
+    }
+}
+
+/// The data of each record kept in the dead-letter stream, by its identity, from its one
 /// letter or its parts.
-fn letters(accepted: &[(String, Vec<u8>)]) -> HashMap<String, Vec<u8>> {
+fn letters(accepted: &[(String, Vec<u8>)]) -> HashMap<Identity, Vec<u8>> {
     use base64::Engine as _;
-    let mut parts: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    let mut parts: HashMap<Identity, Vec<(u64, String)>> = HashMap::new();
     for (_, letter) in accepted {
         let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
         let part = letter["part"].as_u64().unwrap_or(1);
         let data = letter["data"].as_str().unwrap().to_owned();
         let sequence_number = letter["sequenceNumber"].as_str().unwrap().to_owned();
-        parts.entry(sequence_number).or_default().push((part, data));
+        let identity = (sequence_number, letter["subSequenceNumber"].as_u64());
+        parts.entry(identity).or_default().push((part, data));
     }
     parts
         .into_iter()

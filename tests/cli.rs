@@ -378,3 +378,51 @@ fn onnx_runtime_messages_are_json_lines_and_only_with_log_record_data() {
         );
     }
 }
+
+#[test]
+fn a_rejected_user_record_is_logged_with_its_sub_sequence_number_an_unreadable_aggregate_whole() {
+    use bike_prediction::aggregate::{AggregatedRecord, Record, encode};
+    let reference = reference();
+    let good = payload(
+        &reference.columns,
+        &reference.rows[0],
+        &serde_json::json!(1),
+    );
+    let record = |data: &[u8]| Record {
+        partition_key_index: Some(0),
+        explicit_hash_key_index: None,
+        data: Some(data.to_vec().into()),
+        tags: Vec::new(),
+    };
+    let aggregate = encode(&AggregatedRecord {
+        partition_key_table: vec!["user-key".into()],
+        explicit_hash_key_table: Vec::new(),
+        records: vec![record(&good), record(b"not json")],
+    });
+    let corrupt = aggregate[..aggregate.len() - 1].to_vec();
+    let output = bike_prediction(
+        &["invoke", "--event", "-"],
+        &kinesis_event(&[aggregate, corrupt]),
+        &[],
+    );
+    assert!(output.status.success());
+    let log = String::from_utf8(output.stderr).unwrap();
+    let rejected: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "record rejected")
+        .collect();
+    assert_eq!(rejected.len(), 2, "{log}");
+    assert_eq!(rejected[0]["sub_sequence_number"], 1);
+    assert_eq!(rejected[0]["partition_key"], "user-key");
+    assert_eq!(rejected[0]["code"], "not_json");
+    assert!(
+        rejected[1].get("sub_sequence_number").is_none(),
+        "{}",
+        rejected[1]
+    );
+    assert_eq!(rejected[1]["partition_key"], "1");
+    assert_eq!(rejected[1]["code"], "invalid_aggregate");
+    let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(response["predictions"].as_array().unwrap().len(), 1);
+}

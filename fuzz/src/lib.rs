@@ -12,11 +12,17 @@
 //!   feeding a float input) and tensor signatures (`features` an array of 3) of each type; the
 //!   predictions are a fake classifier's (or regressor's) derived from the row.
 //!
+//! - [`check_aggregate`] (target `aggregate`): the fuzzer's bytes are the protobuf message of
+//!   a KPL aggregated record, framed with the magic and its MD5 digest (so that the digest
+//!   check does not stop every input), between two good records: the aggregate is split into
+//!   user records numbered 0, 1, 2, ... under its sequence number, or rejected whole.
+//!
 //! The checks live in this library, not in the targets, so that `cargo test` here replays the
 //! committed corpus through them on the stable toolchain, without libFuzzer.
 
 use std::sync::OnceLock;
 
+use bike_prediction::aggregate;
 use bike_prediction::artifact::{InputSignature, SignatureType};
 use bike_prediction::event::{self, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, RejectReason};
 use bike_prediction::inputs::{Buffer, ElementType, FeatureForm, GraphInput, InputLayout, Inputs};
@@ -696,6 +702,60 @@ pub fn check_event(event: &[u8]) {
     }
 }
 
+/// A KPL aggregated record of the protobuf bytes `message`, between two good records, decoded
+/// for the bundled model: its user records follow each other under its sequence number,
+/// numbered from 0, or it is rejected whole as `invalid_aggregate`; the good records are
+/// predicted either way.
+pub fn check_aggregate(message: &[u8]) {
+    let spec = &specs().bundled;
+    let data = aggregate::frame(message);
+    let event = event_with_payloads(&[spec.good, &data, spec.good]);
+    let records = KinesisBatch::from_slice(&event).expect("a well-formed event is read");
+    let checked = check_batch(&records, spec);
+    let last = records.len() - 1;
+    for neighbour in [0, last] {
+        let row = checked.rows[neighbour]
+            .unwrap_or_else(|| panic!("good neighbour {neighbour} is rejected"));
+        assert_eq!(spec.row(&checked.inputs, row), spec.good_row);
+        assert_eq!(
+            records
+                .get(neighbour)
+                .expect("a record")
+                .sub_sequence_number,
+            None
+        );
+    }
+    let middle: Vec<_> = records.iter().skip(1).take(last - 1).collect();
+    match aggregate::decode(&data) {
+        Ok(found) => {
+            assert_eq!(middle.len(), found.user_records().len());
+            for (position, (record, (key, user_data))) in
+                middle.iter().zip(found.user_records()).enumerate()
+            {
+                assert_eq!(record.sequence_number, "1");
+                assert_eq!(record.sub_sequence_number, Some(position as u32));
+                assert_eq!(record.partition_key, found.partition_keys()[key]);
+                assert_eq!(record.data, Ok(user_data));
+                assert_eq!(record.invalid_aggregate, None);
+            }
+        }
+        Err(error) => {
+            let [record] = middle.as_slice() else {
+                panic!(
+                    "an aggregate that cannot be read is {} records",
+                    middle.len()
+                )
+            };
+            assert_eq!(record.data, Ok(data.as_slice()));
+            assert_eq!(record.invalid_aggregate, Some(&error));
+            assert_eq!(
+                checked.decoded[1],
+                Fate::Rejected(RejectReason::InvalidAggregate(error))
+            );
+        }
+    }
+}
+
 /// One record's payload, between two good records, decoded for the bundled model: the good ones
 /// are predicted as if alone, and the fuzzed one is accepted or rejected as the reference
 /// decoder says.
@@ -731,6 +791,11 @@ fn check_payload_with(payload: &[u8], parsed: &Parsed, spec: &Spec) -> &'static 
     assert_eq!(records.get(1).map(|record| record.data), Some(Ok(payload)));
     let checked = check_batch(&records, spec);
     let name = spec.name;
+    if let Some(error) = records.get(1).and_then(|record| record.invalid_aggregate) {
+        let reason = RejectReason::InvalidAggregate(error.clone());
+        assert_eq!(checked.decoded[1], Fate::Rejected(reason), "{name}");
+        return "invalid_aggregate";
+    }
 
     for neighbour in [0, 2] {
         let row = checked.rows[neighbour]
@@ -840,8 +905,12 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
             Fate::Rejected(reason) => {
                 rows.push(None);
                 assert!(!reason.code().is_empty());
-                // Not UTF-8 anywhere is the first thing checked after the size.
-                if let Ok(data) = ledger.record(index).data
+                // An aggregate that cannot be read is rejected as that, whole; for any other
+                // record, not UTF-8 anywhere is the first thing checked after the size.
+                let record = ledger.record(index);
+                if let Some(error) = record.invalid_aggregate {
+                    assert_eq!(*reason, RejectReason::InvalidAggregate(error.clone()));
+                } else if let Ok(data) = record.data
                     && data.len() <= MAX_RECORD_BYTES
                     && std::str::from_utf8(data).is_err()
                 {
@@ -948,10 +1017,16 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
         (predicted, rejected.len(), predicted),
         "{name}"
     );
-    let failures: Vec<&str> = published
-        .iter()
-        .map(|index| records.get(*index).expect("a record").sequence_number)
-        .collect();
+    // An aggregate's user records are re-delivered by its sequence number, listed once.
+    let mut failures: Vec<&str> = Vec::new();
+    let mut last = None;
+    for index in &published {
+        let record = records.get(*index).expect("a record");
+        if record.sub_sequence_number.is_none() || last != Some(record.sequence_number) {
+            failures.push(record.sequence_number);
+        }
+        last = Some(record.sequence_number);
+    }
     assert_eq!(
         ledger.redeliveries().collect::<Vec<_>>(),
         failures,
@@ -974,6 +1049,10 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
     for (entry, (index, reason)) in listed("rejected").iter().zip(&rejected) {
         let record = ledger.record(*index);
         assert_eq!(entry["sequenceNumber"], record.sequence_number);
+        assert_eq!(
+            entry["subSequenceNumber"],
+            serde_json::json!(record.sub_sequence_number)
+        );
         assert_eq!(entry["partitionKey"], record.partition_key);
         assert_eq!(entry["code"], reason.code());
         assert_eq!(entry["reason"], reason.to_string());
@@ -995,6 +1074,10 @@ pub fn check_batch<'e>(records: &'e KinesisBatch, spec: &Spec) -> Checked<'e> {
             assert!(part.len() + letter.partition_key.len() <= LETTER_LIMIT);
             let json: Value = serde_json::from_slice(part).expect("a dead letter is JSON");
             assert_eq!(json["sequenceNumber"], record.sequence_number);
+            assert_eq!(
+                json["subSequenceNumber"],
+                serde_json::json!(record.sub_sequence_number)
+            );
             assert_eq!(json["partitionKey"], record.partition_key);
             assert_eq!(json["code"], reason.code());
             assert_eq!(json["reason"], reason.to_string());

@@ -37,6 +37,37 @@ fn payload_corpus_passes_the_checks() {
 }
 
 #[test]
+fn aggregate_corpus_passes_the_checks() {
+    replay("aggregate", super::check_aggregate);
+}
+
+/// What each aggregate seed becomes between two good records: how many records the batch has.
+#[test]
+fn aggregate_seeds_are_split_or_rejected_whole() {
+    for (file, records) in [
+        ("good-three-records-two-keys.bin", 5),
+        ("explicit-hash-key-and-not-json.bin", 4),
+        ("tags.bin", 3),
+        ("key-index-beyond-table.bin", 3),
+        ("keys-without-records.bin", 3),
+        ("empty.bin", 3),
+        ("not-protobuf.bin", 3),
+    ] {
+        let message = std::fs::read(corpus_dir("aggregate").join(file)).unwrap();
+        let data = bike_prediction::aggregate::frame(&message);
+        let event = super::event_with_payloads(&[b"{}", &data, b"{}"]);
+        let batch = bike_prediction::kinesis::KinesisBatch::from_slice(&event).unwrap();
+        assert_eq!(batch.len(), records, "{file}");
+        let middle = batch.get(1).unwrap();
+        assert_eq!(
+            middle.invalid_aggregate.is_some(),
+            records == 3 && file != "tags.bin",
+            "{file}"
+        );
+    }
+}
+
+#[test]
 fn typed_corpus_passes_the_checks() {
     replay("typed", super::check_typed);
 }

@@ -1,43 +1,14 @@
 use std::borrow::Cow;
 
-use prost::Message;
-
 use super::*;
 
-/// The KPL's messages, to read aggregates back.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AggregatedRecord {
-    #[prost(string, repeated, tag = "1")]
-    partition_key_table: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    explicit_hash_key_table: Vec<String>,
-    #[prost(message, repeated, tag = "3")]
-    records: Vec<Record>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Record {
-    #[prost(uint64, required, tag = "1")]
-    partition_key_index: u64,
-    #[prost(uint64, optional, tag = "2")]
-    explicit_hash_key_index: Option<u64>,
-    #[prost(bytes = "vec", required, tag = "3")]
-    data: Vec<u8>,
-}
-
-/// The user records of an aggregate: (partition key, data).
+/// The user records of an aggregate: (partition key, data), read as the input side reads them.
 fn read(aggregate: &[u8]) -> Vec<(String, Vec<u8>)> {
-    assert_eq!(aggregate[..4], MAGIC);
-    let (protobuf, digest) = aggregate[4..].split_at(aggregate.len() - 4 - DIGEST_BYTES);
-    assert_eq!(digest, Md5::digest(protobuf).as_slice());
-    let message = AggregatedRecord::decode(protobuf).unwrap();
-    message
-        .records
-        .into_iter()
-        .map(|record| {
-            let key = &message.partition_key_table[record.partition_key_index as usize];
-            (key.clone(), record.data)
-        })
+    let aggregate = crate::aggregate::decode(aggregate).unwrap();
+    let keys = aggregate.partition_keys();
+    aggregate
+        .user_records()
+        .map(|(key, data)| (keys[key].clone(), data.to_vec()))
         .collect()
 }
 

@@ -158,40 +158,12 @@ pub async fn fake_kinesis(
 }
 
 /// The user records (partition key, data) of a KPL aggregated record, or `None` if `data` is
-/// not one (no magic, a wrong digest, or protobuf that does not decode).
+/// not one that reads.
 pub fn deaggregate(data: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    use md5::Digest as _;
-    use prost::Message as _;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct AggregatedRecord {
-        #[prost(string, repeated, tag = "1")]
-        partition_key_table: Vec<String>,
-        #[prost(message, repeated, tag = "3")]
-        records: Vec<Record>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Record {
-        #[prost(uint64, required, tag = "1")]
-        partition_key_index: u64,
-        #[prost(bytes = "vec", required, tag = "3")]
-        data: Vec<u8>,
-    }
-
-    let rest = data.strip_prefix(&bike_prediction::pack::MAGIC)?;
-    let (protobuf, digest) = rest.split_at(rest.len().checked_sub(16)?);
-    if md5::Md5::digest(protobuf).as_slice() != digest {
-        return None;
-    }
-    let message = AggregatedRecord::decode(protobuf).ok()?;
-    message
-        .records
-        .into_iter()
-        .map(|record| {
-            let key = message
-                .partition_key_table
-                .get(usize::try_from(record.partition_key_index).ok()?)?;
-            Some((key.clone(), record.data))
-        })
+    let aggregate = bike_prediction::aggregate::decode(data).ok()?;
+    let keys = aggregate.partition_keys();
+    aggregate
+        .user_records()
+        .map(|(key, data)| Some((keys.get(key)?.clone(), data.to_vec())))
         .collect()
 }

@@ -66,6 +66,29 @@ def test_a_bad_record_is_rejected_and_the_others_come_out(stack):
     assert_predictions(stack.output(), list(range(10)), RUN_ID)
 
 
+def test_kpl_aggregated_records_come_out_as_one_prediction_per_user_record(stack):
+    # Put the way a KPL producer puts them: user records aggregated by aws-kinesis-agg.
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    stack.create_streams(shards=1)
+    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    assert stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID).returncode == 0
+    aggregator = RecordAggregator()
+    for pred_id in range(40):
+        aggregator.add_user_record(*reversed(feature_record(pred_id, pred_id)))
+    key, _, aggregated = aggregator.clear_and_get().get_contents()
+    corrupt = aggregated[:-1]
+    stack.put([feature_record(40, 40), (aggregated, key), (corrupt, "corrupt"),
+               feature_record(41, 41)])
+
+    status, _, summary = stack.poll("--max-records", "4")
+
+    assert status == 0, summary
+    assert summary["predictions"] == 42 and summary["rejected"] == 1
+    assert summary["redeliveries"] == 0 and summary["functionErrors"] == 0
+    assert_predictions(stack.output(), list(range(42)), RUN_ID)
+
+
 def test_test_run_returns_predictions_but_publishes_nothing(stack):
     stack.create_streams(shards=1)
     stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
