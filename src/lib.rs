@@ -18,8 +18,11 @@
 //! - [`model`]: one inference over the batch; a regressor's values or a classifier's labels and
 //!   probabilities.
 //! - [`output`]: the prediction events (into the ledger) and the Lambda response (from it).
-//! - [`publish`]: `PutRecords` to the output and dead-letter streams; records not accepted are
-//!   marked in the ledger for re-delivery.
+//! - [`pack`]: with `OUTPUT_AGGREGATION=kpl`, the prediction events packed into KPL aggregated
+//!   records, by the shard of their partition key.
+//! - [`publish`]: `PutRecords` to the output and dead-letter streams, calls concurrently and
+//!   within the invocation's deadline; records not accepted are marked in the ledger for
+//!   re-delivery.
 //! - [`handler`]: ties one invocation together: decode, predict, encode, publish, respond.
 //!
 //! [`memory`] tunes the allocator so that batches reuse each other's memory, and [`telemetry`]
