@@ -5,7 +5,7 @@
 //! signature names the columns (with their MLflow types and whether they are required) that a
 //! record's `features` object provides; a tensor-based signature gives the element type and
 //! width of the one `[N, F]` tensor that a record's `features` array fills in column order.
-//! [`crate::layout`] matches either to the ONNX graph's inputs. Nothing about the bike features
+//! [`crate::inputs::InputLayout`] matches either to the ONNX graph's inputs. Nothing about the bike features
 //! is hard-coded: a model trained on other features only needs a different signature.
 
 use std::path::{Path, PathBuf};
