@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 
-from aws_kinesis_agg.deaggregator import deaggregate_records
+from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 from stack import feature_record, reference_prediction
 
@@ -46,13 +46,9 @@ def test_aggregated_predictions_read_back_with_the_kpl_deaggregator(stack, figur
             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         while iterator:
             page = stack.kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            # As Lambda hands them to a consumer function.
-            lambda_records = [{"kinesis": {"data": base64.b64encode(r["Data"]).decode(),
-                                           "partitionKey": r["PartitionKey"],
-                                           "sequenceNumber": r["SequenceNumber"]}}
-                              for r in page["Records"]]
-            aggregates += len(lambda_records)
-            for user_record in deaggregate_records(lambda_records):
+            aggregates += len(page["Records"])
+            # The library's reading of GetRecords' records, as boto3 returns them.
+            for user_record in iter_deaggregate_records(page["Records"], data_format="Boto3"):
                 key = user_record["kinesis"]["partitionKey"]
                 event = json.loads(base64.b64decode(user_record["kinesis"]["data"]))
                 assert str(event["prediction"]["pred_id"]) == key
