@@ -32,6 +32,6 @@ count=$1
 
 # One process makes every PutRecords call (500 records each, refused entries sent again): the
 # CLI would start a new interpreter per call, which takes longer than the call itself.
-"$python" "$root/scripts/local/put_records.py" --stream "$stream" "$count" 2>"$tmp/summary" ||
+"$python" -m bike_local.producer --stream "$stream" "$count" 2>"$tmp/summary" ||
   { cat "$tmp/summary" >&2; exit 1; }
 echo "data_in: put $count records on $stream" >&2

@@ -11,43 +11,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/local/setup-tools.sh"
-aws=$root/.venv/tools/bin/aws
-python=$root/.venv/tools/bin/python
 stream=${OUTPUT_STREAM:-bike-predictions}
-page=$(mktemp)
-trap 'rm -f "$page"' EXIT
 
-print_records() {
-  "$python" -c '
-import base64, json, sys
-for record in json.load(open(sys.argv[1]))["Records"]:
-    data = base64.b64decode(record["Data"]).decode("utf-8", "replace")
-    try:
-        data = json.loads(data)
-    except ValueError:
-        pass
-    print(json.dumps({"partitionKey": record["PartitionKey"],
-                      "sequenceNumber": record["SequenceNumber"], "data": data}))
-' "$page"
-}
-
-# The iterator to read next, or nothing once the shard is read to its end. An empty page alone
-# does not mean the end on AWS: it can come while the reader is still behind the tip.
-next_iterator() {
-  "$python" -c '
-import json, sys
-page = json.load(open(sys.argv[1]))
-if page["Records"] or page.get("MillisBehindLatest", 0) > 0:
-    print(page.get("NextShardIterator") or "")
-' "$page"
-}
-
-for shard in $("$aws" kinesis list-shards --stream-name "$stream" --query 'Shards[].ShardId' --output text); do
-  iterator=$("$aws" kinesis get-shard-iterator --stream-name "$stream" --shard-id "$shard" \
-    --shard-iterator-type TRIM_HORIZON --query ShardIterator --output text)
-  while [[ -n $iterator ]]; do
-    "$aws" kinesis get-records --shard-iterator "$iterator" --limit 10000 >"$page"
-    print_records
-    iterator=$(next_iterator)
-  done
-done
+# An empty page is not the end of a shard: AWS can answer one while the reader is still behind
+# the tip (bike_local.streams reads until MillisBehindLatest is 0).
+"$root/.venv/tools/bin/python" -m bike_local.streams "$stream"

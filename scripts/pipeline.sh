@@ -18,11 +18,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 count=${1:-5}
-export RUN_ID=${RUN_ID:-4302f22a1a7b4ce9a25a99b04bca2f0f}
 export INPUT_STREAM=${INPUT_STREAM:-passenger_events}
 export OUTPUT_STREAM=${OUTPUT_STREAM:-bike-predictions}
 export MODEL_BUCKET=${MODEL_BUCKET:-bike-prediction-models}
 aws=$root/.venv/tools/bin/aws
+python=$root/.venv/tools/bin/python
 
 step() { echo "pipeline: $*" >&2; }
 
@@ -35,18 +35,20 @@ step "setup: ONNX Runtime, tools, release build"
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
 cargo build --release --locked
+RUN_ID=${RUN_ID:-$("$python" -m bike_local.mlflow_layout run-id)}
+export RUN_ID
 
 bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
 
-step "streams $INPUT_STREAM, $OUTPUT_STREAM; model s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
+step "streams $INPUT_STREAM, $OUTPUT_STREAM"
 # The local streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
 "$aws" kinesis create-stream --stream-name "$INPUT_STREAM" --shard-count 1
 "$aws" kinesis create-stream --stream-name "$OUTPUT_STREAM" --shard-count 1
-"$aws" s3 mb "s3://$MODEL_BUCKET" >/dev/null
-# The MLflow 2 layout: s3://<bucket>/<experiment id>/<run id>/artifacts/<artifact path>/
-"$aws" s3 cp --recursive --only-show-errors models/bike-demand \
-  "s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
+# Where the function looks the run's model up (the MLflow 2 layout).
+uri=$("$python" -m bike_local.mlflow_layout upload models/bike-demand --bucket "$MODEL_BUCKET" \
+  --run-id "$RUN_ID")
+step "model of run $RUN_ID at $uri"
 
 # The function's configuration as it would be on AWS; nothing left over from the caller's shell.
 unset MODEL_URI MODEL_ID TEST_RUN MLFLOW_EXPERIMENT_ID MODEL_ARTIFACT_PATH
@@ -58,7 +60,7 @@ bash scripts/data_in.sh "$count"
 
 step "delivering them to the function"
 # Stops when all records are processed, or the stream has been idle for 2 s, or after 120 s.
-.venv/tools/bin/python scripts/local/poller.py --stream "$INPUT_STREAM" \
+"$python" scripts/local/poller.py --stream "$INPUT_STREAM" \
   --batch-size "${BATCH_SIZE:-100}" --max-records "$count" --until-idle --timeout 120 \
   2>"$LOCAL_STATE_DIR/poller.log" || { cat "$LOCAL_STATE_DIR/poller.log" >&2; exit 1; }
 tail -n 1 "$LOCAL_STATE_DIR/poller.log" >&2

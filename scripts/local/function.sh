@@ -56,14 +56,9 @@ case ${1:-} in
     fi
     echo "$port" >"$state/emulator.port"
 
-    # What Lambda sets for every function (lambda_runtime requires the first four).
-    export AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:$port/.rt
-    export AWS_LAMBDA_FUNCTION_NAME=bike-prediction
-    export AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256
-    # shellcheck disable=SC2016 # the literal version name of an unpublished function
-    export AWS_LAMBDA_FUNCTION_VERSION='$LATEST'
-    export AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/bike-prediction
-    export AWS_LAMBDA_LOG_STREAM_NAME=local
+    # What Lambda sets for every function (its name, memory size, ...), with the emulator as
+    # its Runtime API.
+    eval "$("$tools/python" -m bike_local.lambda_env --runtime-api "http://127.0.0.1:$port/.rt")"
     export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(bash "$root/scripts/setup-ort.sh")}
     # Like Lambda's /tmp, the model cache starts empty with each new function instance.
     export MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-$state/model-cache}

@@ -24,7 +24,6 @@ Usage: poller.py --stream passenger_events --invoke-url URL [--batch-size 100] [
 """
 
 import argparse
-import base64
 import json
 import os
 import socket
@@ -35,8 +34,9 @@ import urllib.request
 
 import boto3
 
+from bike_local import events
+
 MAX_BATCH_SIZE = 10_000  # the largest BatchSize Lambda accepts for Kinesis
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
 POLL_INTERVAL_SECONDS = 0.2  # pause after a round in which no shard had records
 
 
@@ -78,49 +78,13 @@ def log(**fields) -> None:
     print(json.dumps(fields), file=sys.stderr, flush=True)
 
 
-def kinesis_event(records: list, shard_id: str, stream_arn: str, role_arn: str) -> dict:
-    """The event Lambda passes to a function for records of one shard."""
-    region = stream_arn.split(":")[3]
-    return {
-        "Records": [
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": record["PartitionKey"],
-                    "sequenceNumber": record["SequenceNumber"],
-                    "data": base64.b64encode(record["Data"]).decode("ascii"),
-                    "approximateArrivalTimestamp": round(
-                        record["ApproximateArrivalTimestamp"].timestamp(), 3
-                    ),
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"{shard_id}:{record['SequenceNumber']}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": role_arn,
-                "awsRegion": region,
-                "eventSourceARN": stream_arn,
-            }
-            for record in records
-        ]
-    }
-
-
 def fitting_event(records: list, shard_id: str, stream_arn: str,
                   role_arn: str) -> tuple[list, bytes]:
     """The longest prefix of `records` whose event fits in one invocation's payload, and that
-    event's JSON: Lambda fills a batch up to the payload limit rather than the batch size alone
-    (a record alone over the limit still goes, and fails as it would on Lambda)."""
-    items = [json.dumps(item) for item in kinesis_event(records, shard_id, stream_arn,
-                                                        role_arn)["Records"]]
-    # json.dumps({"Records": items}) is exactly this text, so its size adds up item by item.
-    size, count = len('{"Records": []}'), 0
-    for item in items:
-        added = len(item) + (len(", ") if count else 0)  # ASCII: characters are bytes
-        if count and size + added > MAX_PAYLOAD_BYTES:
-            break
-        size, count = size + added, count + 1
-    return records[:count], ('{"Records": [' + ", ".join(items[:count]) + "]}").encode()
+    event's JSON: Lambda fills a batch up to the payload limit rather than the batch size alone."""
+    count, payload = events.fitting_payload(
+        events.from_records(records, shard_id, stream_arn, role_arn))
+    return records[:count], payload
 
 
 def invoke(url: str, payload: bytes, timeout: float) -> dict:
@@ -210,7 +174,7 @@ def main() -> int:
     kinesis = boto3.client("kinesis")
     stream_arn = kinesis.describe_stream_summary(StreamName=args.stream)[
         "StreamDescriptionSummary"]["StreamARN"]
-    role_arn = args.role_arn or f"arn:aws:iam::{stream_arn.split(':')[4]}:role/lambda-kinesis"
+    role_arn = args.role_arn or events.role_arn(stream_arn)
     saved = {}
     if args.checkpoint and os.path.exists(args.checkpoint):
         with open(args.checkpoint) as f:

@@ -19,7 +19,8 @@
 #
 # Usage: scripts/perf/cold-start.sh [RUNS] [EVENT]   (defaults: 20, events/sample.json)
 # Builds the release binary first (cargo build --release --locked) so it measures the current
-# source. Starts its own moto server and stops it on exit. Needs python3; hyperfine is optional
+# source. Starts its own moto server and stops it on exit. Installs the local tools
+# (scripts/local/setup-tools.sh) for the stub; hyperfine is optional
 # (apt-get install hyperfine).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,9 +29,11 @@ cd "$root"
 runs=${1:-20}
 event=${2:-events/sample.json}
 binary=$root/target/release/bike-prediction
-stub=(python3 "$root/scripts/perf/runtime-api-stub.py" --repeat "$runs" --event "$event")
+python=$root/.venv/tools/bin/python
+stub=("$python" "$root/scripts/perf/runtime-api-stub.py" --repeat "$runs" --event "$event")
 
 cargo build --release --locked --quiet
+bash scripts/local/setup-tools.sh
 export ORT_DYLIB_PATH
 ORT_DYLIB_PATH=$(bash scripts/setup-ort.sh)
 # The function's settings come only from what is set below, not from the caller's shell.
@@ -68,9 +71,9 @@ eval "$(bash scripts/local/services.sh env)"
 bucket=perf-models
 run_id=perf-s3
 aws=$root/.venv/tools/bin/aws
-"$aws" s3 mb "s3://$bucket" >/dev/null
-# The MLflow 2 run layout the function looks up: {experiment}/{RUN_ID}/artifacts/{model path}/.
-"$aws" s3 cp --recursive --quiet models/bike-demand "s3://$bucket/1/$run_id/artifacts/model/"
+# Where the function looks the run's model up (the MLflow 2 layout).
+"$python" -m bike_local.mlflow_layout upload models/bike-demand --bucket "$bucket" \
+  --run-id "$run_id" >/dev/null
 
 MODEL_BUCKET=$bucket RUN_ID=$run_id "${stub[@]}" --fresh-dir-env MODEL_CACHE_DIR \
   --label "s3 (new empty cache each run: downloads the model)" "$binary"
@@ -78,7 +81,7 @@ echo
 
 # One run fills the cache; every measured run then finds the model there.
 MODEL_BUCKET=$bucket RUN_ID=$run_id MODEL_CACHE_DIR=$cache \
-  python3 scripts/perf/runtime-api-stub.py --repeat 1 --event "$event" "$binary" >/dev/null
+  "$python" scripts/perf/runtime-api-stub.py --repeat 1 --event "$event" "$binary" >/dev/null
 MODEL_BUCKET=$bucket RUN_ID=$run_id MODEL_CACHE_DIR=$cache "${stub[@]}" \
   --label "s3-cached (model already in MODEL_CACHE_DIR)" "$binary"
 echo

@@ -5,7 +5,7 @@
 #     within Lambda's 6 MB payload) -> bike-prediction under the Lambda emulator (model from S3)
 #     -> output stream
 #
-# Then scripts/local/accounting.py reads the whole output stream back: every pred_id 0..N-1
+# Then bike_local.accounting reads the whole output stream back: every pred_id 0..N-1
 # must have a prediction event with the reference prediction (duplicates are counted, none may
 # be missing), and every batch the function logged must balance (records = published +
 # rejected + reported for re-delivery). Prints the figures, then the same as one JSON line
@@ -33,7 +33,6 @@ count=${1:-100000}
 [[ $count =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [N]   (N a positive integer)" >&2; exit 2; }
 shards=${SHARDS:-4}
 batch_size=${BATCH_SIZE:-10000}
-export RUN_ID=${RUN_ID:-4302f22a1a7b4ce9a25a99b04bca2f0f}
 suffix=$$
 export INPUT_STREAM=load-in-$suffix OUTPUT_STREAM=load-out-$suffix MODEL_BUCKET=load-models-$suffix
 python=$root/.venv/tools/bin/python
@@ -47,6 +46,8 @@ since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.3f", end - start 
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
 cargo build --release --locked --quiet
+RUN_ID=${RUN_ID:-$("$python" -m bike_local.mlflow_layout run-id)}
+export RUN_ID
 
 # This run's own servers and state directory, stopped and cleaned up when the script exits.
 # shellcheck source=scripts/local/own-stack.sh
@@ -59,9 +60,8 @@ eval "$(bash scripts/local/services.sh env)"
 # The local streams are ACTIVE at once; on AWS, wait with `aws kinesis wait stream-exists`.
 "$aws" kinesis create-stream --stream-name "$INPUT_STREAM" --shard-count "$shards"
 "$aws" kinesis create-stream --stream-name "$OUTPUT_STREAM" --shard-count "$shards"
-"$aws" s3 mb "s3://$MODEL_BUCKET" >/dev/null
-"$aws" s3 cp --recursive --only-show-errors models/bike-demand \
-  "s3://$MODEL_BUCKET/1/$RUN_ID/artifacts/model/"
+"$python" -m bike_local.mlflow_layout upload models/bike-demand --bucket "$MODEL_BUCKET" \
+  --run-id "$RUN_ID" >/dev/null
 # The function's configuration as it would be on AWS; nothing left over from the caller's shell.
 unset MODEL_URI MODEL_ID TEST_RUN MLFLOW_EXPERIMENT_ID MODEL_ARTIFACT_PATH DEAD_LETTER_STREAM \
   RUST_LOG AWS_LAMBDA_LOG_LEVEL
@@ -82,7 +82,7 @@ deliver_s=$(since "$deliver_start")
 
 step "reading $OUTPUT_STREAM back and checking the accounting"
 status=0
-"$python" scripts/local/accounting.py --stream "$OUTPUT_STREAM" --count "$count" \
+"$python" -m bike_local.accounting --stream "$OUTPUT_STREAM" --count "$count" \
   --function-log "$LOCAL_STATE_DIR/function.log" >"$LOCAL_STATE_DIR/accounting.json" || status=$?
 wall_s=$(since "$wall_start")
 

@@ -1,7 +1,7 @@
 """The figures of one scripts/perf/load.sh run: a short table, then the same as one JSON line
 (`load: {...}`) for tools and tests.
 
-Reads, in the run's state directory, accounting.json (scripts/local/accounting.py's report)
+Reads, in the run's state directory, accounting.json (bike_local.accounting's report)
 and poller.log (the poller's JSON lines, the summary last); the phase times come from load.sh.
 Usage: load_report.py STATE_DIR --shards S --batch-size B --put-s T --deliver-s T --wall-s T
 """

@@ -21,8 +21,10 @@ cd "$root"
 
 runs=${1:-5}
 binary=$root/target/release/bike-prediction
+python=$root/.venv/tools/bin/python
 
 cargo build --release --locked --quiet
+bash scripts/local/setup-tools.sh
 export ORT_DYLIB_PATH
 ORT_DYLIB_PATH=$(bash scripts/setup-ort.sh)
 unset MODEL_URI MODEL_BUCKET MODEL_ID MODEL_CACHE_DIR OUTPUT_STREAM RUST_LOG AWS_LAMBDA_LOG_LEVEL
@@ -31,8 +33,8 @@ export TEST_RUN=True RUN_ID=perf
 work=$(mktemp -d -t perf-memory-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 event=$work/event-10000.json
-python3 scripts/make-event.py 10000 >"$event"
-echo "10,000-record event: $(stat -c %s "$event") bytes (python3 scripts/make-event.py 10000)"
+"$python" scripts/make-event.py 10000 >"$event"
+echo "10,000-record event: $(stat -c %s "$event") bytes (scripts/make-event.py 10000)"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo
 
@@ -59,7 +61,7 @@ done
 echo
 
 for model in bike-demand bike-linear; do
-  MODEL_URI=$root/models/$model MODEL_NAME=$model python3 scripts/perf/runtime-api-stub.py \
+  MODEL_URI=$root/models/$model MODEL_NAME=$model "$python" scripts/perf/runtime-api-stub.py \
     --repeat "$runs" --invocations 3 --event "$event" \
     --label "$model served, 10,000 records" "$binary"
 done

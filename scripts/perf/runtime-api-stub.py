@@ -17,7 +17,8 @@ then stop it. The clock points are the ones Lambda itself uses:
   warm_invoke_ms  the same for the following invocations (median), when --invocations > 1.
   peak_rss_kb     the process's VmHWM (peak resident set) after its last response.
 
-Python's standard library only. The stub answers one function at a time; it is not a Lambda
+The function gets Lambda's environment (bike_local.lambda_env); run by the tools' Python
+(.venv/tools/bin/python, scripts/local/setup-tools.sh). The stub answers one function at a time; it is not a Lambda
 emulator (no timeouts, no error replay), just a timer with the Runtime API's shape.
 
 Usage: runtime-api-stub.py --event FILE [--repeat N] [--invocations K]
@@ -36,15 +37,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# Lambda runs the runtime loop with these set; lambda_runtime refuses to start without the first
-# four. The Runtime API address is added per run.
-LAMBDA_ENV = {
-    "AWS_LAMBDA_FUNCTION_NAME": "bike-prediction",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-    "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bike-prediction",
-    "AWS_LAMBDA_LOG_STREAM_NAME": "perf",
-}
+from bike_local import lambda_env
+
 NEXT = "/2018-06-01/runtime/invocation/next"
 START_TIMEOUT_S = 60
 
@@ -106,8 +100,7 @@ class RuntimeApi(BaseHTTPRequestHandler):
             headers = {
                 "Lambda-Runtime-Aws-Request-Id": request_id,
                 "Lambda-Runtime-Deadline-Ms": str(deadline),
-                "Lambda-Runtime-Invoked-Function-Arn":
-                    "arn:aws:lambda:us-east-1:123456789012:function:bike-prediction",
+                "Lambda-Runtime-Invoked-Function-Arn": lambda_env.FUNCTION_ARN,
                 "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
             }
             run.handed[request_id] = now_ms()
@@ -138,8 +131,8 @@ class RuntimeApi(BaseHTTPRequestHandler):
 def one_run(server, binary, event, invocations, fresh_dir_env, log_dir):
     run = Run(event, invocations)
     RuntimeApi.run = run
-    env = dict(os.environ, **LAMBDA_ENV)
-    env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{server.server_address[1]}"
+    # What Lambda sets for the runtime loop, with this stub as its Runtime API.
+    env = dict(os.environ, **lambda_env.reserved(f"127.0.0.1:{server.server_address[1]}"))
     fresh = None
     if fresh_dir_env:
         # Like a new Lambda instance's /tmp: nothing cached from an earlier run.

@@ -16,13 +16,13 @@ import urllib.request
 import uuid
 
 import boto3
+from bike_local import mlflow_layout, streams
 from bike_local.producer import put_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv/tools/bin/python"
 MODEL_DIR = ROOT / "models/bike-demand"
 BINARY = ROOT / "target/release/bike-prediction"
-REFERENCE = json.loads((ROOT / "tests/fixtures/reference.json").read_text())
 
 
 def script(path: str, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,13 +55,8 @@ class Stack:
 
     def upload_model(self, prefix: str, source: pathlib.Path = MODEL_DIR) -> None:
         """Copies a model directory (the bundled model unless `source`) to
-        s3://<bucket>/<prefix>/."""
-        try:
-            self.s3.create_bucket(Bucket=self.bucket)
-        except self.s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        for path in source.iterdir():
-            self.s3.upload_file(str(path), self.bucket, f"{prefix}/{path.name}")
+        s3://<bucket>/<prefix>/ (a prefix of bike_local.mlflow_layout)."""
+        mlflow_layout.upload(self.s3, self.bucket, prefix, source)
 
     def start_function(self, **config: str) -> subprocess.CompletedProcess:
         """Starts the function with `config` added to its environment; does not raise.
@@ -146,18 +141,8 @@ class Stack:
 
     def output(self) -> list[dict]:
         """Every record on the output stream: partition key and decoded JSON data."""
-        records = []
-        for shard in self.kinesis.list_shards(StreamName=self.output_stream)["Shards"]:
-            iterator = self.kinesis.get_shard_iterator(
-                StreamName=self.output_stream, ShardId=shard["ShardId"],
-                ShardIteratorType="TRIM_HORIZON",
-            )["ShardIterator"]
-            while iterator:
-                page = self.kinesis.get_records(ShardIterator=iterator, Limit=10000)
-                records += [{"partitionKey": r["PartitionKey"], "data": json.loads(r["Data"])}
-                            for r in page["Records"]]
-                iterator = page.get("NextShardIterator") if page["Records"] else None
-        return records
+        return [{"partitionKey": r["PartitionKey"], "data": json.loads(r["Data"])}
+                for r in streams.read_stream(self.kinesis, self.output_stream)]
 
 
 class Poller:
@@ -340,15 +325,3 @@ class Relay:
         with self.lock:
             self.open.discard(source)
         source.close()
-
-
-def feature_record(row: int, pred_id: int) -> tuple[bytes, str]:
-    """A record with the features of reference row `row`, as data_in.sh writes them."""
-    features = dict(zip(REFERENCE["columns"], REFERENCE["rows"][row]))
-    data = json.dumps({"features": features, "pred_id": pred_id}).encode()
-    return data, str(pred_id)
-
-
-def reference_prediction(row: int) -> float:
-    """The prediction of the Python onnxruntime for reference row `row` (independent of us)."""
-    return REFERENCE["models"]["bike-demand"][row]

@@ -21,18 +21,16 @@ failed" log line whose `error` names the cause and the model's S3 URI.
 
 import json
 import socket
-import sys
 
 import pytest
+from bike_local import accounting, streams
+from bike_local.mlflow_layout import RUN_ID, run_prefix
+from bike_local.reference import feature_record
 
-from stack import ROOT, feature_record
+from stack import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts/local"))
-import accounting  # noqa: E402  (scripts/local is not a package)
-
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
 PUBLISH_BUDGET_SECONDS = "2"
-MODEL_PREFIX = f"1/{RUN_ID}/artifacts/model"  # the MLflow 2 layout, experiment 1
+MODEL_PREFIX = run_prefix(RUN_ID)  # the MLflow 2 layout, experiment 1
 FIXTURES = ROOT / "tests/fixtures/models"
 
 
@@ -96,7 +94,7 @@ def test_kinesis_unreachable_while_publishing_loses_no_prediction(stack, figures
     assert len(errors) == len(unpublished)
     assert {line["stream"] for line in errors} == {stack.output_stream}
 
-    report = accounting.account(count, accounting.read_stream(stack.kinesis, stack.output_stream),
+    report = accounting.account(count, streams.read_stream(stack.kinesis, stack.output_stream),
                                 reports)
     assert report["ok"], report
     assert report["missing"] == 0 and report["unexpected"] == 0

@@ -29,6 +29,7 @@ import time
 import urllib.request
 
 import pytest
+from bike_local import lambda_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CARGO_LAMBDA = ROOT / ".venv/tools/bin/cargo-lambda"
@@ -58,12 +59,7 @@ def lambda_environment(layout: pathlib.Path) -> dict[str, str]:
         # /lambda-entrypoint.sh exports the image's CMD as _HANDLER before it execs bootstrap.
         "_HANDLER": "bootstrap",
         # Lambda's reserved variables.
-        "AWS_LAMBDA_FUNCTION_NAME": "bike-prediction",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bike-prediction",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/01/01/[$LATEST]00000000000000000000000000000000",
+        **lambda_env.reserved(),
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         # The execution role's session credentials; never used with this configuration, and

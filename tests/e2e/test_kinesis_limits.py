@@ -7,15 +7,11 @@ part here: publishing ends at the earlier of the two, in the same code (tests/ac
 and the handler's unit tests check the deadline itself).
 """
 
-import sys
+from bike_local import accounting, streams
+from bike_local.mlflow_layout import RUN_ID, run_prefix
+from bike_local.reference import feature_record
 
-from stack import ROOT, feature_record
-
-sys.path.insert(0, str(ROOT / "scripts/local"))
-import accounting  # noqa: E402  (scripts/local is not a package)
-
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
-MODEL_PREFIX = f"1/{RUN_ID}/artifacts/model"
+MODEL_PREFIX = run_prefix(RUN_ID)
 NO_LIMITS = {"records_per_second": None, "bytes_per_second": None}
 
 
@@ -32,7 +28,7 @@ def start(stack, input_shards: int, output_shards: int, **config: str) -> None:
 
 def account(stack, count: int) -> dict:
     reports = accounting.batch_reports(stack.function_log())
-    report = accounting.account(count, accounting.read_stream(stack.kinesis, stack.output_stream),
+    report = accounting.account(count, streams.read_stream(stack.kinesis, stack.output_stream),
                                 reports)
     assert report["ok"], report
     assert report["missing"] == 0 and report["unexpected"] == 0, report

@@ -11,15 +11,14 @@ import os
 import re
 import socket
 import subprocess
-import sys
 
-from stack import ROOT, feature_record
+from bike_local import accounting, streams
+from bike_local.mlflow_layout import RUN_ID, run_prefix
+from bike_local.reference import feature_record
 
-sys.path.insert(0, str(ROOT / "scripts/local"))
-import accounting  # noqa: E402  (scripts/local is not a package)
+from stack import ROOT
 
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
-MODEL_PREFIX = f"1/{RUN_ID}/artifacts/model"
+MODEL_PREFIX = run_prefix(RUN_ID)
 
 # Records that can never be predicted, one of each kind the function must reject (and keep).
 BAD_RECORDS = [
@@ -57,7 +56,7 @@ def test_every_record_of_a_load_is_published_or_rejected_and_none_is_missing(sta
     assert summary["redeliveries"] == 0 and summary["functionErrors"] == 0
     assert summary["predictions"] == count and summary["rejected"] == rejected
     reports = accounting.batch_reports(stack.function_log())
-    report = accounting.account(count, accounting.read_stream(stack.kinesis, stack.output_stream),
+    report = accounting.account(count, streams.read_stream(stack.kinesis, stack.output_stream),
                                 reports)
     assert report["ok"], report
     # No fault: every prediction exactly once, and the function's counts add up to the input.

@@ -6,9 +6,9 @@ dead-letter stream's PutRecords carry it) unless LOG_RECORD_DATA=true, and never
 import base64
 import json
 
-from stack import feature_record
+from bike_local.mlflow_layout import RUN_ID, run_prefix
+from bike_local.reference import feature_record
 
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
 MARKER = "MARKERthatMUSTnotREACHtheLOGS"
 SECRET = "SECRETaccessKEYthatMUSTnotLEAK0123456789"
 TOKEN = "SESSIONtokenTHATmustNOTleak9876543210"
@@ -28,7 +28,7 @@ def run_at_trace(stack, **config: str) -> str:
     stack.create_streams(shards=1)
     dead_letters = f"{stack.output_stream}-dlq"
     stack.kinesis.create_stream(StreamName=dead_letters, ShardCount=1)
-    stack.upload_model(f"1/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID, RUST_LOG="trace",
                                    DEAD_LETTER_STREAM=dead_letters,
                                    AWS_ACCESS_KEY_ID="AKIDLOCALTEST",

@@ -10,17 +10,16 @@ import math
 import os
 import subprocess
 
-from stack import REFERENCE, ROOT, feature_record, reference_prediction, script
+from bike_local import reference
+from bike_local.mlflow_layout import RUN_ID, model_prefix, run_prefix
+from bike_local.reference import REL_TOL, feature_record
 
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
-EXPERIMENT = "1"
-REL_TOL = 1e-4
+from stack import ROOT, script
 
 
 def assert_predictions(events: list[dict], pred_ids: list[int], version: str) -> None:
     """`events` are exactly one prediction event per pred_id (record i carries reference row
     i mod 2000), with the reference prediction, keyed by str(pred_id)."""
-    rows = len(REFERENCE["rows"])
     by_id = {event["data"]["prediction"]["pred_id"]: event for event in events}
     assert len(events) == len(by_id), "an event came out more than once"
     assert sorted(by_id) == sorted(pred_ids)
@@ -28,14 +27,14 @@ def assert_predictions(events: list[dict], pred_ids: list[int], version: str) ->
         assert event["partitionKey"] == str(pred_id)
         assert event["data"]["model"] == "bike-demand"
         assert event["data"]["version"] == version
-        expected = reference_prediction(pred_id % rows)
+        expected = reference.expected(pred_id)
         assert math.isclose(event["data"]["prediction"]["cnt"], expected, rel_tol=REL_TOL), (
             pred_id, event, expected)
 
 
 def test_records_put_with_data_in_come_out_as_prediction_events(stack):
     stack.create_streams(shards=2)
-    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID)
     assert started.returncode == 0, started.stderr
     count = 250
@@ -53,7 +52,7 @@ def test_records_put_with_data_in_come_out_as_prediction_events(stack):
 
 def test_a_bad_record_is_rejected_and_the_others_come_out(stack):
     stack.create_streams(shards=1)
-    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     assert stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID).returncode == 0
     good = [feature_record(row, row) for row in range(10)]
     stack.put(good[:5] + [(b"this is not json", "bad")] + good[5:])
@@ -91,7 +90,7 @@ def test_kpl_aggregated_records_come_out_as_one_prediction_per_user_record(stack
 
 def test_test_run_returns_predictions_but_publishes_nothing(stack):
     stack.create_streams(shards=1)
-    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID, TEST_RUN="True")
     assert started.returncode == 0, started.stderr
     stack.put([feature_record(row, row) for row in range(20)])
@@ -106,7 +105,7 @@ def test_test_run_returns_predictions_but_publishes_nothing(stack):
 def test_model_loads_by_model_id_from_the_mlflow_3_layout(stack):
     model_id = "m-0123456789abcdef0123456789abcdef"
     stack.create_streams(shards=1)
-    stack.upload_model(f"{EXPERIMENT}/models/{model_id}/artifacts")
+    stack.upload_model(model_prefix(model_id))
     started = stack.start_function(MODEL_BUCKET=stack.bucket, MODEL_ID=model_id)
     assert started.returncode == 0, started.stderr
     stack.put([feature_record(row, row) for row in range(1990, 2000)])
@@ -119,14 +118,14 @@ def test_model_loads_by_model_id_from_the_mlflow_3_layout(stack):
 
 def test_a_wrong_run_id_fails_the_cold_start_naming_the_s3_uri_tried(stack):
     stack.create_streams(shards=1)
-    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     wrong = "0" * 32
 
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=wrong)
 
     assert started.returncode != 0
     assert "cold start failed" in started.stderr
-    assert f"s3://{stack.bucket}/{EXPERIMENT}/{wrong}/artifacts/model" in stack.function_log()
+    assert f"s3://{stack.bucket}/{run_prefix(wrong)}" in stack.function_log()
 
 
 def test_the_readme_first_command_prints_predictions_read_back_from_the_output_stream():

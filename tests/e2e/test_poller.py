@@ -10,8 +10,7 @@ import json
 import threading
 
 import pytest
-
-from stack import feature_record
+from bike_local.reference import feature_record
 
 
 class FakeFunction:

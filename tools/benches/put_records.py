@@ -17,7 +17,7 @@ import statistics
 import threading
 import time
 
-from bike_local import kinesis_server
+from bike_local import kinesis_server, reference
 
 HEADERS = {"Content-Type": kinesis_server.CONTENT_TYPE,
            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kinesis/"
@@ -37,9 +37,8 @@ def body(stream: str, first: int) -> bytes:
     """A PutRecords body of 500 feature records, as data_in.sh puts them."""
     records = []
     for pred_id in range(first, first + 500):
-        data = json.dumps({"features": {"t1": 2.5, "t2": 3.0, "hum": 50.0, "weather_code": 2},
-                           "pred_id": pred_id}).encode()
-        records.append({"Data": base64.b64encode(data).decode(), "PartitionKey": str(pred_id)})
+        data, key = reference.feature_record(pred_id % len(reference.rows()), pred_id)
+        records.append({"Data": base64.b64encode(data).decode(), "PartitionKey": key})
     return json.dumps({"StreamName": stream, "Records": records}).encode()
 
 

@@ -21,6 +21,7 @@ import uuid
 import boto3
 import botocore.config
 import pytest
+from bike_local import streams
 
 ACCOUNT = "123456789012"
 THROTTLED = "ProvisionedThroughputExceededException"
@@ -78,18 +79,6 @@ def md5_hash_key(key: str) -> int:
     return int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
 
 
-def read_shard(kinesis, stream: str, shard_id: str) -> list[dict]:
-    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
-                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    records = []
-    while True:
-        page = kinesis.get_records(ShardIterator=iterator, Limit=7)
-        records += page["Records"]
-        if not page["Records"] and page["MillisBehindLatest"] == 0:
-            return records
-        iterator = page["NextShardIterator"]
-
-
 def test_hash_key_space_is_split_evenly_and_each_record_goes_to_the_shard_of_its_md5(kinesis):
     stream = new_stream(kinesis, 3)
     shards = kinesis.list_shards(StreamName=stream)["Shards"]
@@ -133,7 +122,8 @@ def test_sequence_numbers_increase_per_shard_and_get_records_reads_everything_in
     for shard_id, expected in by_shard.items():
         numbers = [int(number) for number, _, _ in expected]
         assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-        records = read_shard(kinesis, stream, shard_id)
+        # Small pages: the reader follows the iterator across several.
+        records = streams.read_shard(kinesis, stream, shard_id, limit=7)
         assert [(r["SequenceNumber"], r["Data"], r["PartitionKey"]) for r in records] == expected
         assert all(abs(r["ApproximateArrivalTimestamp"].timestamp() - time.time()) < 60
                    for r in records)

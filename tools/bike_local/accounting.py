@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Checks, end to end, that every record put on the input stream came out.
 
 The records are those scripts/data_in.sh N puts (pred_id i carries reference row i mod 2000),
@@ -12,9 +11,9 @@ The function's log adds its side of the accounting: one "batch handled" line per
 whose counts must balance (records = published + rejected + reported for re-delivery, as no
 dead-letter stream is used here) and whose times give the function's own handling time.
 
-Usage: accounting.py --stream OUTPUT_STREAM --count N [--function-log PATH]
+Usage: python -m bike_local.accounting --stream OUTPUT_STREAM --count N [--function-log PATH]
 Prints one JSON report on stdout; exit status 1 if anything is missing, unexpected or wrong.
-Importable: tests/e2e use `read_stream`, `batch_reports` and `account`.
+The tests (tests/e2e) use `batch_reports` and `account`, with streams.read_stream.
 """
 
 import argparse
@@ -23,27 +22,9 @@ import math
 import pathlib
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-REFERENCE = ROOT / "tests/fixtures/reference.json"
-REL_TOL = 1e-4
+from bike_local import reference, streams
+
 SAMPLE = 10  # ids listed in the report when some are missing or unexpected
-
-
-def read_stream(kinesis, stream: str) -> list[tuple[str, bytes]]:
-    """Every record on `stream`, all shards read from the start to the end: (partition key,
-    data)."""
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON",
-        )["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += [(r["PartitionKey"], r["Data"]) for r in page["Records"]]
-            # An empty page with the reader not behind the tip is the end of an open shard.
-            more = page["Records"] or page.get("MillisBehindLatest", 0) > 0
-            iterator = page.get("NextShardIterator") if more else None
-    return records
 
 
 def batch_reports(log: str) -> list[dict]:
@@ -61,16 +42,16 @@ def batch_reports(log: str) -> list[dict]:
     return reports
 
 
-def account(count: int, output: list[tuple[str, bytes]], batches: list[dict]) -> dict:
-    """The end-to-end accounting of pred_ids 0..count-1 against the output stream's records and
-    the function's batch reports; `ok` says whether nothing is missing, unexpected or wrong."""
-    reference = json.loads(REFERENCE.read_text())
-    expected = reference["models"]["bike-demand"]
+def account(count: int, output: list[dict], batches: list[dict]) -> dict:
+    """The end-to-end accounting of pred_ids 0..count-1 against the output stream's records
+    (as streams.read_stream gives them) and the function's batch reports; `ok` says whether
+    nothing is missing, unexpected or wrong."""
     seen = [0] * count
     unexpected, wrong = [], []
-    for key, data in output:
+    for record in output:
+        key = record["PartitionKey"]
         try:
-            event = json.loads(data)
+            event = json.loads(record["Data"])
             pred_id = event["prediction"]["pred_id"]
             cnt = event["prediction"]["cnt"]
         except (ValueError, KeyError, TypeError):
@@ -80,7 +61,7 @@ def account(count: int, output: list[tuple[str, bytes]], batches: list[dict]) ->
             unexpected.append(key)
             continue
         seen[pred_id] += 1
-        if not math.isclose(cnt, expected[pred_id % len(expected)], rel_tol=REL_TOL):
+        if not math.isclose(cnt, reference.expected(pred_id), rel_tol=reference.REL_TOL):
             wrong.append(pred_id)
     missing = [pred_id for pred_id, times in enumerate(seen) if times == 0]
 
@@ -117,7 +98,7 @@ def main() -> int:
     parser.add_argument("--function-log", type=pathlib.Path,
                         help="the function's log (function.log of scripts/local/function.sh)")
     args = parser.parse_args()
-    output = read_stream(boto3.client("kinesis"), args.stream)
+    output = streams.read_stream(boto3.client("kinesis"), args.stream)
     batches = batch_reports(args.function_log.read_text()) if args.function_log else []
     report = account(args.count, output, batches)
     print(json.dumps(report))
