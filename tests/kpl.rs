@@ -1,4 +1,4 @@
-//! Records aggregated by the `aws-kinesis-agg` library (`scripts/local/kpl_aggregate.py`), the
+//! Records aggregated by the `aws-kinesis-agg` library (`tools/bike_local/kpl.py`), the
 //! reference for the KPL format, mixed with plain and corrupt records: every user record is
 //! read as that library's deaggregator reads it, and predicted as Python onnxruntime predicts
 //! its row.
@@ -51,7 +51,7 @@ fn unbase64(text: &str) -> Vec<u8> {
 fn aggregated_by_the_library(aggregates: &serde_json::Value) -> Vec<Aggregated> {
     let python = root().join(".venv/tools/bin/python");
     let mut child = Command::new(&python)
-        .arg(root().join("scripts/local/kpl_aggregate.py"))
+        .args(["-m", "bike_local.kpl"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -64,7 +64,7 @@ fn aggregated_by_the_library(aggregates: &serde_json::Value) -> Vec<Aggregated> 
     let input = serde_json::to_vec(aggregates).unwrap();
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "kpl_aggregate.py failed");
+    assert!(output.status.success(), "bike_local.kpl failed");
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

@@ -9,10 +9,10 @@ import json
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-from stack import feature_record, reference_prediction
+from bike_local.mlflow_layout import RUN_ID, run_prefix
+from bike_local.reference import REL_TOL, feature_record, prediction
 
-RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
-MODEL_PREFIX = f"1/{RUN_ID}/artifacts/model"
+MODEL_PREFIX = run_prefix(RUN_ID)
 
 
 def shard_of(shards: list[dict], partition_key: str) -> str:
@@ -60,10 +60,10 @@ def test_aggregated_predictions_read_back_with_the_kpl_deaggregator(stack, figur
     assert aggregates < count / 100, aggregates
     # Each pred_id's three events, in the order of their records (rows k, k+1000, k+2000).
     for pred_id in range(1000):
-        expected = [reference_prediction((pred_id + 1000 * n) % 2000) for n in range(3)]
+        expected = [prediction((pred_id + 1000 * n) % 2000) for n in range(3)]
         actual = events[str(pred_id)]
         assert len(actual) == 3, pred_id
-        assert all(abs(a - e) <= 1e-5 * max(abs(e), 1) for a, e in zip(actual, expected)), \
+        assert all(abs(a - e) <= REL_TOL * max(abs(e), 1) for a, e in zip(actual, expected)), \
             (pred_id, actual, expected)
     figures(f"KPL output: {count:,} prediction events in {aggregates} aggregated records on "
             f"{len(shards)} shards, read back by aws-kinesis-agg, each on its key's shard")

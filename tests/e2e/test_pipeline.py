@@ -70,7 +70,7 @@ def test_kpl_aggregated_records_come_out_as_one_prediction_per_user_record(stack
     from aws_kinesis_agg.aggregator import RecordAggregator
 
     stack.create_streams(shards=1)
-    stack.upload_model(f"{EXPERIMENT}/{RUN_ID}/artifacts/model")
+    stack.upload_model(run_prefix(RUN_ID))
     assert stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID).returncode == 0
     aggregator = RecordAggregator()
     for pred_id in range(40):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Aggregates user records as the Kinesis Producer Library does, with the `aws-kinesis-agg`
 library, and says how that library's deaggregator reads the result back.
 
@@ -8,7 +7,7 @@ stdout: for each aggregate, `{"data": base64 of the aggregated record, "userReco
 where each user record is `{"partitionKey", "data" (base64), "subSequenceNumber"}` as
 `aws_kinesis_agg.deaggregator` yields it. Every aggregate must fit one Kinesis record.
 
-Usage: kpl_aggregate.py < aggregates.json > aggregated.json   (.venv/tools/bin/python)
+Usage: .venv/tools/bin/python -m bike_local.kpl < aggregates.json > aggregated.json
 """
 
 import base64
@@ -27,7 +26,7 @@ def aggregate(user_records: list) -> bytes:
             record["partitionKey"], base64.b64decode(record["data"]), record.get("explicitHashKey")
         )
         if full is not None:
-            raise SystemExit("kpl_aggregate.py: the user records do not fit one Kinesis record")
+            raise SystemExit("bike_local.kpl: the user records do not fit one Kinesis record")
     _, _, data = aggregator.clear_and_get().get_contents()
     return data
 
