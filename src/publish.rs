@@ -8,10 +8,11 @@
 //!
 //! `PutRecords` succeeds or fails per entry, so every entry's result is checked and only the
 //! failed ones (throttling, internal failure) are sent again, after a backoff with full
-//! jitter, for as long as the deadline the caller gives allows. A stream that throttles also
-//! gets fewer calls at a time: the number of calls in flight is halved when a call comes back
-//! throttled and grows by one again for every window of calls that come back clean
-//! (additive increase, multiplicative decrease). Entries still unpublished at the deadline are
+//! jitter, for as long as the deadline the caller gives allows, and no entry goes ahead of an
+//! earlier one waiting out its backoff. A stream that throttles also gets less at a time: the
+//! calls in flight, and the entries in them, are halved when a call comes back throttled (the
+//! entries to twice what the stream took of it) and grow again while calls come back clean
+//! ([`Window`]). Entries still unpublished at the deadline are
 //! returned to the caller, which reports their input records to Lambda for re-delivery:
 //! nothing is dropped silently, and delivery is at-least-once.
 //!
@@ -258,18 +259,25 @@ impl Publisher {
             .map(|&index| record(events, index))
             .collect();
         let mut window = Window::new(self.concurrency);
-        report.lowest_concurrency = window.limit;
+        report.lowest_concurrency = window.calls;
+        // Entries in the calls in flight.
+        let mut in_flight_entries = 0;
         let max_bytes = MAX_BYTES_PER_CALL.max(self.max_record_bytes);
         let mut in_flight = JoinSet::new();
         loop {
             // Start calls while there is room, and find when the next backed-off entry is due.
             let mut wake = None;
-            while in_flight.len() < window.limit && Instant::now() < deadline {
-                let (call, due) = queue.next_call(Instant::now(), max_bytes);
+            while in_flight.len() < window.calls && Instant::now() < deadline {
+                let room = window.room(in_flight_entries);
+                if room == 0 {
+                    break;
+                }
+                let (call, due) = queue.next_call(Instant::now(), room, max_bytes);
                 wake = due;
                 if call.is_empty() {
                     break;
                 }
+                in_flight_entries += call.len();
                 report.calls += 1;
                 report.resent += call.iter().filter(|&&index| queue.sends(index) > 1).count();
                 in_flight.spawn(self.send(events, call, window.epoch, deadline));
@@ -281,7 +289,7 @@ impl Publisher {
                     tokio::time::sleep_until(due).await;
                     continue;
                 }
-                (false, Some(due)) if in_flight.len() < window.limit => {
+                (false, Some(due)) if in_flight.len() < window.calls => {
                     tokio::select! {
                         answer = in_flight.join_next() => answer,
                         () = tokio::time::sleep_until(due) => continue,
@@ -297,8 +305,9 @@ impl Publisher {
                 Some(Err(error)) => std::panic::resume_unwind(error.into_panic()),
                 None => break,
             };
+            in_flight_entries = in_flight_entries.saturating_sub(answer.indexes.len());
             self.settle(answer, shards, &mut queue, &mut window, &mut report);
-            report.lowest_concurrency = report.lowest_concurrency.min(window.limit);
+            report.lowest_concurrency = report.lowest_concurrency.min(window.calls);
         }
         if queue.any_due() {
             // Entries were left only because the deadline came.
@@ -402,7 +411,7 @@ impl Publisher {
                 match &error {
                     CallError::Throttled(_) => {
                         report.throttled += indexes.len();
-                        window.throttled(epoch);
+                        window.throttled(epoch, 0);
                     }
                     CallError::Invalid { code, .. } if indexes.len() == 1 => {
                         for &index in &indexes {
@@ -426,10 +435,12 @@ impl Publisher {
         };
         let results = output.records();
         let mut throttled = false;
+        let mut accepted = 0;
         for (position, &index) in indexes.iter().enumerate() {
             match results.get(position) {
                 Some(entry) if entry.error_code().is_none() => {
                     report.published += 1;
+                    accepted += 1;
                     queue.accepted(index);
                     if shards
                         .get(index)
@@ -460,8 +471,8 @@ impl Publisher {
             }
         }
         match throttled {
-            true => window.throttled(epoch),
-            false => window.clean(),
+            true => window.throttled(epoch, accepted),
+            false => window.clean(indexes.len()),
         }
     }
 }
@@ -549,43 +560,71 @@ impl<R: std::fmt::Debug> From<SdkError<PutRecordsError, R>> for CallError {
     }
 }
 
-/// How many calls may be in flight: halved when a call comes back throttled, one more for
-/// every `limit` calls that come back clean, between one and the publisher's concurrency.
+/// How much may be in flight: calls, and entries in them. Both are halved when a call comes
+/// back throttled (a shard took fewer than it was sent), the entries to no more than twice
+/// what the stream took of that call, and grow back while calls come back clean: one more call for every `calls` clean ones, and half a clean call's entries more.
+/// Between one call of [`MIN_ENTRIES_IN_FLIGHT`] entries and the publisher's concurrency of
+/// full calls.
 #[derive(Debug)]
 struct Window {
-    limit: usize,
-    max: usize,
-    /// Clean answers since the limit last grew.
+    /// Calls in flight at most, and the most ever.
+    calls: usize,
+    max_calls: usize,
+    /// Entries in flight at most, and the most ever.
+    entries: usize,
+    max_entries: usize,
+    /// Clean answers since the calls last grew.
     clean: usize,
     /// Counts the decreases. Only a call started since the last one can cause another: the
     /// calls that were in flight together all saw the same throttling.
     epoch: u64,
 }
 
+/// The fewest entries a throttled publish keeps in flight.
+const MIN_ENTRIES_IN_FLIGHT: usize = 50;
+
 impl Window {
-    fn new(max: usize) -> Self {
+    fn new(max_calls: usize) -> Self {
+        let max_calls = max_calls.max(1);
+        let max_entries = max_calls * MAX_RECORDS_PER_CALL;
         Self {
-            limit: max.max(1),
-            max: max.max(1),
+            calls: max_calls,
+            max_calls,
+            entries: max_entries,
+            max_entries,
             clean: 0,
             epoch: 0,
         }
     }
 
-    fn throttled(&mut self, epoch: u64) {
+    /// A call started in `epoch` came back throttled, with `accepted` of its entries taken: the
+    /// entries in flight are halved, and brought down to twice what the stream took.
+    fn throttled(&mut self, epoch: u64, accepted: usize) {
         if epoch == self.epoch {
-            self.limit = (self.limit / 2).max(1);
+            self.calls = (self.calls / 2).max(1);
+            self.entries = (self.entries / 2)
+                .min(accepted * 2)
+                .max(MIN_ENTRIES_IN_FLIGHT);
             self.clean = 0;
             self.epoch += 1;
         }
     }
 
-    fn clean(&mut self) {
+    /// A call of `entries` came back with every entry accepted.
+    fn clean(&mut self, entries: usize) {
+        self.entries = (self.entries + entries.div_ceil(2)).min(self.max_entries);
         self.clean += 1;
-        if self.clean >= self.limit && self.limit < self.max {
-            self.limit += 1;
+        if self.clean >= self.calls && self.calls < self.max_calls {
+            self.calls += 1;
             self.clean = 0;
         }
+    }
+
+    /// Entries the next call may hold, with `in_flight` entries in calls not yet answered.
+    fn room(&self, in_flight: usize) -> usize {
+        self.entries
+            .saturating_sub(in_flight)
+            .min(MAX_RECORDS_PER_CALL)
     }
 }
 
@@ -676,10 +715,15 @@ impl<'e> Queue<'e> {
         self.sends.get(index).copied().unwrap_or_default()
     }
 
-    /// The next call: the waiting entries, in order, that are due at `now` and whose key has
-    /// no earlier entry waiting or in flight, within the call limits (`max_bytes`). Also
-    /// returns when the first entry held back by its backoff is due.
-    fn next_call(&mut self, now: Instant, max_bytes: usize) -> (Vec<usize>, Option<Instant>) {
+    /// The next call: the waiting entries, in order, whose key has no earlier entry waiting or
+    /// in flight, up to the first one waiting out its backoff at `now`, at most `max_entries`
+    /// (at least one) and `max_bytes`. Also returns when that entry is due.
+    fn next_call(
+        &mut self,
+        now: Instant,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> (Vec<usize>, Option<Instant>) {
         let mut call = Vec::new();
         let mut bytes = 0;
         let mut wake: Option<Instant> = None;
@@ -687,17 +731,20 @@ impl<'e> Queue<'e> {
             if !self.may_go(index) {
                 continue;
             }
-            let Some(due) = slot.due else { continue };
+            // No entry goes ahead of an earlier one waiting out its backoff: Lambda re-delivers
+            // a batch from its lowest record not published, so what is published past it
+            // would be published again, and a throttled shard would be sent more than it
+            // takes.
+            let Some(due) = slot.due else { break };
             if due > now {
-                wake = Some(wake.map_or(due, |wake| wake.min(due)));
-                continue;
+                wake = Some(due);
+                break;
             }
             if slot.alone && !call.is_empty() {
                 continue;
             }
             let size = self.events.get(index).map_or(0, Outgoing::size);
-            if !call.is_empty() && (call.len() == MAX_RECORDS_PER_CALL || bytes + size > max_bytes)
-            {
+            if !call.is_empty() && (call.len() >= max_entries || bytes + size > max_bytes) {
                 break;
             }
             call.push(index);

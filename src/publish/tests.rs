@@ -156,7 +156,7 @@ fn call_sizes(events: &[Outgoing<'_>], max_record_bytes: usize) -> Vec<usize> {
     let max_bytes = MAX_BYTES_PER_CALL.max(max_record_bytes);
     let mut sizes = Vec::new();
     loop {
-        let (call, _) = queue.next_call(Instant::now(), max_bytes);
+        let (call, _) = queue.next_call(Instant::now(), MAX_RECORDS_PER_CALL, max_bytes);
         if call.is_empty() {
             return sizes;
         }
@@ -543,30 +543,43 @@ async fn an_entry_the_stream_finds_invalid_is_found_alone_and_refused() {
 }
 
 #[test]
-fn throttling_halves_the_calls_in_flight_once_per_round_and_clean_calls_restore_them() {
+fn throttling_halves_what_is_in_flight_once_per_round_and_clean_calls_restore_it() {
     let mut window = Window::new(16);
+    assert_eq!(
+        (window.calls, window.entries),
+        (16, 16 * MAX_RECORDS_PER_CALL)
+    );
     let epoch = window.epoch;
     // Sixteen calls of one round come back throttled: one halving.
     for _ in 0..16 {
-        window.throttled(epoch);
+        window.throttled(epoch, 10_000);
     }
-    assert_eq!(window.limit, 8);
-    window.throttled(window.epoch);
-    window.throttled(window.epoch);
-    window.throttled(window.epoch);
-    window.throttled(window.epoch);
-    assert_eq!(window.limit, 1);
-    // Additive increase: one more call after as many clean ones as the limit.
-    window.clean();
-    assert_eq!(window.limit, 2);
-    window.clean();
-    assert_eq!(window.limit, 2);
-    window.clean();
-    assert_eq!(window.limit, 3);
+    assert_eq!((window.calls, window.entries), (8, 4000));
+    // A call of which the stream took 300: no more than 600 in flight.
+    window.throttled(window.epoch, 300);
+    assert_eq!((window.calls, window.entries), (4, 600));
+    for _ in 0..10 {
+        window.throttled(window.epoch, 0);
+    }
+    assert_eq!((window.calls, window.entries), (1, MIN_ENTRIES_IN_FLIGHT));
+    // The next call holds what is left of the entries allowed in flight.
+    assert_eq!(window.room(0), MIN_ENTRIES_IN_FLIGHT);
+    assert_eq!(window.room(MIN_ENTRIES_IN_FLIGHT), 0);
+    // Clean calls: half their entries more each, one more call after as many as the limit.
+    window.clean(50);
+    assert_eq!((window.calls, window.entries), (2, 75));
+    window.clean(75);
+    assert_eq!((window.calls, window.entries), (2, 113));
+    window.clean(113);
+    assert_eq!(window.calls, 3);
     for _ in 0..1000 {
-        window.clean();
+        window.clean(MAX_RECORDS_PER_CALL);
     }
-    assert_eq!(window.limit, 16);
+    assert_eq!(
+        (window.calls, window.entries),
+        (16, 16 * MAX_RECORDS_PER_CALL)
+    );
+    assert_eq!(window.room(0), MAX_RECORDS_PER_CALL);
 }
 
 #[tokio::test]
