@@ -12,7 +12,7 @@
 //! earlier one waiting out its backoff. A stream that throttles also gets less at a time: the
 //! calls in flight, and the entries in them, are halved when a call comes back throttled (the
 //! entries to twice what the stream took of it) and grow again while calls come back clean
-//! ([`Window`]). Entries still unpublished at the deadline are
+//! (`Window`). Entries still unpublished at the deadline are
 //! returned to the caller, which reports their input records to Lambda for re-delivery:
 //! nothing is dropped silently, and delivery is at-least-once.
 //!
