@@ -11,7 +11,8 @@
 //! - `publish/<how>/10000`: the bundled model's 10,000-record event handled with its events
 //!   published to a local Kinesis server that answers each `PutRecords` call after 20 ms, a
 //!   realistic round trip to Kinesis, with `PUBLISH_CONCURRENCY` calls in flight (1, one call
-//!   after another, to 32; 16 is the default), against the same event with `TEST_RUN`
+//!   after another, to 32, the default), and with the events packed into KPL aggregated
+//!   records (`kpl`, `OUTPUT_AGGREGATION=kpl`), against the same event with `TEST_RUN`
 //!   (`test-run`). The difference is what publishing adds to an invocation.
 //! - `lambda_runtime/*/N`: the work done outside the handler when the function serves Lambda
 //!   (src/main.rs `serve`, lambda_runtime 1.5). lambda_runtime deserializes the invocation body
@@ -167,6 +168,7 @@ fn lambda_runtime(c: &mut Criterion) {
 }
 
 fn publish(c: &mut Criterion) {
+    use bike_prediction::pack::ShardMap;
     use bike_prediction::publish::{Publisher, RetryPolicy};
     // Timers and sockets on, as in the function.
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -182,15 +184,28 @@ fn publish(c: &mut Criterion) {
         .sampling_mode(criterion::SamplingMode::Flat)
         .sample_size(10)
         .measurement_time(std::time::Duration::from_secs(4));
-    for concurrency in [None, Some(1), Some(4), Some(8), Some(16), Some(32)] {
-        let how = concurrency.map_or("test-run".to_owned(), |calls| {
-            format!("concurrency-{calls}")
-        });
+    let settings = [
+        ("test-run", None, false),
+        ("concurrency-1", Some(1), false),
+        ("concurrency-4", Some(4), false),
+        ("concurrency-8", Some(8), false),
+        ("concurrency-16", Some(16), false),
+        ("concurrency-32", Some(32), false),
+        ("kpl", Some(32), true),
+    ];
+    for (how, concurrency, aggregated) in settings {
         let mut handler = Handler::new(common::load_model("bike-demand"), "bike-demand", "run");
         if let Some(calls) = concurrency {
             let publisher = Publisher::new(kinesis.clone(), "out", RetryPolicy::default())
                 .with_concurrency(calls);
             handler = handler.publishing_to(publisher);
+        }
+        if aggregated {
+            // The server answers for one shard.
+            let max = u128::MAX.to_string();
+            let shards = ShardMap::new([("shardId-000000000000", "0", max.as_str())])
+                .expect("one shard over the hash space");
+            handler = handler.aggregating(shards);
         }
         let handled = tokio
             .block_on(handler.handle_bytes(&event))
@@ -198,7 +213,7 @@ fn publish(c: &mut Criterion) {
         let expected = if concurrency.is_some() { records } else { 0 };
         assert_eq!(handled.report.published, expected, "{how}");
         assert_eq!(handled.report.redeliver, 0, "{how}");
-        group.bench_function(criterion::BenchmarkId::new(&how, records), |b| {
+        group.bench_function(criterion::BenchmarkId::new(how, records), |b| {
             b.to_async(&tokio).iter(|| async {
                 handler
                     .handle_bytes(black_box(&event))

@@ -9,10 +9,11 @@
 //! uncontended cost) and the allocator calls per record, which the hot path should not make.
 //!
 //! Usage: perf_profile STAGE RECORDS ROUNDS [MODEL]
-//!   STAGE  floor | decode | payloads | runtime-in | handler | publish
+//!   STAGE  floor | decode | payloads | runtime-in | handler | publish | publish-kpl
 //!          (benches: floor/N, decode/total/N, decode/payloads/N, lambda_runtime/event_in/N,
 //!          handler/MODEL/N, and for `publish` handler/MODEL/N with every event published
-//!          to a local Kinesis server that answers at once, on a thread of its own)
+//!          to a local Kinesis server that answers at once, on a thread of its own;
+//!          `publish-kpl` the same with the events packed for a stream of four shards)
 //!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
 
 #[path = "../benches/common/mod.rs"]
@@ -106,7 +107,7 @@ fn measured(stage: &Stage, event: &[u8], times: &mut [Duration]) {
 }
 
 fn main() {
-    let usage = "usage: perf_profile floor|decode|payloads|runtime-in|handler|publish RECORDS ROUNDS [bike-demand|bike-linear]";
+    let usage = "usage: perf_profile floor|decode|payloads|runtime-in|handler|publish|publish-kpl RECORDS ROUNDS [bike-demand|bike-linear]";
     // As the function does at start, so that rounds reuse each other's memory.
     bike_prediction::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -132,7 +133,8 @@ fn main() {
             let handler = Handler::new(common::load_model(model), model, "run");
             Stage::Handler(Box::new(handler), tokio)
         }
-        "publish" => {
+        "publish" | "publish-kpl" => {
+            use bike_prediction::pack::ShardMap;
             use bike_prediction::publish::{Publisher, RetryPolicy};
             let tokio = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -140,8 +142,25 @@ fn main() {
                 .expect("a tokio runtime");
             let kinesis = common::kinesis_with_latency(Duration::ZERO);
             let publisher = Publisher::new(kinesis, "out", RetryPolicy::default());
-            let handler =
+            let mut handler =
                 Handler::new(common::load_model(model), model, "run").publishing_to(publisher);
+            if stage == "publish-kpl" {
+                // Four shards, as `aws kinesis create-stream --shard-count 4` splits the keys.
+                let quarter = u128::MAX / 4 + 1;
+                let bounds: Vec<(String, String, String)> = (0..4u128)
+                    .map(|i| {
+                        let last = if i == 3 { u128::MAX } else { (i + 1) * quarter - 1 };
+                        (format!("shardId-{i:012}"), (i * quarter).to_string(), last.to_string())
+                    })
+                    .collect();
+                let shards = ShardMap::new(
+                    bounds
+                        .iter()
+                        .map(|(id, first, last)| (id.as_str(), first.as_str(), last.as_str())),
+                )
+                .expect("four shards over the hash space");
+                handler = handler.aggregating(shards);
+            }
             Stage::Handler(Box::new(handler), tokio)
         }
         _ => panic!("{usage}"),

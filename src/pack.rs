@@ -14,7 +14,6 @@
 //! the same Kinesis partition key (the first event's of that shard), so the publisher keeps the
 //! aggregates of a shard in order, and with them each key's events.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use md5::{Digest, Md5};
@@ -136,6 +135,9 @@ impl ShardMap {
 
     /// The position of the shard `partition_key` goes to.
     pub fn shard_of(&self, partition_key: &str) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
+        }
         let hash = hash_key(partition_key);
         self.shards
             .partition_point(|shard| shard.first <= hash)
@@ -237,7 +239,7 @@ struct Builder<'e> {
     /// Distinct partition keys, in the order first met.
     keys: Vec<&'e str>,
     /// Each key's position in `keys`.
-    key_index: HashMap<&'e str, u64>,
+    key_index: foldhash::HashMap<&'e str, u64>,
     /// Each record's key index and data.
     records: Vec<(u64, &'e [u8])>,
     /// Bytes of the protobuf so far.
@@ -251,7 +253,7 @@ impl<'e> Builder<'e> {
             partition_key,
             first_event,
             keys: Vec::new(),
-            key_index: HashMap::new(),
+            key_index: foldhash::HashMap::default(),
             records: Vec::new(),
             protobuf: 0,
         }

@@ -27,7 +27,7 @@
 //! at a time.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -673,7 +673,8 @@ impl<'e> Queue<'e> {
         };
         let mut earlier = vec![None; events.len()];
         if ordered {
-            let mut last: HashMap<&str, usize> = HashMap::with_capacity(accepted.len());
+            let mut last: foldhash::HashMap<&str, usize> =
+                foldhash::HashMap::with_capacity_and_hasher(accepted.len(), Default::default());
             for &index in &accepted {
                 let key = events
                     .get(index)
