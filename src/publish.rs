@@ -50,7 +50,7 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Most `PutRecords` calls in flight at once to one stream when `PUBLISH_CONCURRENCY` is not
 /// set (docs/PERFORMANCE.md has the measurements it is chosen from).
-pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 32;
 /// Largest `PUBLISH_CONCURRENCY` taken.
 pub const MAX_PUBLISH_CONCURRENCY: usize = 256;
 
