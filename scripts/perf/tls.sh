@@ -19,7 +19,12 @@
 #              (target/image/release, shared with scripts/image-layout.sh): aws-lc-sys builds
 #              with DISABLE_CPU_JITTER_ENTROPY, and the DRBG is seeded from getrandom
 #
-# Usage: scripts/perf/tls.sh [RUNS] [EVENT]   (defaults: 20, events/sample.json)
+# The function's threads run in parallel (the model loads on one while the main thread makes the
+# first handshake), so on a machine with a free core ready_ms hides part of what they cost; a
+# Lambda of 128 MB has a fraction of one vCPU. cpu_ms is the CPU time of all its threads, and
+# CPUS=0 runs the stub and the function on that one CPU only (taskset -c), as on one vCPU.
+#
+# Usage: [CPUS=LIST] scripts/perf/tls.sh [RUNS] [EVENT]   (defaults: 20, events/sample.json)
 # Builds both first (the first build of target/image is a whole release build). Starts its own
 # local services and relays and stops them on exit. Needs python3 and nm.
 set -euo pipefail
@@ -29,6 +34,7 @@ cd "$root"
 runs=${1:-20}
 event=${2:-events/sample.json}
 stub=(python3 "$root/scripts/perf/runtime-api-stub.py" --repeat "$runs" --event "$event")
+[[ -n ${CPUS:-} ]] && stub=(taskset -c "$CPUS" "${stub[@]}")
 declare -A binaries=([default]=$root/target/release/bike-prediction
                      [nojitter]=$root/target/image/release/bike-prediction)
 
@@ -44,6 +50,7 @@ export RUN_ID=perf-tls MODEL_NAME=bike-demand MODEL_URI=$root/models/bike-demand
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
+echo "cpus:    ${CPUS:-all} (the stub and the function)"
 echo
 
 export LOCAL_STATE_DIR LOCAL_TLS=on
