@@ -67,6 +67,13 @@ RUN cargo chef prepare --recipe-path recipe.json
 # ---------------------------------------------------------------------------------------------
 # Build: dependencies (cached), ONNX Runtime, the binary, then the image's files into /image.
 FROM toolchain AS build
+# aws-lc (TLS of the AWS SDK) without its CPU-jitter entropy source: seeding from it at the
+# first TLS handshake costs 30-40 ms of CPU per cold start, all of it in Init Duration on a
+# fraction of a vCPU (docs/PERFORMANCE.md, "Over HTTPS"). The DRBG is then seeded from the
+# kernel (getrandom), with RDRAND/RNDR where the CPU has them, as aws-lc does by itself in VMs
+# with /dev/sysgenid. Read by aws-lc-sys's build script, so it is set before the dependencies
+# are built; scripts/image-layout.sh builds the same way.
+ENV AWS_LC_SYS_NO_JITTER_ENTROPY=1
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 

@@ -13,8 +13,12 @@
 #   status  exit 0 if both run
 # Environment: MOTO_PORT, KINESIS_PORT (default: free ports); KINESIS_LIMITS (default `on`:
 # each shard admits 1,000 records and 1 MiB per second, as on AWS; `off`: no limits);
-# KINESIS_LATENCY_MS (default 0: added to every PutRecords/PutRecord answer); LOCAL_STATE_DIR
-# (default .cache/local, holds NAME.pid, NAME.port and NAME.log for moto and kinesis).
+# KINESIS_LATENCY_MS (default 0: added to every PutRecords/PutRecord answer); LOCAL_TLS
+# (default `off`; `on`: also HTTPS in front of each, through bike_local.tls_relay
+# (tools/bike_local/tls_relay.py) with a certificate authority made at start in
+# LOCAL_STATE_DIR/tls; `env` then prints the HTTPS endpoints, SSL_CERT_FILE for the Rust SDK and
+# AWS_CA_BUNDLE for the AWS CLI); LOCAL_STATE_DIR (default .cache/local, holds NAME.pid,
+# NAME.port and NAME.log for moto, kinesis, moto-tls and kinesis-tls).
 # State is in memory only: streams and buckets go with `stop`.
 set -euo pipefail
 # shellcheck source=scripts/local/lib.sh
@@ -62,8 +66,24 @@ case ${1:-} in
       echo "services: Kinesis stand-in on http://127.0.0.1:$port" \
         "(limits ${KINESIS_LIMITS:-on}, latency ${KINESIS_LATENCY_MS:-0} ms)" >&2
     fi
+    case ${LOCAL_TLS:-off} in
+      off) ;;
+      on)
+        for name in moto kinesis; do
+          running_pid "$name-tls" >/dev/null && continue
+          port=$(free_port)
+          start_background "$name-tls" "$tools/python" -m bike_local.tls_relay \
+            --cert-dir "$state/tls" --upstream "127.0.0.1:$(<"$state/$name.port")" --port "$port"
+          await_port "$name-tls" "$port"
+          echo "services: $name over HTTPS on https://127.0.0.1:$port (CA $state/tls/ca.pem)" >&2
+        done
+        ;;
+      *) echo "services: LOCAL_TLS must be on or off, not ${LOCAL_TLS}" >&2; exit 2 ;;
+    esac
     ;;
   stop)
+    stop_background kinesis-tls
+    stop_background moto-tls
     stop_background kinesis
     stop_background moto
     ;;
@@ -75,9 +95,19 @@ case ${1:-} in
     # The IP, not `localhost`: clients may try ::1 first, where the servers do not listen.
     # Checksums `when_required`: newer SDKs add CRC checksums to every S3 request by default,
     # which local servers may not understand.
-    cat <<EOF
+    if running_pid moto-tls >/dev/null && running_pid kinesis-tls >/dev/null; then
+      cat <<EOF
+export AWS_ENDPOINT_URL=https://127.0.0.1:$(<"$state/moto-tls.port")
+export AWS_ENDPOINT_URL_KINESIS=https://127.0.0.1:$(<"$state/kinesis-tls.port")
+export SSL_CERT_FILE=$state/tls/ca.pem AWS_CA_BUNDLE=$state/tls/ca.pem
+EOF
+    else
+      cat <<EOF
 export AWS_ENDPOINT_URL=http://127.0.0.1:$(<"$state/moto.port")
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$(<"$state/kinesis.port")
+EOF
+    fi
+    cat <<EOF
 export AWS_REGION=$REGION AWS_DEFAULT_REGION=$REGION
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required

@@ -16,6 +16,9 @@ then stop it. The clock points are the ones Lambda itself uses:
                   Python overhead, so it is an upper bound for the function's share.
   warm_invoke_ms  the same for the following invocations (median), when --invocations > 1.
   peak_rss_kb     the process's VmHWM (peak resident set) after its last response.
+  cpu_ms          CPU time of all its threads by then (/proc/PID/task/*/schedstat): on a
+                  busy or many-core machine, work done on another core or while waiting for
+                  one does not show in ready_ms as it would on a Lambda's fraction of a vCPU.
 
 The function gets Lambda's environment (bike_local.lambda_env); run by the tools' Python
 (.venv/tools/bin/python, scripts/local/setup-tools.sh). The stub answers one function at a time; it is not a Lambda
@@ -59,6 +62,7 @@ class Run:
         self.handed = {}  # request id -> when the event was handed over
         self.invoke_ms = []  # per invocation, in order
         self.peak_rss_kb = None
+        self.cpu_ms = None
         self.error = None
         self.done = threading.Event()  # all invocations answered, or an error was reported
 
@@ -66,6 +70,11 @@ class Run:
         status = pathlib.Path(f"/proc/{self.pid}/status").read_text()
         line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
         return int(line.split()[1])
+
+    def cpu_time_ms(self) -> float:
+        tasks = pathlib.Path(f"/proc/{self.pid}/task")
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in tasks.iterdir()) / 1e6
 
 
 class RuntimeApi(BaseHTTPRequestHandler):
@@ -108,6 +117,7 @@ class RuntimeApi(BaseHTTPRequestHandler):
         # Every invocation answered: the function waits for the next one. Read its peak memory
         # now, while it is alive, and leave the request open until the process is stopped.
         run.peak_rss_kb = run.peak_rss()
+        run.cpu_ms = run.cpu_time_ms()
         run.done.set()
 
     def do_POST(self):
@@ -172,6 +182,7 @@ def one_run(server, binary, event, invocations, fresh_dir_env, log_dir):
         "startup_ms": startup_ms,
         "first_invoke_ms": run.invoke_ms[0],
         "peak_rss_kb": run.peak_rss_kb,
+        "cpu_ms": run.cpu_ms,
     }
     if len(run.invoke_ms) > 1:
         result["warm_invoke_ms"] = statistics.median(run.invoke_ms[1:])
@@ -203,7 +214,7 @@ def main():
           f"{args.invocations} invocation(s) per run)")
     print(f"  {'':16} {'median':>9} {'min':>9} {'max':>9}")
     for key, unit in [("ready_ms", "ms"), ("startup_ms", "ms"), ("first_invoke_ms", "ms"),
-                      ("warm_invoke_ms", "ms"), ("peak_rss_kb", "KB")]:
+                      ("warm_invoke_ms", "ms"), ("cpu_ms", "ms"), ("peak_rss_kb", "KB")]:
         values = [result[key] for result in results if result.get(key) is not None]
         if values:
             print(f"  {key:16} {statistics.median(values):9.2f} {min(values):9.2f} "

@@ -14,6 +14,8 @@ the world outside the function lives here, once:
 - `accounting`: checking that every record put on the input stream came out.
 - `kinesis_server`: a Kinesis Data Streams stand-in (the AWS wire protocol, shards by MD5 hash
   key ranges, per-shard write limits, configurable latency), run by scripts/local/services.sh.
+- `tls_relay`: HTTPS in front of a local plain-HTTP server, with a test certificate authority
+  made at start (services.sh with LOCAL_TLS=on).
 
 The modules with a command (`python -m bike_local.<module>`) are what the shell scripts call.
 Installed (editable) into .venv/tools by scripts/local/setup-tools.sh.
