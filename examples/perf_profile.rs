@@ -149,8 +149,16 @@ fn main() {
                 let quarter = u128::MAX / 4 + 1;
                 let bounds: Vec<(String, String, String)> = (0..4u128)
                     .map(|i| {
-                        let last = if i == 3 { u128::MAX } else { (i + 1) * quarter - 1 };
-                        (format!("shardId-{i:012}"), (i * quarter).to_string(), last.to_string())
+                        let last = if i == 3 {
+                            u128::MAX
+                        } else {
+                            (i + 1) * quarter - 1
+                        };
+                        (
+                            format!("shardId-{i:012}"),
+                            (i * quarter).to_string(),
+                            last.to_string(),
+                        )
                     })
                     .collect();
                 let shards = ShardMap::new(

@@ -85,7 +85,8 @@ pub struct RetryPolicy {
     /// Most sends of one entry, the first included. The default has no such limit: the
     /// deadline ends resending.
     pub max_attempts: u32,
-    /// Backoff before the first resend; doubled for each later one.
+    /// Backoff before the first resend after a failure, doubled for each later one; the
+    /// pause before resending throttled entries ([`Self::pause`]).
     pub base_delay: Duration,
     /// Longest backoff.
     pub max_delay: Duration,
@@ -112,6 +113,13 @@ impl RetryPolicy {
             .saturating_mul(1 << retry.saturating_sub(1).min(16))
             .min(self.max_delay);
         ceiling.mul_f64(fastrand::f64())
+    }
+
+    /// The pause before resending throttled entries: `base_delay`, give or take half of it.
+    /// Not exponential: a shard's write limits refill continuously, and the calls in flight
+    /// are what adapts to them.
+    pub fn pause(&self) -> Duration {
+        self.base_delay.mul_f64(0.5 + fastrand::f64())
     }
 }
 
@@ -402,9 +410,13 @@ impl Publisher {
             epoch,
             result,
         } = answer;
-        // One backoff for the whole call, so that its failed entries go out together again.
+        // One wait for the whole call, so that its failed entries go out together again: an
+        // exponential backoff after a failure, a short pause after throttling (the window
+        // already sends the stream less; its limits refill continuously).
         let sends = indexes.iter().map(|&index| queue.sends(index)).max();
-        let due = Instant::now() + self.retry.backoff(sends.unwrap_or(1));
+        let now = Instant::now();
+        let due = now + self.retry.backoff(sends.unwrap_or(1));
+        let throttled_due = now + self.retry.pause();
         let output = match result {
             Ok(output) => output,
             Err(error) => {
@@ -426,6 +438,10 @@ impl Publisher {
                     CallError::Retry(_) => {}
                     CallError::Fatal(_) => queue.stop(),
                 }
+                let due = match error {
+                    CallError::Throttled(_) => throttled_due,
+                    _ => due,
+                };
                 report.last_error = Some(error.into_message());
                 for &index in &indexes {
                     queue.retry(index, due, &self.retry);
@@ -451,12 +467,14 @@ impl Publisher {
                 }
                 entry => {
                     // A missing result entry counts as a failure: it was not confirmed.
+                    let mut entry_due = due;
                     report.last_error = Some(match entry {
                         Some(entry) => {
                             let code = entry.error_code().unwrap_or_default();
                             if code == THROUGHPUT_EXCEEDED {
                                 report.throttled += 1;
                                 throttled = true;
+                                entry_due = throttled_due;
                             }
                             format!("{code}: {}", entry.error_message().unwrap_or_default())
                         }
@@ -466,7 +484,7 @@ impl Publisher {
                             indexes.len()
                         ),
                     });
-                    queue.retry(index, due, &self.retry);
+                    queue.retry(index, entry_due, &self.retry);
                 }
             }
         }

@@ -54,7 +54,7 @@ echo
 
 # The median warm invocation, in ms, of the stub's summary.
 warm() {
-  python3 scripts/perf/runtime-api-stub.py --repeat "$runs" --invocations "$invocations" \
+  "$python" scripts/perf/runtime-api-stub.py --repeat "$runs" --invocations "$invocations" \
     --event "$event" --label "$1" "$binary" | tee /dev/stderr |
     awk '$1 == "warm_invoke_ms" { print $2 }'
 }
