@@ -10,8 +10,9 @@
 //! failed ones (throttling, internal failure) are sent again, after a backoff with full
 //! jitter, for as long as the deadline the caller gives allows, and no entry goes ahead of an
 //! earlier one waiting out its backoff. A stream that throttles also gets less at a time: the
-//! calls in flight, and the entries in them, are halved when a call comes back throttled (the
-//! entries to twice what the stream took of it) and grow again while calls come back clean
+//! calls in flight are halved when a call comes back throttled, the entries in them brought
+//! down to one and a half times what the stream took of it, and both grow again while calls
+//! come back clean
 //! (`Window`). Entries still unpublished at the deadline are
 //! returned to the caller, which reports their input records to Lambda for re-delivery:
 //! nothing is dropped silently, and delivery is at-least-once.
@@ -578,9 +579,10 @@ impl<R: std::fmt::Debug> From<SdkError<PutRecordsError, R>> for CallError {
     }
 }
 
-/// How much may be in flight: calls, and entries in them. Both are halved when a call comes
-/// back throttled (a shard took fewer than it was sent), the entries to no more than twice
-/// what the stream took of that call, and grow back while calls come back clean: one more call for every `calls` clean ones, and half a clean call's entries more.
+/// How much may be in flight: calls, and entries in them. When a call comes back throttled (a
+/// shard took fewer than it was sent), the calls are halved and the entries brought down to
+/// one and a half times what the stream took of it; both grow back while calls come back
+/// clean: one more call for every `calls` clean ones, and half a clean call's entries more.
 /// Between one call of [`MIN_ENTRIES_IN_FLIGHT`] entries and the publisher's concurrency of
 /// full calls.
 #[derive(Debug)]
@@ -615,13 +617,15 @@ impl Window {
         }
     }
 
-    /// A call started in `epoch` came back throttled, with `accepted` of its entries taken: the
-    /// entries in flight are halved, and brought down to twice what the stream took.
+    /// A call started in `epoch` came back throttled, with `accepted` of its entries taken:
+    /// the calls in flight are halved, and the entries brought down to half as many again as
+    /// the stream took. (Halving the entries too would starve a stream of many shards, of which
+    /// one throttling is enough to throttle a call.)
     fn throttled(&mut self, epoch: u64, accepted: usize) {
         if epoch == self.epoch {
             self.calls = (self.calls / 2).max(1);
-            self.entries = (self.entries / 2)
-                .min(accepted * 2)
+            self.entries = (accepted + accepted / 2)
+                .min(self.entries)
                 .max(MIN_ENTRIES_IN_FLIGHT);
             self.clean = 0;
             self.epoch += 1;

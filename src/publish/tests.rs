@@ -561,12 +561,12 @@ fn throttling_halves_what_is_in_flight_once_per_round_and_clean_calls_restore_it
     let epoch = window.epoch;
     // Sixteen calls of one round come back throttled: one halving.
     for _ in 0..16 {
-        window.throttled(epoch, 10_000);
+        window.throttled(epoch, 4000);
     }
-    assert_eq!((window.calls, window.entries), (8, 4000));
-    // A call of which the stream took 300: no more than 600 in flight.
+    assert_eq!((window.calls, window.entries), (8, 6000));
+    // A call of which the stream took 300: no more than 450 in flight.
     window.throttled(window.epoch, 300);
-    assert_eq!((window.calls, window.entries), (4, 600));
+    assert_eq!((window.calls, window.entries), (4, 450));
     for _ in 0..10 {
         window.throttled(window.epoch, 0);
     }
