@@ -202,10 +202,7 @@ fn publish(c: &mut Criterion) {
         }
         if aggregated {
             // The server answers for one shard.
-            let max = u128::MAX.to_string();
-            let shards = ShardMap::new([("shardId-000000000000", "0", max.as_str())])
-                .expect("one shard over the hash space");
-            handler = handler.aggregating(shards);
+            handler = handler.aggregating(ShardMap::even(1));
         }
         let handled = tokio
             .block_on(handler.handle_bytes(&event))

@@ -146,27 +146,7 @@ fn main() {
                 Handler::new(common::load_model(model), model, "run").publishing_to(publisher);
             if stage == "publish-kpl" {
                 // Four shards, as `aws kinesis create-stream --shard-count 4` splits the keys.
-                let quarter = u128::MAX / 4 + 1;
-                let bounds: Vec<(String, String, String)> = (0..4u128)
-                    .map(|i| {
-                        let last = if i == 3 {
-                            u128::MAX
-                        } else {
-                            (i + 1) * quarter - 1
-                        };
-                        (
-                            format!("shardId-{i:012}"),
-                            (i * quarter).to_string(),
-                            last.to_string(),
-                        )
-                    })
-                    .collect();
-                let shards = ShardMap::new(
-                    bounds
-                        .iter()
-                        .map(|(id, first, last)| (id.as_str(), first.as_str(), last.as_str())),
-                )
-                .expect("four shards over the hash space");
+                let shards = ShardMap::even(4);
                 handler = handler.aggregating(shards);
             }
             Stage::Handler(Box::new(handler), tokio)

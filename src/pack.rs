@@ -85,6 +85,30 @@ impl ShardMap {
         Ok(Self { shards: parsed })
     }
 
+    /// The shards of a new stream of `count` shards (at least one): Kinesis splits the hash
+    /// space evenly, shard `i` starting at `i * floor(2^128 / count)`, the last one ending at
+    /// the top.
+    pub fn even(count: usize) -> Self {
+        let count = count.max(1) as u128;
+        // floor(2^128 / count), which fits from two shards on (one takes it all).
+        let width = match count {
+            1 => 0,
+            _ => u128::MAX / count + u128::from(u128::MAX % count == count - 1),
+        };
+        let shards = (0..count)
+            .map(|i| Shard {
+                id: format!("shardId-{i:012}"),
+                first: i * width,
+                last: if i + 1 == count {
+                    u128::MAX
+                } else {
+                    (i + 1) * width - 1
+                },
+            })
+            .collect();
+        Self { shards }
+    }
+
     /// Reads the open shards of `stream` with `ListShards`.
     pub async fn list(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Self, String> {
         let mut shards = Vec::new();

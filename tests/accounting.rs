@@ -22,6 +22,7 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use bike_prediction::handler::Handler;
 use bike_prediction::model::Model;
 use bike_prediction::publish::{Outgoing, Publisher, RetryPolicy};
+use bike_prediction::telemetry::BatchReport;
 use common::{bundled_model, close, hung_kinesis, kinesis_event, load_model, payload, reference};
 use proptest::prelude::*;
 
@@ -143,16 +144,7 @@ proptest! {
         }).collect();
         let event = kinesis_event(&payloads);
         let failing: HashSet<String> = failing_positions.iter().map(usize::to_string).collect();
-        let (output, published) = kinesis(failing.clone());
-        let (dead_letter, kept) = kinesis(HashSet::new());
-
-        let handler = Handler::new(model(), "bike-demand", "run")
-            .publishing_to(Publisher::new(output, "out", NO_WAIT))
-            .dead_lettering_to(Publisher::new(dead_letter, "dead", NO_WAIT));
-        let handled = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-            .block_on(handler.handle_bytes(&event)).unwrap();
-        let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
-        let report = handled.report;
+        let (response, report, published, kept) = handle_failing(&event, failing.clone());
 
         let good: Vec<usize> = kinds.iter().enumerate()
             .filter(|(_, kind)| matches!(kind, Kind::Good { .. })).map(|(i, _)| i).collect();
@@ -276,15 +268,7 @@ proptest! {
             .map(|r| r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned()).collect();
         // Entries are put under the prediction's partition key, its pred_id.
         let failing: HashSet<String> = failing_pred_ids.iter().map(usize::to_string).collect();
-        let (output, published) = kinesis(failing.clone());
-        let (dead_letter, kept) = kinesis(HashSet::new());
-        let handler = Handler::new(model(), "bike-demand", "run")
-            .publishing_to(Publisher::new(output, "out", NO_WAIT))
-            .dead_lettering_to(Publisher::new(dead_letter, "dead", NO_WAIT));
-        let handled = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-            .block_on(handler.handle_bytes(&event)).unwrap();
-        let response: serde_json::Value = serde_json::from_slice(&handled.response).unwrap();
-        let report = handled.report;
+        let (response, report, published, kept) = handle_failing(&event, failing.clone());
 
         let user_records: usize = contents.iter().map(|c| c.len().max(1)).sum();
         prop_assert_eq!(report.records, user_records);
@@ -355,6 +339,28 @@ fn letters(accepted: &[(String, Vec<u8>)]) -> HashMap<Identity, Vec<u8>> {
 /// Each case builds its own handler, so each loads the model.
 fn model() -> Model {
     load_model(&bundled_model("bike-demand")).unwrap()
+}
+
+/// Handles `event` publishing to a stream that fails the entries of the `failing` partition
+/// keys and keeping rejected records in another: the response, the batch's report, and what
+/// each stream accepted.
+fn handle_failing(
+    event: &[u8],
+    failing: HashSet<String>,
+) -> (serde_json::Value, BatchReport, Accepted, Accepted) {
+    let (output, published) = kinesis(failing);
+    let (dead_letter, kept) = kinesis(HashSet::new());
+    let handler = Handler::new(model(), "bike-demand", "run")
+        .publishing_to(Publisher::new(output, "out", NO_WAIT))
+        .dead_lettering_to(Publisher::new(dead_letter, "dead", NO_WAIT));
+    let handled = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(handler.handle_bytes(event))
+        .unwrap();
+    let response = serde_json::from_slice(&handled.response).unwrap();
+    (response, handled.report, published, kept)
 }
 
 /// An entry per record of `data`, keyed by its position.

@@ -204,46 +204,11 @@ async fn onnx_external_data_files_are_downloaded_with_the_model() {
 
 /// Every record on every shard of `stream`, as (partition key, data).
 async fn read_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Vec<u8>)> {
-    let mut records = Vec::new();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator
-            .unwrap();
-        loop {
-            let page = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            for record in page.records() {
-                let key = record
-                    .partition_key()
-                    .map(str::to_owned)
-                    .unwrap_or_default();
-                records.push((key, record.data().as_ref().to_vec()));
-            }
-            match page.next_shard_iterator {
-                Some(next) if !page.records.is_empty() => iterator = next,
-                _ => break,
-            }
-        }
-    }
+    let records = read_shards(kinesis, stream).await;
     records
+        .into_iter()
+        .map(|(_, key, data)| (key, data))
+        .collect()
 }
 
 async fn create_stream(kinesis: &aws_sdk_kinesis::Client, shards: i32) -> String {

@@ -12,29 +12,41 @@ fn read(aggregate: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// A stream of `count` shards splitting the hash space evenly, as Kinesis creates them.
-fn even_shards(count: u128) -> ShardMap {
-    let width = u128::MAX / count;
-    let ranges: Vec<(String, String, String)> = (0..count)
-        .map(|i| {
-            let last = if i == count - 1 {
-                u128::MAX
-            } else {
-                (i + 1) * width - 1
-            };
-            (
-                format!("shardId-{i:012}"),
-                (i * width).to_string(),
-                last.to_string(),
-            )
-        })
-        .collect();
-    ShardMap::new(
-        ranges
+fn even_shards(count: usize) -> ShardMap {
+    ShardMap::even(count)
+}
+
+#[test]
+fn even_shards_split_the_hash_space_as_kinesis_does() {
+    // What `aws kinesis create-stream --shard-count N` lists, for N = 1, 3 and 4.
+    let first_keys = |map: &ShardMap| -> Vec<u128> { map.shards.iter().map(|s| s.first).collect() };
+    assert_eq!(first_keys(&ShardMap::even(1)), [0]);
+    assert_eq!(
+        first_keys(&ShardMap::even(3)),
+        [
+            0,
+            113427455640312821154458202477256070485,
+            226854911280625642308916404954512140970
+        ]
+    );
+    assert_eq!(
+        first_keys(&ShardMap::even(4)),
+        [0, 1 << 126, 2 << 126, 3 << 126]
+    );
+    for count in 1..20 {
+        let map = ShardMap::even(count);
+        let ranges: Vec<(&str, String, String)> = map
+            .shards
             .iter()
-            .map(|(id, first, last)| (id.as_str(), first.as_str(), last.as_str())),
-    )
-    .unwrap()
+            .map(|s| (s.id.as_str(), s.first.to_string(), s.last.to_string()))
+            .collect();
+        let rebuilt = ShardMap::new(
+            ranges
+                .iter()
+                .map(|(id, f, l)| (*id, f.as_str(), l.as_str())),
+        );
+        assert_eq!(rebuilt.unwrap(), map, "{count} shards cover the hash space");
+    }
 }
 
 fn outgoing<'a>(keys: &'a [String], data: &'a [Vec<u8>]) -> Vec<Outgoing<'a>> {
