@@ -44,6 +44,24 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Benches `handler` on `event`, awaited on `tokio` as the runtime awaits it.
+fn bench_handling(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: criterion::BenchmarkId,
+    tokio: &tokio::runtime::Runtime,
+    handler: &Handler,
+    event: &[u8],
+) {
+    group.bench_function(id, |b| {
+        b.to_async(tokio).iter(|| async {
+            handler
+                .handle_bytes(black_box(event))
+                .await
+                .expect("handled")
+        })
+    });
+}
+
 fn events() -> Vec<(usize, Vec<u8>)> {
     common::SIZES
         .into_iter()
@@ -69,14 +87,7 @@ fn handler(c: &mut Criterion) {
                 Some(*records)
             );
             let id = common::batch(&mut group, *records);
-            group.bench_function(id, |b| {
-                b.to_async(&tokio).iter(|| async {
-                    handler
-                        .handle_bytes(black_box(event))
-                        .await
-                        .expect("handled")
-                })
-            });
+            bench_handling(&mut group, id, &tokio, &handler, event);
         }
         group.finish();
     }
@@ -99,14 +110,7 @@ fn kinds(c: &mut Criterion) {
         );
         let mut group = c.benchmark_group(format!("handler/{kind}"));
         let id = common::batch(&mut group, records);
-        group.bench_function(id, |b| {
-            b.to_async(&tokio).iter(|| async {
-                handler
-                    .handle_bytes(black_box(&event))
-                    .await
-                    .expect("handled")
-            })
-        });
+        bench_handling(&mut group, id, &tokio, &handler, &event);
         group.finish();
     }
 }
@@ -210,14 +214,8 @@ fn publish(c: &mut Criterion) {
         let expected = if concurrency.is_some() { records } else { 0 };
         assert_eq!(handled.report.published, expected, "{how}");
         assert_eq!(handled.report.redeliver, 0, "{how}");
-        group.bench_function(criterion::BenchmarkId::new(how, records), |b| {
-            b.to_async(&tokio).iter(|| async {
-                handler
-                    .handle_bytes(black_box(&event))
-                    .await
-                    .expect("handled")
-            })
-        });
+        let id = criterion::BenchmarkId::new(how, records);
+        bench_handling(&mut group, id, &tokio, &handler, &event);
     }
     group.finish();
 }
