@@ -351,7 +351,14 @@ impl Handler {
     ) -> PublishReport {
         use std::sync::atomic::Ordering;
         if aggregation.stale.swap(false, Ordering::Relaxed) {
-            match ShardMap::list(publisher.client(), publisher.stream()).await {
+            // Within the publishing deadline, like every call of the invocation.
+            let listed = tokio::time::timeout_at(
+                deadline,
+                ShardMap::list(publisher.client(), publisher.stream()),
+            )
+            .await
+            .unwrap_or_else(|_| Err("the publishing deadline was reached".into()));
+            match listed {
                 Ok(shards) => {
                     tracing::info!(
                         shards = shards.len(),
