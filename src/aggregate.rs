@@ -105,6 +105,17 @@ pub enum AggregateError {
     /// The message holds no user records: nothing in it could be predicted or re-delivered.
     #[error("it holds no user records")]
     Empty,
+    /// A key of the partition-key table is not a Kinesis partition key (1 to 256 characters),
+    /// which no producer can have put. Each user record's key goes into its dead letter, so a
+    /// huge key shared by many user records would make letters many times the aggregate's
+    /// size.
+    #[error("partition key {index} of its table has {chars} characters, not 1 to 256")]
+    BadPartitionKey {
+        /// The key's position in the table.
+        index: usize,
+        /// Its length in characters.
+        chars: usize,
+    },
 }
 
 /// Whether `data` is an aggregated record (starts with [`MAGIC`]).
@@ -157,6 +168,17 @@ pub fn decode(data: &[u8]) -> Result<Aggregate, AggregateError> {
     // One copy of the message, which the user records' data are slices of.
     let message = AggregatedRecord::decode(Bytes::copy_from_slice(message))
         .map_err(AggregateError::Undecodable)?;
+    if let Some((index, key)) = message
+        .partition_key_table
+        .iter()
+        .enumerate()
+        .find(|(_, key)| !crate::event::is_partition_key(key))
+    {
+        return Err(AggregateError::BadPartitionKey {
+            index,
+            chars: key.chars().count(),
+        });
+    }
     if message.records.is_empty() {
         return Err(AggregateError::Empty);
     }
@@ -360,6 +382,16 @@ mod tests {
                 len: 0
             }
         );
+        // Table keys that are not partition keys: empty, or over 256 characters.
+        let long = "k".repeat(257);
+        for (keys, index, chars) in [(vec!["a", ""], 1, 0), (vec![long.as_str()], 0, 257)] {
+            assert_eq!(
+                decode(&encode(&message(&keys, vec![record(0, b"x")]))).unwrap_err(),
+                AggregateError::BadPartitionKey { index, chars }
+            );
+        }
+        let widest = "é".repeat(256);
+        assert!(decode(&encode(&message(&[widest.as_str()], vec![record(0, b"x")]))).is_ok());
         let mut keyless = record(0, b"x");
         keyless.partition_key_index = None;
         assert_eq!(
@@ -402,7 +434,7 @@ mod tests {
 
     fn arbitrary_message() -> impl proptest::strategy::Strategy<Value = AggregatedRecord> {
         use proptest::prelude::*;
-        let keys = proptest::collection::vec("[ -~é😀]{0,12}", 1..5);
+        let keys = proptest::collection::vec("[ -~é😀]{1,12}", 1..5);
         let hash_keys = proptest::collection::vec("[0-9]{1,39}", 0..3);
         (keys, hash_keys).prop_flat_map(|(keys, hash_keys)| {
             let (key_count, hash_count) = (keys.len() as u64, hash_keys.len() as u64);
