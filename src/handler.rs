@@ -255,6 +255,17 @@ impl Handler {
         deadline: tokio::time::Instant,
         report: &mut BatchReport,
     ) {
+        // A stream whose record size may have changed (an entry was answered as invalid) is
+        // asked again before events are packed and letters split by it.
+        let refresh = |publisher: &Option<Publisher>| {
+            let publisher = publisher.clone();
+            async move {
+                if let Some(publisher) = publisher {
+                    publisher.refresh_record_size(deadline).await;
+                }
+            }
+        };
+        tokio::join!(refresh(&self.publisher), refresh(&self.dead_letters));
         let rejected: Vec<usize> = ledger.rejections().map(|(index, _)| index).collect();
         let unpublishable = {
             let events: Vec<Outgoing<'_>> = match self.publisher {
@@ -412,6 +423,28 @@ impl Handler {
         if report.misrouted > 0 {
             aggregation.stale.store(true, Ordering::Relaxed);
         }
+        // An aggregate the stream answers as invalid (its record size shrank since it was
+        // read) is no fault of its events: they go out again one entry each.
+        let (invalid_aggregates, invalid_plain): (Vec<_>, Vec<_>) = report
+            .invalid
+            .drain(..)
+            .partition(|(entry, _)| *entry < aggregates);
+        report.invalid = invalid_plain;
+        let unpacked: Vec<Outgoing<'_>> = invalid_aggregates
+            .iter()
+            .filter_map(|(entry, _)| packed.aggregates.get(*entry))
+            .flat_map(|aggregate| {
+                packed
+                    .events
+                    .get(aggregate.events.clone())
+                    .unwrap_or_default()
+            })
+            .cloned()
+            .collect();
+        let unpacked_report = match unpacked.is_empty() {
+            true => PublishReport::default(),
+            false => publisher.publish(&unpacked, deadline).await,
+        };
         // From entries back to the events' records, in event order.
         let records = |entry: usize| -> Vec<usize> {
             match packed.aggregates.get(entry) {
@@ -436,8 +469,13 @@ impl Handler {
             records.sort_unstable();
             records
         };
+        // The unpacked events' report is already in records.
         report.failed = sorted(&report.failed);
+        report.failed.extend(&unpacked_report.failed);
+        report.failed.sort_unstable();
         report.refused = sorted(&report.refused);
+        report.refused.extend(&unpacked_report.refused);
+        report.refused.sort_unstable();
         let mut invalid: Vec<(usize, String)> = report
             .invalid
             .iter()
@@ -446,9 +484,16 @@ impl Handler {
                     .into_iter()
                     .map(|record| (record, code.clone()))
             })
+            .chain(unpacked_report.invalid.iter().cloned())
             .collect();
         invalid.sort_unstable();
         report.invalid = invalid;
+        report.calls += unpacked_report.calls;
+        report.resent += unpacked_report.resent;
+        report.throttled += unpacked_report.throttled;
+        if unpacked_report.last_error.is_some() {
+            report.last_error = unpacked_report.last_error;
+        }
         report.published = events
             .len()
             .saturating_sub(report.failed.len() + report.refused.len() + report.invalid.len());
@@ -512,14 +557,17 @@ impl Handler {
             true => PublishReport::default(),
             false => dead_letters.publish(&outgoing, deadline).await,
         };
+        // A letter answered as invalid was split for a record size the stream no longer has
+        // (it is read again before the next publish): the record is delivered again, to be
+        // kept then, rather than logged.
+        let mut published = published;
+        published
+            .failed
+            .extend(published.invalid.drain(..).map(|(record, _)| record));
+        published.failed.sort_unstable();
+        published.failed.dedup();
         // A letter is kept when all its parts are. The lists are in event order.
-        let refused = |record: &usize| {
-            published.refused.binary_search(record).is_ok()
-                || published
-                    .invalid
-                    .binary_search_by_key(record, |(record, _)| *record)
-                    .is_ok()
-        };
+        let refused = |record: &usize| published.refused.binary_search(record).is_ok();
         let unkept =
             |record: &usize| published.failed.binary_search(record).is_ok() || refused(record);
         let mut kept = 0;
@@ -528,9 +576,8 @@ impl Handler {
                 log_data(
                     tracing::Level::ERROR,
                     &ledger.record(letter.record),
-                    "the dead-letter stream cannot take the dead letter of a rejected record \
-                     (larger than its records even without the data, or refused as invalid); \
-                     its data is logged instead",
+                    "the dead letter of a rejected record is larger than the dead-letter \
+                     stream's records even without its data; its data is logged instead",
                     None,
                 );
             } else if !unkept(&letter.record) {

@@ -29,10 +29,14 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -178,9 +182,32 @@ pub struct Publisher {
     client: Client,
     stream: String,
     retry: RetryPolicy,
-    max_record_bytes: usize,
+    /// The stream's largest record, as last read ([`Self::refresh_record_size`]).
+    max_record_bytes: Arc<AtomicUsize>,
+    /// An entry was answered as invalid: the stream's record size may have changed since it
+    /// was read, and is read again before the next publish.
+    size_stale: Arc<AtomicBool>,
     concurrency: usize,
     ordered: bool,
+}
+
+/// Reads the largest record (data plus partition key) `stream` accepts, in bytes, with
+/// `DescribeStreamSummary`: its `MaxRecordSizeInKiB`, or 1 MiB if it gives none.
+pub async fn read_record_size(
+    client: &Client,
+    stream: &str,
+) -> Result<usize, SdkError<DescribeStreamSummaryError, HttpResponse>> {
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await?;
+    let kib = summary
+        .stream_description_summary()
+        .and_then(|summary| summary.max_record_size_in_kib())
+        .and_then(|kib| usize::try_from(kib).ok())
+        .filter(|&kib| kib > 0);
+    Ok(kib.map_or(DEFAULT_MAX_RECORD_BYTES, |kib| kib * 1024))
 }
 
 impl Publisher {
@@ -191,7 +218,8 @@ impl Publisher {
             client,
             stream: stream.into(),
             retry,
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: Arc::new(AtomicUsize::new(DEFAULT_MAX_RECORD_BYTES)),
+            size_stale: Arc::default(),
             concurrency: DEFAULT_PUBLISH_CONCURRENCY,
             ordered: true,
         }
@@ -199,8 +227,8 @@ impl Publisher {
 
     /// The same publisher, for a stream whose records may have up to `bytes` (data plus
     /// partition key; the stream's `MaxRecordSizeInKiB`).
-    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
-        self.max_record_bytes = bytes;
+    pub fn with_max_record_bytes(self, bytes: usize) -> Self {
+        self.max_record_bytes.store(bytes, Ordering::Relaxed);
         self
     }
 
@@ -224,7 +252,33 @@ impl Publisher {
 
     /// Largest entry (data plus partition key) the stream accepts.
     pub fn max_record_bytes(&self) -> usize {
-        self.max_record_bytes
+        self.max_record_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Reads the stream's record size again if an entry was answered as invalid since it was
+    /// last read (`UpdateMaxRecordSize` may have changed it), within `deadline`. On failure
+    /// the size known is kept, and read again next time.
+    pub async fn refresh_record_size(&self, deadline: Instant) {
+        if !self.size_stale.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let read = tokio::time::timeout_at(deadline, read_record_size(&self.client, &self.stream));
+        match read.await {
+            Ok(Ok(bytes)) => {
+                if bytes != self.max_record_bytes() {
+                    tracing::info!(stream = %self.stream, bytes, "the stream's record size, read again");
+                }
+                self.max_record_bytes.store(bytes, Ordering::Relaxed);
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => DisplayErrorContext(error).to_string(),
+                    _ => DEADLINE_REACHED.into(),
+                };
+                tracing::warn!(stream = %self.stream, %error, "the stream's record size could not be read again");
+                self.size_stale.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The Kinesis client it publishes with.
@@ -239,7 +293,8 @@ impl Publisher {
 
     /// Whether the stream can ever accept an entry of `data` under `partition_key`.
     pub fn accepts(&self, data: &[u8], partition_key: &str) -> bool {
-        is_partition_key(partition_key) && data.len() + partition_key.len() <= self.max_record_bytes
+        is_partition_key(partition_key)
+            && data.len() + partition_key.len() <= self.max_record_bytes()
     }
 
     /// Publishes `events`, resending failed entries until they are accepted, the retry policy
@@ -271,7 +326,7 @@ impl Publisher {
         report.lowest_concurrency = window.calls;
         // Entries in the calls in flight.
         let mut in_flight_entries = 0;
-        let max_bytes = MAX_BYTES_PER_CALL.max(self.max_record_bytes);
+        let max_bytes = MAX_BYTES_PER_CALL.max(self.max_record_bytes());
         let mut in_flight = JoinSet::new();
         loop {
             // Start calls while there is room, and find when the next backed-off entry is due.
@@ -421,6 +476,9 @@ impl Publisher {
         let output = match result {
             Ok(output) => output,
             Err(error) => {
+                if matches!(error, CallError::Invalid { .. }) {
+                    self.size_stale.store(true, Ordering::Relaxed);
+                }
                 match &error {
                     CallError::Throttled(_) => {
                         report.throttled += indexes.len();

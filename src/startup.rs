@@ -183,20 +183,11 @@ async fn describe_stream(
     stream: &str,
     region: &str,
 ) -> Result<usize, StartupError> {
-    let summary = client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
+    publish::read_record_size(client, stream)
         .await
         .map_err(|error| StartupError::Stream {
             stream: stream.into(),
             region: region.into(),
             cause: aws_sdk_kinesis::error::DisplayErrorContext(error).to_string(),
-        })?;
-    let kib = summary
-        .stream_description_summary()
-        .and_then(|summary| summary.max_record_size_in_kib())
-        .and_then(|kib| usize::try_from(kib).ok())
-        .filter(|&kib| kib > 0);
-    Ok(kib.map_or(publish::DEFAULT_MAX_RECORD_BYTES, |kib| kib * 1024))
+        })
 }

@@ -1145,3 +1145,140 @@ async fn a_shard_map_that_no_longer_matches_the_stream_is_read_again() {
         "the second batch's events are in place"
     );
 }
+
+/// Sets `stream`'s largest record, as `UpdateMaxRecordSize` does on AWS.
+async fn set_max_record_size(kinesis: &aws_sdk_kinesis::Client, stream: &str, kib: i32) {
+    let summary = kinesis
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let arn = summary.stream_description_summary().unwrap().stream_arn();
+    kinesis
+        .update_max_record_size()
+        .stream_arn(arn)
+        .max_record_size_in_kib(kib)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// `count` good records with pred_ids from `first`.
+fn good_event(first: usize, count: usize) -> Vec<u8> {
+    let reference = reference();
+    let payloads: Vec<Vec<u8>> = (first..first + count)
+        .map(|i| {
+            let row = &reference.rows[i % reference.rows.len()];
+            payload(&reference.columns, row, &serde_json::json!(i))
+        })
+        .collect();
+    kinesis_event(&payloads)
+}
+
+#[tokio::test]
+async fn aggregates_too_large_for_a_stream_whose_records_shrank_go_out_as_their_events() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let stream = create_stream(&kinesis, 1).await;
+    set_max_record_size(&kinesis, &stream, 2048).await;
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let publisher = Publisher::new(kinesis.clone(), &stream, RetryPolicy::default())
+        .with_max_record_bytes(2048 * 1024);
+    let handler = Handler::new(model, "bike-demand", "run-7")
+        .publishing_to(publisher)
+        .aggregating(bike_prediction::pack::ShardMap::even(1));
+    let count = 12_000;
+    // One aggregate of the whole batch: it fits 2 MiB records, not 1 MiB ones.
+    let first = handler.handle_bytes(&good_event(0, count)).await.unwrap();
+    assert_eq!(first.report.published, count);
+    let records = read_stream(&kinesis, &stream).await;
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].1.len() > 1024 * 1024,
+        "{} bytes",
+        records[0].1.len()
+    );
+    set_max_record_size(&kinesis, &stream, 1024).await;
+    // The aggregate is refused; its events are not: they go out one entry each.
+    let second = handler
+        .handle_bytes(&good_event(count, count))
+        .await
+        .unwrap();
+    let report = &second.report;
+    assert_eq!(
+        (report.published, report.rejected, report.redeliver),
+        (count, 0, 0)
+    );
+    let records = read_stream(&kinesis, &stream).await;
+    assert_eq!(records.len(), 1 + count);
+    // Then the record size is read again, and aggregates fit it.
+    let third = handler
+        .handle_bytes(&good_event(2 * count, count))
+        .await
+        .unwrap();
+    assert_eq!(third.report.published, count);
+    let records = read_stream(&kinesis, &stream).await;
+    let aggregates: Vec<usize> = records
+        .iter()
+        .skip(1 + count)
+        .map(|(key, data)| {
+            assert!(common::deaggregate(data).is_some());
+            key.len() + data.len()
+        })
+        .collect();
+    assert_eq!(aggregates.len(), 2, "two aggregates of at most 1 MiB");
+    assert!(
+        aggregates.iter().all(|&size| size <= 1024 * 1024),
+        "{aggregates:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_split_for_records_larger_than_the_stream_has_now_is_delivered_again() {
+    let kinesis = aws_sdk_kinesis::Client::new(&aws().await);
+    let output = create_stream(&kinesis, 1).await;
+    let dead = create_stream(&kinesis, 1).await;
+    set_max_record_size(&kinesis, &dead, 2048).await;
+    let model = common::load_model(&bundled_model("bike-demand")).unwrap();
+    let handler = Handler::new(model, "bike-demand", "run-7")
+        .publishing_to(Publisher::new(
+            kinesis.clone(),
+            &output,
+            RetryPolicy::default(),
+        ))
+        .dead_lettering_to(
+            Publisher::new(kinesis.clone(), &dead, RetryPolicy::default())
+                .with_max_record_bytes(2048 * 1024),
+        );
+    set_max_record_size(&kinesis, &dead, 1024).await;
+    // 900 KB that are not JSON: a letter of about 1.2 MB, one part for 2 MiB records.
+    let bad = vec![b'~'; 900_000];
+    let event = kinesis_event(&[bad]);
+    let first = handler.handle_bytes(&event).await.unwrap();
+    assert_eq!(
+        (
+            first.report.rejected,
+            first.report.dead_lettered,
+            first.report.redeliver
+        ),
+        (1, 0, 1),
+        "re-delivered, not logged and dropped"
+    );
+    // Delivered again, the letter is split for the stream's records as they are now.
+    let second = handler.handle_bytes(&event).await.unwrap();
+    assert_eq!(
+        (
+            second.report.rejected,
+            second.report.dead_lettered,
+            second.report.redeliver
+        ),
+        (1, 1, 0)
+    );
+    let letters = read_stream(&kinesis, &dead).await;
+    assert!(letters.len() >= 2, "{} parts", letters.len());
+    assert!(
+        letters
+            .iter()
+            .all(|(key, data)| key.len() + data.len() <= 1024 * 1024)
+    );
+}
