@@ -30,7 +30,7 @@ As the service does:
 - Refused as a whole: more than 500 entries (ValidationException), more than 5 MiB of data
   and partition keys in one call, or the stream's largest record if that is more
   (InvalidArgumentException "Records size exceeds 5 MB limit"), a record's data over the
-  stream's `MaxRecordSizeInKiB` or a partition key not of 1 to 256 characters
+  stream's `MaxRecordSizeInKiB` with its partition key, or a partition key not of 1 to 256 characters
   (ValidationException), a missing stream (ResourceNotFoundException), a stream created
   twice (ResourceInUseException), a shard iterator older than 5 minutes
   (ExpiredIteratorException).
@@ -472,10 +472,13 @@ class Kinesis:
                                 "constraint: Member must not be null")
                 continue
             size = blob_size(data, where(number) + "data")
-            if size > max_record:
+            # A record's size is its data and its partition key (the PutRecords reference:
+            # "up to 1 MiB, including partition keys").
+            if size + len(key.encode()) > max_record:
                 problems.append(f"Value '{blob_value(size)}' at '{where(number)}data' failed to "
                                 "satisfy constraint: Member must have length less than or "
-                                f"equal to {max_record}")
+                                f"equal to {max_record - len(key.encode())} with its partition "
+                                "key")
                 continue
             explicit = entry.get("ExplicitHashKey")
             if explicit is None:

@@ -262,7 +262,11 @@ def test_calls_over_the_request_limits_are_refused_whole_with_the_services_error
         {"Data": b"d", "PartitionKey": "k"}, {"Data": b"x" * (1024 * 1024 + 1), "PartitionKey": "k"}])
     assert code == "ValidationException"
     assert "at 'records.2.member.data' failed to satisfy constraint: Member must have length " \
-           "less than or equal to 1048576" in message
+           "less than or equal to 1048575 with its partition key" in message
+    # The record's size is its data and its partition key: 1 MiB of data is one byte too many.
+    code, _ = error(kinesis.put_records, StreamName=stream, Records=[
+        {"Data": b"x" * (1024 * 1024), "PartitionKey": "k"}])
+    assert code == "ValidationException"
     for key, constraint in (("", "greater than or equal to 1"),
                             ("é" * 257, "less than or equal to 256")):
         code, message = error(unchecked.put_records, StreamName=stream,
