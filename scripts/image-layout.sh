@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Assembles in DIR the files the Lambda container image adds to its base image, in the image's
 # layout (DIR stands for the image's `/`), from this checkout: builds the release binary as the
-# image does (into target/image), puts the ONNX Runtime library for this machine's architecture
+# image does (aws-lc without CPU-jitter entropy, which .cargo/config.toml sets for every build
+# here), puts the ONNX Runtime library for this machine's architecture
 # in .ort/, and installs both with scripts/install-into.sh, the script the Dockerfile's build
 # stage runs. Idempotent inputs, fresh output: DIR must not exist yet, or be empty.
 #
@@ -15,10 +16,6 @@ dir=$(realpath -m "${1:?usage: scripts/image-layout.sh DIR}")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-ort.sh >/dev/null
-# The same build as the Dockerfile's, aws-lc without CPU-jitter entropy included, in its own
-# target directory: aws-lc-sys reads the variable at build time, and building target/release
-# with and without it would rebuild aws-lc-sys and all that depends on it at every switch.
-AWS_LC_SYS_NO_JITTER_ENTROPY=1 CARGO_TARGET_DIR=$PWD/target/image \
-  cargo build --release --locked --quiet --bin bike-prediction
-BINARY=$PWD/target/image/release/bike-prediction bash scripts/install-into.sh "$dir"
+cargo build --release --locked --quiet --bin bike-prediction
+BINARY=$PWD/target/release/bike-prediction bash scripts/install-into.sh "$dir"
 echo "image-layout: $(find "$dir" -mindepth 1 -not -type d | wc -l) files in $dir" >&2

@@ -13,11 +13,11 @@
 # Two release builds, each timed RUNS times under the Runtime API stub
 # (scripts/perf/runtime-api-stub.py: ready_ms, startup_ms, first_invoke_ms) publishing over
 # HTTPS and, as the control, over plain HTTP straight to the stand-in:
-#   default    cargo build --release --locked (target/release): aws-lc as the SDK builds it,
-#              its DRBG seeded by CPU jitter (jitterentropy)
-#   nojitter   the same with AWS_LC_SYS_NO_JITTER_ENTROPY=1, as the Dockerfile builds it
-#              (target/image/release, shared with scripts/image-layout.sh): aws-lc-sys builds
-#              with DISABLE_CPU_JITTER_ENTROPY, and the DRBG is seeded from getrandom
+#   default    aws-lc as the SDK builds it by default, its DRBG seeded by CPU jitter
+#              (jitterentropy): AWS_LC_SYS_NO_JITTER_ENTROPY=0, in target/jitter
+#   nojitter   the project's build (target/release), as the Dockerfile builds the image:
+#              AWS_LC_SYS_NO_JITTER_ENTROPY=1 (.cargo/config.toml), aws-lc-sys built with
+#              DISABLE_CPU_JITTER_ENTROPY, the DRBG seeded from getrandom
 #
 # The function's threads run in parallel (the model loads on one while the main thread makes the
 # first handshake), so on a machine with a free core ready_ms hides part of what they cost; a
@@ -25,7 +25,7 @@
 # CPUS=0 runs the stub and the function on that one CPU only (taskset -c), as on one vCPU.
 #
 # Usage: [CPUS=LIST] scripts/perf/tls.sh [RUNS] [EVENT]   (defaults: 20, events/sample.json)
-# Builds both first (the first build of target/image is a whole release build). Starts its own
+# Builds both first (the first build of target/jitter is a whole release build). Starts its own
 # local services and relays and stops them on exit. Needs python3 and nm.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -33,13 +33,14 @@ cd "$root"
 
 runs=${1:-20}
 event=${2:-events/sample.json}
-stub=(python3 "$root/scripts/perf/runtime-api-stub.py" --repeat "$runs" --event "$event")
+stub=("$root/.venv/tools/bin/python" "$root/scripts/perf/runtime-api-stub.py" --repeat "$runs" --event "$event")
 [[ -n ${CPUS:-} ]] && stub=(taskset -c "$CPUS" "${stub[@]}")
-declare -A binaries=([default]=$root/target/release/bike-prediction
-                     [nojitter]=$root/target/image/release/bike-prediction)
+declare -A binaries=([default]=$root/target/jitter/release/bike-prediction
+                     [nojitter]=$root/target/release/bike-prediction)
 
+bash scripts/local/setup-tools.sh
 cargo build --release --locked --quiet
-AWS_LC_SYS_NO_JITTER_ENTROPY=1 CARGO_TARGET_DIR=$root/target/image \
+AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR=$root/target/jitter \
   cargo build --release --locked --quiet
 export ORT_DYLIB_PATH
 ORT_DYLIB_PATH=$(bash scripts/setup-ort.sh)
