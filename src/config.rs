@@ -170,7 +170,12 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_ORT_LIBRARY.into())
                 .into(),
             publish_concurrency: match get("PUBLISH_CONCURRENCY") {
-                Some(value) => parse_concurrency(value)?,
+                Some(value) => parse_count(
+                    "PUBLISH_CONCURRENCY",
+                    value,
+                    MAX_PUBLISH_CONCURRENCY,
+                    "a whole number of PutRecords calls from 1 to 256",
+                )?,
                 None => DEFAULT_PUBLISH_CONCURRENCY,
             },
             output_aggregation: match get("OUTPUT_AGGREGATION") {
@@ -178,7 +183,12 @@ impl Config {
                 None => false,
             },
             inference_threads: match get("INFERENCE_THREADS") {
-                Some(value) => parse_threads(value)?,
+                Some(value) => parse_count(
+                    "INFERENCE_THREADS",
+                    value,
+                    64,
+                    "a whole number of threads from 1 to 64",
+                )?,
                 None => cpus(
                     get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|mb| mb.trim().parse().ok()),
                     std::thread::available_parallelism().map_or(1, usize::from),
@@ -204,15 +214,19 @@ fn prediction_field(value: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
-/// Parses `PUBLISH_CONCURRENCY`: a whole number of calls from 1 to
-/// [`MAX_PUBLISH_CONCURRENCY`].
-fn parse_concurrency(value: String) -> Result<usize, ConfigError> {
+/// Parses a whole number from 1 to `max` for `variable`, or says it is not `expected`.
+fn parse_count(
+    variable: &'static str,
+    value: String,
+    max: usize,
+    expected: &'static str,
+) -> Result<usize, ConfigError> {
     match value.trim().parse::<usize>() {
-        Ok(calls) if (1..=MAX_PUBLISH_CONCURRENCY).contains(&calls) => Ok(calls),
+        Ok(count) if (1..=max).contains(&count) => Ok(count),
         _ => Err(ConfigError::Invalid {
-            variable: "PUBLISH_CONCURRENCY",
+            variable,
             value,
-            expected: "a whole number of PutRecords calls from 1 to 256",
+            expected,
         }),
     }
 }
@@ -243,18 +257,6 @@ pub fn cpus(lambda_mb: Option<u32>, visible: usize) -> usize {
     match lambda_mb {
         Some(mb) => ((f64::from(mb) / MB_PER_VCPU).round() as usize).clamp(1, visible),
         None => visible,
-    }
-}
-
-/// Parses `INFERENCE_THREADS`: 1 to 64 threads.
-fn parse_threads(value: String) -> Result<usize, ConfigError> {
-    match value.trim().parse::<usize>() {
-        Ok(threads) if (1..=64).contains(&threads) => Ok(threads),
-        _ => Err(ConfigError::Invalid {
-            variable: "INFERENCE_THREADS",
-            value,
-            expected: "a whole number of threads from 1 to 64",
-        }),
     }
 }
 

@@ -854,7 +854,8 @@ impl<'e> Queue<'e> {
     /// The entry at `index` failed: it waits again, until `due`, or for good once its sends
     /// are spent or publishing stopped. The entries after it of its key keep waiting behind it.
     fn retry(&mut self, index: usize, due: Instant, policy: &RetryPolicy) {
-        if self.invalid.iter().any(|(invalid, _)| *invalid == index) {
+        // Refused for good: nothing to send again.
+        if self.settled.get(index).copied().unwrap_or(false) {
             return;
         }
         let sends = self.sends(index);
