@@ -491,6 +491,7 @@ impl Handler {
         report.calls += unpacked_report.calls;
         report.resent += unpacked_report.resent;
         report.throttled += unpacked_report.throttled;
+        report.unanswered += unpacked_report.unanswered;
         if unpacked_report.last_error.is_some() {
             report.last_error = unpacked_report.last_error;
         }
@@ -653,6 +654,7 @@ fn account(report: &mut BatchReport, published: &PublishReport, stream: &str) {
             calls = published.calls,
             resent = published.resent,
             throttled = published.throttled,
+            unanswered = published.unanswered,
             lowest_concurrency = published.lowest_concurrency,
             last_error = published.last_error.as_deref().unwrap_or_default(),
             "records not published; they are reported for re-delivery"

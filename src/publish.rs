@@ -160,6 +160,11 @@ pub struct PublishReport {
     pub throttled: usize,
     /// The fewest calls in flight the publish was brought down to by throttling.
     pub lowest_concurrency: usize,
+    /// Entries of calls that got no answer (cut off by the deadline or a timeout, the
+    /// connection lost, the answer unreadable). The stream may have taken them all the same,
+    /// so those of them left in [`Self::failed`] may already be on the stream: re-delivered,
+    /// they are published twice.
+    pub unanswered: usize,
     /// Entries accepted by another shard than the one they were meant for
     /// ([`Publisher::publish_to_shards`]): the stream's shards have changed.
     pub misrouted: usize,
@@ -442,7 +447,7 @@ impl Publisher {
                 .send();
             let result = match tokio::time::timeout_at(deadline, call).await {
                 Ok(answer) => answer.map_err(CallError::from),
-                Err(_) => Err(CallError::Retry(DEADLINE_REACHED.into())),
+                Err(_) => Err(CallError::Unanswered(DEADLINE_REACHED.into())),
             };
             Answer {
                 indexes,
@@ -494,6 +499,7 @@ impl Publisher {
                             queue.send_alone(index);
                         }
                     }
+                    CallError::Unanswered(_) => report.unanswered += indexes.len(),
                     CallError::Retry(_) => {}
                     CallError::Fatal(_) => queue.stop(),
                 }
@@ -584,7 +590,10 @@ enum CallError {
     /// Sending again cannot help: the stream does not exist, or may not be written to.
     /// Nothing more is sent.
     Fatal(String),
-    /// Anything else (timeouts, connection failures, service failures): send again later.
+    /// No answer came (a timeout, a lost connection, an unreadable answer), so the stream may
+    /// have taken the entries or not: send again later.
+    Unanswered(String),
+    /// Any other failure the service answered: send again later.
     Retry(String),
 }
 
@@ -594,6 +603,7 @@ impl CallError {
             Self::Throttled(message)
             | Self::Invalid { message, .. }
             | Self::Fatal(message)
+            | Self::Unanswered(message)
             | Self::Retry(message) => message,
         }
     }
@@ -603,7 +613,13 @@ impl<R: std::fmt::Debug> From<SdkError<PutRecordsError, R>> for CallError {
     fn from(error: SdkError<PutRecordsError, R>) -> Self {
         let message = DisplayErrorContext(&error).to_string();
         let Some(error) = error.as_service_error() else {
-            return Self::Retry(message);
+            // Not built, so never sent: the SDK could not make the request. Everything else
+            // (a timeout, a failed connection, an answer that does not read) may have reached
+            // the stream.
+            return match error {
+                SdkError::ConstructionFailure(_) => Self::Retry(message),
+                _ => Self::Unanswered(message),
+            };
         };
         // The errors `PutRecords` declares, then those of every operation (which have no type).
         use PutRecordsError as E;
