@@ -26,6 +26,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Dummy credentials: the servers accept any, and they can never reach a real account by mistake.
 REGION=us-east-1
+# The credentials `env` gives every client; the Kinesis stand-in checks signatures with them.
+ACCESS_KEY_ID=testing SECRET_ACCESS_KEY=testing
 
 # Waits until NAME listens on PORT, then records the port; fails with NAME's log if it exits.
 await_port() {
@@ -61,7 +63,8 @@ case ${1:-} in
         *) echo "services: KINESIS_LIMITS must be on or off, not ${KINESIS_LIMITS}" >&2; exit 2 ;;
       esac
       start_background kinesis "$tools/python" -m bike_local.kinesis_server --host 127.0.0.1 \
-        --port "$port" --latency-ms "${KINESIS_LATENCY_MS:-0}" ${limits[@]+"${limits[@]}"}
+        --port "$port" --latency-ms "${KINESIS_LATENCY_MS:-0}" ${limits[@]+"${limits[@]}"} \
+        --secret-access-key "$SECRET_ACCESS_KEY"
       await_port kinesis "$port"
       echo "services: Kinesis stand-in on http://127.0.0.1:$port" \
         "(limits ${KINESIS_LIMITS:-on}, latency ${KINESIS_LATENCY_MS:-0} ms)" >&2
@@ -109,7 +112,7 @@ EOF
     fi
     cat <<EOF
 export AWS_REGION=$REGION AWS_DEFAULT_REGION=$REGION
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_ACCESS_KEY_ID=$ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET_ACCESS_KEY
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 unset AWS_PROFILE AWS_SESSION_TOKEN
 EOF

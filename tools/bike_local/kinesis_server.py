@@ -7,8 +7,12 @@ latency a test can choose.
 What it speaks: the `awsJson1_1` protocol every AWS SDK and the AWS CLI use for Kinesis
 (HTTP `POST /`, `X-Amz-Target: Kinesis_20131202.<Operation>`, JSON bodies with blobs in
 base64, timestamps in epoch seconds; errors as HTTP 400 with `{"__type": ..., "message": ...}`
-and the same code in `x-amzn-ErrorType`). Requests are SigV4-signed; any credentials are
-accepted and the signature is not checked. The region in the signature goes into the ARNs.
+and the same code in `x-amzn-ErrorType`). Requests are SigV4-signed, and the region in the
+signature goes into the ARNs. Given the secret key (`--secret-access-key`, any access key
+id), the server checks every signature as the service does, over the method, path, signed
+headers and body: a request unsigned is refused with `MissingAuthenticationTokenException`,
+one whose signature does not match with `InvalidSignatureException`. Without it, any
+signature is accepted.
 
 Operations: CreateStream, DeleteStream, DescribeStream, DescribeStreamSummary, ListStreams,
 ListShards, UpdateMaxRecordSize, PutRecord, PutRecords, GetShardIterator (TRIM_HORIZON,
@@ -44,6 +48,7 @@ Latency and limits: the command line sets the defaults of every stream created l
   --bytes-per-second N       per shard (default 1048576)
   --no-limits                no write limits at all
   --iterator-ttl-s S         age at which a shard iterator expires (default 300)
+  --secret-access-key KEY    check each request's signature against this secret key
 The call is carried out when it arrives and its answer waits: records put by a call whose
 client gave up during the latency are on the stream, as after a lost answer. Calls are served
 concurrently (one thread per connection), so a waiting call holds up no other.
@@ -67,12 +72,14 @@ import binascii
 import bisect
 import dataclasses
 import hashlib
+import hmac
 import http.server
 import json
 import re
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 
 TARGET_PREFIX = "Kinesis_20131202."
@@ -89,6 +96,11 @@ ON_DEMAND_SHARDS = 4
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 DECIMAL = re.compile(r"0|[1-9][0-9]*")
 CREDENTIAL_REGION = re.compile(r"Credential=[^/]*/[^/]*/([^/]*)/")
+SIGV4_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<scope>(?P<date>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request), ?SignedHeaders=(?P<headers>[a-z0-9;-]+), ?"
+    r"Signature=(?P<signature>[0-9a-f]{64})")
+
 # Sequence numbers: 49, then the stream's serial, the shard's index and the record's position
 # in the shard, each in a fixed number of digits (56 in all, like the service's).
 SEQUENCE_PREFIX = 49 * 10**54
@@ -110,6 +122,40 @@ def validation_error(*problems: str) -> KinesisError:
     noun = "error" if count == 1 else "errors"
     return KinesisError("ValidationException",
                         f"{count} validation {noun} detected: {'; '.join(problems)}")
+
+
+def signature_problem(secret: str, method: str, target: str, headers, body: bytes) -> \
+        KinesisError | None:
+    """Why a request is not signed with `secret` by SigV4 (the error the service answers),
+    or None if it is. `target` is the request line's path and query, `headers` the request's
+    headers (an `email.message.Message`)."""
+    authorization = SIGV4_AUTHORIZATION.fullmatch((headers.get("Authorization") or "").strip())
+    if authorization is None:
+        return KinesisError("MissingAuthenticationTokenException",
+                            "Missing Authentication Token")
+    path, _, query = target.partition("?")
+    pairs = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    canonical_query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}="
+                               f"{urllib.parse.quote(v, safe='-_.~')}" for k, v in pairs)
+    signed = authorization["headers"]
+    canonical_headers = "".join(
+        f"{name}:{','.join(' '.join(value.split()) for value in headers.get_all(name, []))}\n"
+        for name in signed.split(";"))
+    canonical_request = "\n".join([method, path, canonical_query, canonical_headers, signed,
+                                   hashlib.sha256(body).hexdigest()])
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", headers.get("X-Amz-Date") or "",
+                                authorization["scope"],
+                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (authorization["date"], authorization["region"], authorization["service"],
+                 "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, authorization["signature"]):
+        return KinesisError("InvalidSignatureException",
+                            "The request signature we calculated does not match the signature "
+                            "you provided. Check your AWS Secret Access Key and signing method.")
+    return None
 
 
 def blob_value(size: int) -> str:
@@ -682,6 +728,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs expect
     disable_nagle_algorithm = True
     kinesis: Kinesis  # set on the subclass the server is built with
+    secret: str | None  # the secret key signatures are checked against, if any
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -692,6 +739,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         match = CREDENTIAL_REGION.search(self.headers.get("Authorization") or "")
         region = match.group(1) if match else DEFAULT_REGION
         try:
+            if self.secret is not None:
+                problem = signature_problem(self.secret, "POST", self.path, self.headers, body)
+                if problem is not None:
+                    raise problem
             try:
                 request = json.loads(body) if body else {}
             except ValueError:
@@ -742,9 +793,10 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
-def serve(host: str, port: int, kinesis: Kinesis) -> Server:
-    """A server for `kinesis` bound to host:port (port 0: any free one), not yet serving."""
-    handler = type("BoundHandler", (Handler,), {"kinesis": kinesis})
+def serve(host: str, port: int, kinesis: Kinesis, secret: str | None = None) -> Server:
+    """A server for `kinesis` bound to host:port (port 0: any free one), not yet serving,
+    checking signatures against `secret` if given."""
+    handler = type("BoundHandler", (Handler,), {"kinesis": kinesis, "secret": secret})
     return Server((host, port), handler)
 
 
@@ -758,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes-per-second", type=float, default=1024.0 * 1024.0)
     parser.add_argument("--no-limits", action="store_true")
     parser.add_argument("--iterator-ttl-s", type=float, default=300.0)
+    parser.add_argument("--secret-access-key", default=None)
     args = parser.parse_args(argv)
     try:
         defaults = Settings().updated({
@@ -766,12 +819,15 @@ def main(argv: list[str] | None = None) -> int:
             "bytes_per_second": None if args.no_limits else args.bytes_per_second})
     except ValueError as error:
         parser.error(str(error))
-    server = serve(args.host, args.port, Kinesis(defaults, args.iterator_ttl_s))
+    server = serve(args.host, args.port, Kinesis(defaults, args.iterator_ttl_s),
+                   args.secret_access_key)
     host, port = server.server_address[:2]
     limits = ("no write limits" if args.no_limits else
               f"{args.records_per_second:g} records/s and {args.bytes_per_second:.0f} bytes/s "
               "per shard")
-    print(f"kinesis_server: http://{host}:{port}, {limits}, latency {args.latency_ms:g} ms",
+    signatures = "checked" if args.secret_access_key is not None else "not checked"
+    print(f"kinesis_server: http://{host}:{port}, {limits}, latency {args.latency_ms:g} ms, "
+          f"signatures {signatures}",
           file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -44,7 +44,7 @@ def stop_server(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    process, url = start_server()
+    process, url = start_server("--secret-access-key", "testing")
     yield url
     stop_server(process)
 
@@ -353,8 +353,10 @@ def test_control_endpoint_refuses_unknown_settings_and_bad_values(server, kinesi
     assert control(server, stream)["settings"]["records_per_second"] == 1000
 
 
-def test_blobs_travel_as_base64_on_the_wire(server):
-    """What the SDKs send and expect, without an SDK: base64 blobs, epoch-second timestamps."""
+def test_blobs_travel_as_base64_on_the_wire():
+    """What the SDKs send and expect, without an SDK: base64 blobs, epoch-second timestamps
+    (on a server that checks no signatures)."""
+    process, server = start_server()
     def call(operation, body):
         request = urllib.request.Request(server + "/", data=json.dumps(body).encode(), headers={
             "X-Amz-Target": f"Kinesis_20131202.{operation}",
@@ -371,5 +373,35 @@ def test_blobs_travel_as_base64_on_the_wire(server):
     iterator = call("GetShardIterator", {"StreamName": name, "ShardId": "shardId-000000000000",
                                          "ShardIteratorType": "TRIM_HORIZON"})["ShardIterator"]
     (record,) = call("GetRecords", {"ShardIterator": iterator})["Records"]
+    stop_server(process)
     assert base64.b64decode(record["Data"]) == data
     assert isinstance(record["ApproximateArrivalTimestamp"], float)
+
+
+def test_signatures_are_checked_against_the_secret_key_over_headers_and_body(server):
+    """boto3's signed calls go through; a wrong secret, a body changed after signing and an
+    unsigned request get the service's errors."""
+    good = client(server)
+    good.list_streams()  # signed with the server's secret: accepted
+    wrong = boto3.client("kinesis", endpoint_url=server, region_name="eu-west-1",
+                         aws_access_key_id="other", aws_secret_access_key="not-the-secret",
+                         config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(wrong.exceptions.ClientError) as refused:
+        wrong.list_streams()
+    assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+    def tamper(request, **_):
+        request.body = request.body.replace(b'"Limit": 5', b'"Limit": 6')
+    tampering = client(server)
+    tampering.meta.events.register_last("before-send.kinesis.ListStreams", tamper)
+    with pytest.raises(tampering.exceptions.ClientError) as refused:
+        tampering.list_streams(Limit=5)
+    assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+    unsigned = urllib.request.Request(server + "/", data=b"{}", headers={
+        "X-Amz-Target": "Kinesis_20131202.ListStreams",
+        "Content-Type": "application/x-amz-json-1.1"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unsigned)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["__type"] == "MissingAuthenticationTokenException"
