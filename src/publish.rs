@@ -38,8 +38,6 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -405,48 +403,32 @@ impl Publisher {
         epoch: u64,
         deadline: Instant,
     ) -> impl Future<Output = Answer> + Send + 'static {
-        let entries: Result<Vec<_>, _> = indexes
-            .iter()
-            .filter_map(|&index| events.get(index))
-            .map(|event| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(event.data))
-                    .partition_key(event.partition_key.as_ref())
-                    .build()
-            })
-            .collect();
+        let wire = wire::Wire::new(wire::body(&self.stream, events, &indexes));
         let client = self.client.clone();
         let stream = self.stream.clone();
         async move {
-            let entries = match entries {
-                Ok(entries) => entries,
-                Err(error) => {
-                    let result = Err(CallError::Invalid {
-                        code: "InvalidEntry".into(),
-                        message: error.to_string(),
-                    });
-                    return Answer {
-                        indexes,
-                        epoch,
-                        result,
-                    };
-                }
-            };
             let left = deadline.saturating_duration_since(Instant::now());
             // Failed calls are sent again by the publisher, within the deadline and counted;
             // the SDK's own retries would send them again, uncounted.
             let config = aws_sdk_kinesis::config::Builder::default()
                 .timeout_config(call_timeouts(left))
                 .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+            let answer = wire.answer();
+            // The entries are in the body `wire` sends; the SDK's input has none.
             let call = client
                 .put_records()
                 .stream_name(stream)
-                .set_records(Some(entries))
+                .set_records(Some(Vec::new()))
                 .customize()
                 .config_override(config)
+                .interceptor(wire)
                 .send();
             let result = match tokio::time::timeout_at(deadline, call).await {
-                Ok(answer) => answer.map_err(CallError::from),
+                Ok(Ok(output)) => {
+                    let body = answer.lock().ok().and_then(|mut body| body.take());
+                    Ok(Answered { output, body })
+                }
+                Ok(Err(error)) => Err(CallError::from(error)),
                 Err(_) => Err(CallError::Unanswered(DEADLINE_REACHED.into())),
             };
             Answer {
@@ -514,18 +496,29 @@ impl Publisher {
                 return;
             }
         };
-        let results = output.records();
+        let results = match output.results() {
+            Ok(results) => results,
+            Err(error) => {
+                // The stream answered, but not in a way that says which entries it took.
+                report.unanswered += indexes.len();
+                report.last_error = Some(format!("the PutRecords answer does not read: {error}"));
+                for &index in &indexes {
+                    queue.retry(index, due, &self.retry);
+                }
+                return;
+            }
+        };
         let mut throttled = false;
         let mut accepted = 0;
         for (position, &index) in indexes.iter().enumerate() {
             match results.get(position) {
-                Some(entry) if entry.error_code().is_none() => {
+                Some(entry) if entry.error_code.is_none() => {
                     report.published += 1;
                     accepted += 1;
                     queue.accepted(index);
                     if shards
                         .get(index)
-                        .is_some_and(|shard| entry.shard_id() != Some(*shard))
+                        .is_some_and(|shard| entry.shard_id.as_deref() != Some(*shard))
                     {
                         report.misrouted += 1;
                     }
@@ -535,13 +528,14 @@ impl Publisher {
                     let mut entry_due = due;
                     report.last_error = Some(match entry {
                         Some(entry) => {
-                            let code = entry.error_code().unwrap_or_default();
+                            let code = entry.error_code.as_deref().unwrap_or_default();
                             if code == THROUGHPUT_EXCEEDED {
                                 report.throttled += 1;
                                 throttled = true;
                                 entry_due = throttled_due;
                             }
-                            format!("{code}: {}", entry.error_message().unwrap_or_default())
+                            let message = entry.error_message.as_deref().unwrap_or_default();
+                            format!("{code}: {message}")
                         }
                         None => format!(
                             "the answer has {} results for {} entries",
@@ -575,7 +569,34 @@ struct Answer {
     indexes: Vec<usize>,
     /// The [`Window::epoch`] the call was started in.
     epoch: u64,
-    result: Result<PutRecordsOutput, CallError>,
+    result: Result<Answered, CallError>,
+}
+
+/// A successful call's output, and the body of its answer as it came.
+struct Answered {
+    output: PutRecordsOutput,
+    body: Option<Vec<u8>>,
+}
+
+impl Answered {
+    /// The entries' results, in the order of the call's entries: read from the answer's
+    /// body, or from the SDK's output if the body was not kept (a client whose answers do
+    /// not come over HTTP, as in tests).
+    fn results(&self) -> Result<Vec<wire::EntryResult<'_>>, serde_json::Error> {
+        match &self.body {
+            Some(body) => wire::results(body),
+            None => Ok(self
+                .output
+                .records()
+                .iter()
+                .map(|entry| wire::EntryResult {
+                    shard_id: entry.shard_id().map(Cow::Borrowed),
+                    error_code: entry.error_code().map(Cow::Borrowed),
+                    error_message: entry.error_message().map(Cow::Borrowed),
+                })
+                .collect()),
+        }
+    }
 }
 
 /// Why a whole call failed, by what to do about it.
@@ -917,6 +938,8 @@ impl<'e> Queue<'e> {
         self.waiting.keys().copied()
     }
 }
+
+mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,13 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::RuntimeComponents;
+use aws_sdk_kinesis::config::http::{HttpRequest, HttpResponse};
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
-use aws_sdk_kinesis::types::PutRecordsResultEntry;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
 
 use super::*;
 
@@ -30,59 +34,114 @@ fn later() -> Instant {
     Instant::now() + Duration::from_secs(600)
 }
 
-fn ok_entry(i: usize) -> PutRecordsResultEntry {
-    PutRecordsResultEntry::builder()
-        .sequence_number(i.to_string())
-        .shard_id("shardId-000000000000")
-        .build()
-}
-
-fn throttled_entry() -> PutRecordsResultEntry {
-    PutRecordsResultEntry::builder()
-        .error_code("ProvisionedThroughputExceededException")
-        .error_message("Rate exceeded for shard")
-        .build()
-}
-
-/// Partition keys of every `PutRecords` request the mock received, call by call.
+/// Partition keys of every `PutRecords` request the server received, call by call.
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// An HTTP client answering every request in process with `answer`, so that a `PutRecords`
+/// call goes through the SDK's whole pipeline (serialization, signing, the publisher's own
+/// body, deserialization) with no server.
+#[derive(Clone)]
+struct InProcess(Arc<dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync>);
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcess")
+    }
+}
+
+impl HttpConnector for InProcess {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        HttpConnectorFuture::ready(Ok((self.0)(&request)))
+    }
+}
+
+impl HttpClient for InProcess {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+/// A Kinesis client whose calls `answer` answers, given the partition keys of each call's
+/// entries, read from the request's body (whose data must be base64).
+fn kinesis(answer: impl Fn(Vec<String>) -> HttpResponse + Send + Sync + 'static) -> Client {
+    let respond = move |request: &HttpRequest| {
+        let body: serde_json::Value =
+            serde_json::from_slice(request.body().bytes().unwrap()).expect("the body is JSON");
+        assert_eq!(body["StreamName"], "out");
+        let keys = body["Records"]
+            .as_array()
+            .expect("a list of records")
+            .iter()
+            .map(|entry| {
+                let data = entry["Data"].as_str().expect("data");
+                assert!(base64_simd::STANDARD.decode_to_vec(data).is_ok(), "{data}");
+                entry["PartitionKey"].as_str().expect("a key").to_owned()
+            })
+            .collect();
+        answer(keys)
+    };
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "AKID", "SECRET", None, None, "tests",
+        ))
+        .http_client(InProcess(Arc::new(respond)))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A successful answer, with one result per entry: `None` for one accepted, else the error
+/// code it failed with.
+fn answer(results: &[Option<&str>]) -> HttpResponse {
+    let records: Vec<serde_json::Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, result)| match result {
+            None => serde_json::json!({
+                "SequenceNumber": i.to_string(),
+                "ShardId": "shardId-000000000000",
+            }),
+            Some(code) => serde_json::json!({"ErrorCode": code, "ErrorMessage": "Rate exceeded"}),
+        })
+        .collect();
+    let failed = results.iter().filter(|result| result.is_some()).count();
+    let body = serde_json::json!({"FailedRecordCount": failed, "Records": records});
+    HttpResponse::new(200u16.try_into().unwrap(), body.to_string().into())
+}
+
+/// An error answer of `type_` with `status`.
+fn error_answer(status: u16, type_: &str) -> HttpResponse {
+    let body = serde_json::json!({"__type": type_, "message": "1 validation error detected"});
+    let mut response = HttpResponse::new(status.try_into().unwrap(), body.to_string().into());
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", type_.to_owned());
+    response
+}
 
 /// A client whose `PutRecords` fails the entries whose partition key `fails` names (given how
 /// many times that key was sent before) and accepts the rest.
 fn client(fails: impl Fn(&str, usize) -> bool + Send + Sync + 'static) -> (Client, Seen) {
     let seen: Seen = Arc::default();
     let recorder = seen.clone();
-    let rule = mock!(Client::put_records).then_compute_output(move |request| {
-        let keys: Vec<String> = request
-            .records()
-            .iter()
-            .map(|entry| entry.partition_key().unwrap_or_default().to_owned())
-            .collect();
+    let client = kinesis(move |keys| {
         let mut seen = recorder.lock().unwrap();
-        let entries = keys
+        let results: Vec<Option<&str>> = keys
             .iter()
-            .enumerate()
-            .map(|(i, key)| {
+            .map(|key| {
                 let earlier = seen.iter().flatten().filter(|k| *k == key).count();
-                if fails(key, earlier) {
-                    throttled_entry()
-                } else {
-                    ok_entry(i)
-                }
+                fails(key, earlier).then_some(THROUGHPUT_EXCEEDED)
             })
-            .collect::<Vec<_>>();
+            .collect();
         seen.push(keys);
-        let failed = entries.iter().filter(|e| e.error_code().is_some()).count();
-        PutRecordsOutput::builder()
-            .failed_record_count(failed as i32)
-            .set_records(Some(entries))
-            .build()
-            .unwrap()
+        answer(&results)
     });
-    (
-        mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]),
-        seen,
-    )
+    (client, seen)
 }
 
 #[tokio::test]
@@ -299,7 +358,6 @@ async fn no_resend_starts_past_the_deadline() {
 
 #[tokio::test]
 async fn a_call_the_service_answers_with_an_error_is_sent_once_per_attempt_not_again_by_the_sdk() {
-    use aws_sdk_kinesis::config::http::HttpResponse;
     let rule = mock!(Client::put_records)
         .then_http_response(|| HttpResponse::new(500u16.try_into().unwrap(), "{}".into()));
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
@@ -427,32 +485,26 @@ proptest::proptest! {
         let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = accepted.clone();
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let rule = mock!(Client::put_records).then_compute_output(move |request| {
+        let client = kinesis(move |keys| {
             let mut seen = seen.lock().unwrap();
             let mut log = log.lock().unwrap();
             let mut in_call = std::collections::HashSet::new();
-            let entries = request
-                .records()
-                .iter()
-                .map(|entry| {
-                    let key = entry.partition_key().unwrap_or_default().to_owned();
+            let results: Vec<Option<&str>> = keys
+                .into_iter()
+                .map(|key| {
                     assert!(in_call.insert(key.clone()), "{key} twice in one call");
                     let earlier = seen.iter().filter(|k| **k == key).count();
                     seen.push(key.clone());
                     if fails(&key, earlier) {
-                        throttled_entry()
+                        Some(THROUGHPUT_EXCEEDED)
                     } else {
                         log.push(key);
-                        ok_entry(0)
+                        None
                     }
                 })
-                .collect::<Vec<_>>();
-            PutRecordsOutput::builder()
-                .set_records(Some(entries))
-                .build()
-                .unwrap()
+                .collect();
+            answer(&results)
         });
-        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -510,35 +562,15 @@ async fn an_entry_the_stream_finds_invalid_is_found_alone_and_refused() {
     let keys = ["a", "bad", "c", "d"];
     let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let recorder = calls.clone();
-    let rule = mock!(Client::put_records).then_compute_response(move |request| {
-        use aws_sdk_kinesis::config::http::HttpResponse;
-        use aws_smithy_mocks::MockResponse;
-        let keys: Vec<String> = request
-            .records()
-            .iter()
-            .map(|entry| entry.partition_key().unwrap_or_default().to_owned())
-            .collect();
+    let client = kinesis(move |keys| {
         let invalid = keys.iter().any(|key| key == "bad");
         let count = keys.len();
         recorder.lock().unwrap().push(keys);
-        if invalid {
-            let body =
-                r#"{"__type":"ValidationException","message":"1 validation error detected"}"#;
-            let mut response = HttpResponse::new(400u16.try_into().unwrap(), body.into());
-            response
-                .headers_mut()
-                .insert("x-amzn-errortype", "ValidationException");
-            MockResponse::Http(response)
-        } else {
-            MockResponse::Output(
-                PutRecordsOutput::builder()
-                    .set_records(Some((0..count).map(ok_entry).collect()))
-                    .build()
-                    .unwrap(),
-            )
+        match invalid {
+            true => error_answer(400, "ValidationException"),
+            false => answer(&vec![None; count]),
         }
     });
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
     let report = Publisher::new(client, "out", NO_BACKOFF)
         .with_concurrency(1)
         .publish(&keyed(b"x", &keys), later())
@@ -616,5 +648,31 @@ async fn throttled_entries_are_resent_until_the_deadline_by_default() {
     assert!(
         report.last_error.unwrap().starts_with(DEADLINE_REACHED),
         "the log says why the entries are left"
+    );
+}
+
+#[tokio::test]
+async fn a_successful_answer_that_does_not_read_leaves_its_entries_unanswered_and_resent() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let client =
+        kinesis(
+            move |keys| match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => HttpResponse::new(200u16.try_into().unwrap(), r#"{"Records":[{"#.into()),
+                _ => answer(&vec![None; keys.len()]),
+            },
+        );
+    let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
+    let report = Publisher::new(client, "out", NO_BACKOFF)
+        .publish(&events(&data), later())
+        .await;
+    assert_eq!((report.published, report.calls, report.resent), (3, 2, 3));
+    assert_eq!(report.unanswered, 3);
+    assert!(
+        report
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("does not read")
     );
 }
