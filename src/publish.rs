@@ -518,7 +518,9 @@ impl Publisher {
                     queue.accepted(index);
                     if shards
                         .get(index)
-                        .is_some_and(|shard| entry.shard_id.as_deref() != Some(*shard))
+                        .is_some_and(|shard| {
+                            entry.shard_id.as_ref().map(wire::Text::as_str) != Some(*shard)
+                        })
                     {
                         report.misrouted += 1;
                     }
@@ -528,13 +530,16 @@ impl Publisher {
                     let mut entry_due = due;
                     report.last_error = Some(match entry {
                         Some(entry) => {
-                            let code = entry.error_code.as_deref().unwrap_or_default();
+                            let text = |text: &Option<wire::Text<'_>>| {
+                                text.as_ref().map_or("", wire::Text::as_str).to_owned()
+                            };
+                            let code = text(&entry.error_code);
                             if code == THROUGHPUT_EXCEEDED {
                                 report.throttled += 1;
                                 throttled = true;
                                 entry_due = throttled_due;
                             }
-                            let message = entry.error_message.as_deref().unwrap_or_default();
+                            let message = text(&entry.error_message);
                             format!("{code}: {message}")
                         }
                         None => format!(
@@ -582,17 +587,20 @@ impl Answered {
     /// The entries' results, in the order of the call's entries: read from the answer's
     /// body, or from the SDK's output if the body was not kept (a client whose answers do
     /// not come over HTTP, as in tests).
-    fn results(&self) -> Result<Vec<wire::EntryResult<'_>>, serde_json::Error> {
+    fn results<'a>(&'a self) -> Result<Vec<wire::EntryResult<'a>>, serde_json::Error> {
         match &self.body {
             Some(body) => wire::results(body),
             None => Ok(self
                 .output
                 .records()
                 .iter()
-                .map(|entry| wire::EntryResult {
-                    shard_id: entry.shard_id().map(Cow::Borrowed),
-                    error_code: entry.error_code().map(Cow::Borrowed),
-                    error_message: entry.error_message().map(Cow::Borrowed),
+                .map(|entry| {
+                    let text = |text: Option<&'a str>| text.map(|text| wire::Text(text.into()));
+                    wire::EntryResult {
+                        shard_id: text(entry.shard_id()),
+                        error_code: text(entry.error_code()),
+                        error_message: text(entry.error_message()),
+                    }
                 })
                 .collect()),
         }

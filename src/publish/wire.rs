@@ -71,12 +71,22 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 pub struct EntryResult<'a> {
     /// The shard that took the entry.
     #[serde(rename = "ShardId", borrow, default)]
-    pub shard_id: Option<Cow<'a, str>>,
+    pub shard_id: Option<Text<'a>>,
     /// Why the entry was not taken; `None` if it was.
     #[serde(rename = "ErrorCode", borrow, default)]
-    pub error_code: Option<Cow<'a, str>>,
+    pub error_code: Option<Text<'a>>,
     #[serde(rename = "ErrorMessage", borrow, default)]
-    pub error_message: Option<Cow<'a, str>>,
+    pub error_message: Option<Text<'a>>,
+}
+
+/// A string of an answer: borrowed from it unless it has escapes.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Deserialize)]
@@ -243,15 +253,18 @@ mod tests {
             {"SequenceNumber":"4960","ShardId":"shardId-000000000000","ErrorCode":null}]}"#;
         let read = results(answer).unwrap();
         assert_eq!(read.len(), 3);
-        assert_eq!(read[0].shard_id.as_deref(), Some("shardId-000000000001"));
+        let text = |text: &Option<Text<'_>>| text.as_ref().map(|text| text.as_str().to_owned());
+        assert_eq!(text(&read[0].shard_id).unwrap(), "shardId-000000000001");
+        // Borrowed from the answer, not copied.
+        assert!(matches!(read[0].shard_id, Some(Text(Cow::Borrowed(_)))));
         assert_eq!(read[0].error_code, None);
         assert_eq!(
-            read[1].error_code.as_deref(),
-            Some("ProvisionedThroughputExceededException")
+            text(&read[1].error_code).unwrap(),
+            "ProvisionedThroughputExceededException"
         );
         assert_eq!(
-            read[1].error_message.as_deref(),
-            Some("Rate exceeded for shard \"x\"")
+            text(&read[1].error_message).unwrap(),
+            "Rate exceeded for shard \"x\""
         );
         assert_eq!(read[2].error_code, None);
         assert!(results(b"{\"Records\":").is_err());
