@@ -28,7 +28,6 @@
 //! at a time.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -516,12 +515,9 @@ impl Publisher {
                     report.published += 1;
                     accepted += 1;
                     queue.accepted(index);
-                    if shards
-                        .get(index)
-                        .is_some_and(|shard| {
-                            entry.shard_id.as_ref().map(wire::Text::as_str) != Some(*shard)
-                        })
-                    {
+                    if shards.get(index).is_some_and(|shard| {
+                        entry.shard_id.as_ref().map(wire::Text::as_str) != Some(*shard)
+                    }) {
                         report.misrouted += 1;
                     }
                 }
@@ -756,8 +752,13 @@ impl Window {
 /// The entries not yet accepted, in the order given, and the rules for which may go next.
 struct Queue<'e> {
     events: &'e [Outgoing<'e>],
-    /// Entries waiting to be sent, by index into `events`.
-    waiting: BTreeMap<usize, Slot>,
+    /// For each entry (by index into `events`), whether it is waiting to be sent and when:
+    /// `None` while it is in flight, accepted or refused.
+    waiting: Vec<Option<Slot>>,
+    /// No entry before this one is waiting.
+    first: usize,
+    /// The entries to be sent in a call of their own.
+    alone: Vec<bool>,
     /// For each entry, the one before it with the same partition key, which must be settled
     /// before it may go (`None` for a key's first entry, and for every entry when unordered).
     earlier: Vec<Option<usize>>,
@@ -778,8 +779,6 @@ struct Queue<'e> {
 struct Slot {
     /// Not before then; `None`: never (its sends are spent, or publishing stopped).
     due: Option<Instant>,
-    /// In a call of its own.
-    alone: bool,
 }
 
 impl<'e> Queue<'e> {
@@ -792,10 +791,12 @@ impl<'e> Queue<'e> {
         let now = Instant::now();
         let (accepted, refused): (Vec<usize>, Vec<usize>) =
             (0..events.len()).partition(|&index| events.get(index).is_some_and(&accepts));
-        let slot = Slot {
-            due: Some(now),
-            alone: false,
-        };
+        let mut waiting = vec![None; events.len()];
+        for &index in &accepted {
+            if let Some(slot) = waiting.get_mut(index) {
+                *slot = Some(Slot { due: Some(now) });
+            }
+        }
         let mut earlier = vec![None; events.len()];
         if ordered {
             let mut last: foldhash::HashMap<&str, usize> =
@@ -813,7 +814,9 @@ impl<'e> Queue<'e> {
         }
         Self {
             events,
-            waiting: accepted.into_iter().map(|index| (index, slot)).collect(),
+            waiting,
+            first: 0,
+            alone: vec![false; events.len()],
             earlier,
             settled: vec![false; events.len()],
             sends: vec![0; events.len()],
@@ -853,7 +856,11 @@ impl<'e> Queue<'e> {
         let mut call = Vec::new();
         let mut bytes = 0;
         let mut wake: Option<Instant> = None;
-        for (&index, slot) in &self.waiting {
+        while self.waiting.get(self.first).is_some_and(Option::is_none) {
+            self.first += 1;
+        }
+        for (index, slot) in self.waiting.iter().enumerate().skip(self.first) {
+            let Some(slot) = slot else { continue };
             if !self.may_go(index) {
                 continue;
             }
@@ -866,7 +873,8 @@ impl<'e> Queue<'e> {
                 wake = Some(due);
                 break;
             }
-            if slot.alone && !call.is_empty() {
+            let alone = self.alone.get(index).copied().unwrap_or(false);
+            if alone && !call.is_empty() {
                 continue;
             }
             let size = self.events.get(index).map_or(0, Outgoing::size);
@@ -875,7 +883,7 @@ impl<'e> Queue<'e> {
             }
             call.push(index);
             bytes += size;
-            if slot.alone {
+            if alone {
                 break;
             }
         }
@@ -883,7 +891,9 @@ impl<'e> Queue<'e> {
             call.clear();
         }
         for &index in &call {
-            self.waiting.remove(&index);
+            if let Some(slot) = self.waiting.get_mut(index) {
+                *slot = None;
+            }
             if let Some(sends) = self.sends.get_mut(index) {
                 *sends += 1;
             }
@@ -905,45 +915,59 @@ impl<'e> Queue<'e> {
         }
         let sends = self.sends(index);
         let due = (!self.stopped && sends < policy.max_attempts).then_some(due);
-        let alone = self.waiting.get(&index).is_some_and(|slot| slot.alone);
-        self.waiting.insert(index, Slot { due, alone });
+        self.wait(index, Slot { due });
+    }
+
+    /// The entry at `index` waits again, as `slot` says.
+    fn wait(&mut self, index: usize, slot: Slot) {
+        if let Some(waiting) = self.waiting.get_mut(index) {
+            *waiting = Some(slot);
+            self.first = self.first.min(index);
+        }
     }
 
     /// The entry at `index` is to be sent in a call of its own from now on.
     fn send_alone(&mut self, index: usize) {
-        self.waiting.insert(
-            index,
-            Slot {
-                due: None,
-                alone: true,
-            },
-        );
+        if let Some(alone) = self.alone.get_mut(index) {
+            *alone = true;
+        }
+        self.wait(index, Slot { due: None });
     }
 
     /// The entry at `index`, sent alone, was answered as invalid with `code`: it is never sent
     /// again, and no longer holds back the entries after it of its key.
     fn refuse(&mut self, index: usize, code: &str) {
         self.invalid.push((index, code.to_owned()));
-        self.waiting.remove(&index);
+        if let Some(waiting) = self.waiting.get_mut(index) {
+            *waiting = None;
+        }
         self.settle(index);
     }
 
     /// Nothing more is sent: every waiting entry stays unpublished.
     fn stop(&mut self) {
         self.stopped = true;
-        for slot in self.waiting.values_mut() {
+        for slot in self.waiting.iter_mut().flatten() {
             slot.due = None;
         }
     }
 
     /// Whether an entry is waiting that would still be sent, given the time.
     fn any_due(&self) -> bool {
-        self.waiting.values().any(|slot| slot.due.is_some())
+        self.waiting
+            .iter()
+            .skip(self.first)
+            .flatten()
+            .any(|slot| slot.due.is_some())
     }
 
     /// The entries never accepted, in order (refused ones excluded).
     fn unpublished(&self) -> impl Iterator<Item = usize> + '_ {
-        self.waiting.keys().copied()
+        self.waiting
+            .iter()
+            .enumerate()
+            .skip(self.first)
+            .filter_map(|(index, slot)| slot.map(|_| index))
     }
 }
 
