@@ -62,8 +62,17 @@ pub fn body(stream: &str, events: &[Outgoing<'_>], indexes: &[usize]) -> Vec<u8>
 
 /// Appends `text` as a JSON string.
 fn json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a `str` into a `Vec` fails on neither side.
-    serde_json::to_writer(&mut *out, text).unwrap_or_default();
+    let plain = text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a `str` into a `Vec` fails on neither side.
+        serde_json::to_writer(&mut *out, text).unwrap_or_default();
+    }
 }
 
 /// One entry's result in an answer, in the order of the call's entries.
@@ -97,7 +106,64 @@ struct Answer<'a> {
 
 /// The entries' results in the body of a successful `PutRecords` answer.
 pub fn results(answer: &[u8]) -> Result<Vec<EntryResult<'_>>, serde_json::Error> {
-    serde_json::from_slice::<Answer<'_>>(answer).map(|answer| answer.records)
+    match all_accepted(answer) {
+        Some(results) => Ok(results),
+        None => serde_json::from_slice::<Answer<'_>>(answer).map(|answer| answer.records),
+    }
+}
+
+/// The results of an answer written exactly as Kinesis writes one whose entries were all
+/// accepted, read by one forward scan:
+/// `{"FailedRecordCount":0,"Records":[{"SequenceNumber":"<digits>","ShardId":"<id>"},...]}`,
+/// with `,"EncryptionType":"<letters>"` or not before the last brace. `None` for any other
+/// text (other spacing or order, a failed entry, escapes), which serde_json then reads.
+fn all_accepted(answer: &[u8]) -> Option<Vec<EntryResult<'_>>> {
+    /// The run of bytes at the start of `text` that `keep` accepts, and the rest.
+    fn split(text: &[u8], keep: impl Fn(u8) -> bool) -> (&[u8], &[u8]) {
+        text.split_at(
+            text.iter()
+                .position(|&byte| !keep(byte))
+                .unwrap_or(text.len()),
+        )
+    }
+    let mut rest = answer.strip_prefix(br#"{"FailedRecordCount":0,"Records":["#)?;
+    let mut results = Vec::new();
+    match rest.strip_prefix(b"]") {
+        Some(after) => rest = after,
+        None => loop {
+            rest = rest.strip_prefix(br#"{"SequenceNumber":""#)?;
+            let (digits, after) = split(rest, |byte| byte.is_ascii_digit());
+            if digits.is_empty() {
+                return None;
+            }
+            rest = after.strip_prefix(br#"","ShardId":""#)?;
+            let (shard, after) = split(rest, |byte| {
+                byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')
+            });
+            let shard = std::str::from_utf8(shard)
+                .ok()
+                .filter(|id| !id.is_empty())?;
+            results.push(EntryResult {
+                shard_id: Some(Text(Cow::Borrowed(shard))),
+                error_code: None,
+                error_message: None,
+            });
+            rest = after.strip_prefix(b"\"}")?;
+            match rest.split_first()? {
+                (b',', after) => rest = after,
+                (b']', after) => {
+                    rest = after;
+                    break;
+                }
+                _ => return None,
+            }
+        },
+    }
+    if let Some(after) = rest.strip_prefix(br#","EncryptionType":""#) {
+        let (_, after) = split(after, |byte| byte.is_ascii_alphabetic());
+        rest = after.strip_prefix(b"\"")?;
+    }
+    (rest == b"}").then_some(results)
 }
 
 /// Where the body of a call's successful answer is left.
@@ -239,6 +305,12 @@ mod tests {
             })
         );
         assert!(written.len() <= written.capacity());
+        // Keys as serde_json writes them, escapes and all.
+        for key in ["k", "\u{7f}é\u{1f}", "\\", "a\tb", "\u{2028}"] {
+            let mut out = Vec::new();
+            json_string(&mut out, key);
+            assert_eq!(out, serde_json::to_vec(key).unwrap(), "{key:?}");
+        }
         assert_eq!(
             body("s", &events, &[]),
             br#"{"StreamName":"s","Records":[]}"#
@@ -269,5 +341,55 @@ mod tests {
         assert_eq!(read[2].error_code, None);
         assert!(results(b"{\"Records\":").is_err());
         assert!(results(b"{}").is_err());
+    }
+
+    #[test]
+    fn answers_of_entries_all_accepted_read_the_same_by_the_scan_and_by_serde() {
+        fn read(answer: &str) -> Option<Vec<EntryResult<'_>>> {
+            results(answer.as_bytes()).ok()
+        }
+        fn serde(answer: &str) -> Option<Vec<EntryResult<'_>>> {
+            serde_json::from_str::<Answer<'_>>(answer)
+                .ok()
+                .map(|answer| answer.records)
+        }
+        let entry = r#"{"SequenceNumber":"49590338271490256608559692538361571095921575989136588898","ShardId":"shardId-000000000003"}"#;
+        let answers = [
+            format!(r#"{{"FailedRecordCount":0,"Records":[{entry},{entry}]}}"#),
+            format!(r#"{{"FailedRecordCount":0,"Records":[{entry}],"EncryptionType":"KMS"}}"#),
+            r#"{"FailedRecordCount":0,"Records":[]}"#.to_owned(),
+            // Not the compact form: left to serde, read the same.
+            format!(r#"{{ "FailedRecordCount": 0, "Records": [{entry}] }}"#),
+            format!(r#"{{"Records":[{entry}],"FailedRecordCount":0}}"#),
+            r#"{"FailedRecordCount":0,"Records":[{"ShardId":"shardId-1","SequenceNumber":"1"}]}"#
+                .to_owned(),
+            r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shard\u0049d"}]}"#
+                .to_owned(),
+        ];
+        for answer in &answers {
+            assert!(read(answer).is_some(), "{answer}");
+            assert_eq!(read(answer), serde(answer), "{answer}");
+        }
+        assert!(all_accepted(answers[0].as_bytes()).is_some());
+        assert!(all_accepted(answers[1].as_bytes()).is_some());
+        assert!(all_accepted(answers[3].as_bytes()).is_none());
+        // Cut or changed anywhere, the compact form is not taken for what it is not.
+        let whole = answers[1].as_bytes();
+        for end in 0..whole.len() {
+            let cut = &whole[..end];
+            assert!(
+                all_accepted(cut).is_none(),
+                "{}",
+                String::from_utf8_lossy(cut)
+            );
+        }
+        for position in 0..whole.len() {
+            let mut changed = whole.to_vec();
+            changed[position] = b'"';
+            if let Some(scanned) = all_accepted(&changed) {
+                let text = String::from_utf8_lossy(&changed);
+                assert_eq!(Some(scanned), serde(&text), "{text}");
+            }
+        }
     }
 }
