@@ -15,6 +15,8 @@
 //!          to a local Kinesis server that answers at once, on a thread of its own;
 //!          `publish-kpl` the same with the events packed for a stream of four shards)
 //!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
+//! Environment: LATENCY_MS, for `publish` and `publish-kpl`: the server answers each call
+//! after that many milliseconds (default 0).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -140,7 +142,12 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            let kinesis = common::kinesis_with_latency(Duration::ZERO);
+            // LATENCY_MS: the server answers each call after that long (default at once).
+            let latency = std::env::var("LATENCY_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_millis);
+            let kinesis = common::kinesis_with_latency(latency);
             let publisher = Publisher::new(kinesis, "out", RetryPolicy::default());
             let mut handler =
                 Handler::new(common::load_model(model), model, "run").publishing_to(publisher);
