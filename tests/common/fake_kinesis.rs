@@ -50,7 +50,19 @@ pub async fn serve(
     delay: Duration,
     records_per_second: Option<f64>,
 ) -> (aws_sdk_kinesis::Client, Arc<FakeKinesisStats>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address, stats) = listen("127.0.0.1:0", delay, records_per_second).await;
+    (kinesis_at(address), stats)
+}
+
+/// [`serve`] on `address`; returns the address it listens on. Besides `PutRecords`, it answers
+/// `DescribeStreamSummary` (an active stream of one shard, by any name) and `ListShards` (that
+/// shard), at once, as a function's cold start asks them; any other call is refused.
+pub async fn listen(
+    address: &str,
+    delay: Duration,
+    records_per_second: Option<f64>,
+) -> (std::net::SocketAddr, Arc<FakeKinesisStats>) {
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     let address = listener.local_addr().unwrap();
     let stats = Arc::new(FakeKinesisStats::default());
     let bucket = Arc::new(Mutex::new((
@@ -86,6 +98,17 @@ pub async fn serve(
                             Ok(0) | Err(_) => return,
                             Ok(read) => buffer.extend_from_slice(&chunk[..read]),
                         }
+                    }
+                    let target = headers
+                        .lines()
+                        .find_map(|line| line.strip_prefix("x-amz-target:"))
+                        .map_or("", str::trim);
+                    if let Some(answer) = control_answer(target, &buffer[end..end + length]) {
+                        buffer.drain(..end + length);
+                        if connection.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
                     let request: Option<Request<'_>> =
                         serde_json::from_slice(&buffer[end..end + length]).ok();
@@ -154,7 +177,55 @@ pub async fn serve(
             });
         }
     });
-    (kinesis_at(address), stats)
+    (address, stats)
+}
+
+/// The whole HTTP answer to a call other than `PutRecords` (`target` is its `X-Amz-Target`,
+/// lowercased), or `None` for `PutRecords`.
+fn control_answer(target: &str, body: &[u8]) -> Option<String> {
+    let operation = target.strip_prefix("kinesis_20131202.");
+    if operation == Some("putrecords") {
+        return None;
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let name = request["StreamName"].as_str().unwrap_or("stream");
+    let (status, answer) = match operation {
+        Some("describestreamsummary") => (
+            "200 OK",
+            serde_json::json!({"StreamDescriptionSummary": {
+                "StreamName": name,
+                "StreamARN": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}"),
+                "StreamStatus": "ACTIVE",
+                "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+                "RetentionPeriodHours": 24,
+                "StreamCreationTimestamp": 1.7e9,
+                "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+                "EncryptionType": "NONE",
+                "OpenShardCount": 1,
+                "ConsumerCount": 0,
+            }}),
+        ),
+        Some("listshards") => (
+            "200 OK",
+            serde_json::json!({"Shards": [{
+                "ShardId": "shardId-000000000000",
+                "HashKeyRange": {
+                    "StartingHashKey": "0",
+                    "EndingHashKey": u128::MAX.to_string(),
+                },
+                "SequenceNumberRange": {"StartingSequenceNumber": "0"},
+            }]}),
+        ),
+        _ => (
+            "400 Bad Request",
+            serde_json::json!({"__type": "UnknownOperationException", "message": target}),
+        ),
+    };
+    let answer = answer.to_string();
+    Some(format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+        answer.len()
+    ))
 }
 
 /// A Kinesis client for the server at `address`, with test credentials and the publishing
