@@ -1,13 +1,12 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::RuntimeComponents;
-use aws_sdk_kinesis::config::http::{HttpRequest, HttpResponse};
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-};
+#[path = "../../tests/common/in_process.rs"]
+mod in_process;
+use in_process::{answer, error_answer, kinesis};
 
 use super::*;
 
@@ -37,99 +36,16 @@ fn later() -> Instant {
 /// Partition keys of every `PutRecords` request the server received, call by call.
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 
-/// An HTTP client answering every request in process with `answer`, so that a `PutRecords`
-/// call goes through the SDK's whole pipeline (serialization, signing, the publisher's own
-/// body, deserialization) with no server.
-#[derive(Clone)]
-struct InProcess(Arc<dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync>);
-
-impl std::fmt::Debug for InProcess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InProcess")
-    }
-}
-
-impl HttpConnector for InProcess {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        HttpConnectorFuture::ready(Ok((self.0)(&request)))
-    }
-}
-
-impl HttpClient for InProcess {
-    fn http_connector(
-        &self,
-        _settings: &HttpConnectorSettings,
-        _components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        SharedHttpConnector::new(self.clone())
-    }
-}
-
-/// A Kinesis client whose calls `answer` answers, given the partition keys of each call's
-/// entries, read from the request's body (whose data must be base64).
-fn kinesis(answer: impl Fn(Vec<String>) -> HttpResponse + Send + Sync + 'static) -> Client {
-    let respond = move |request: &HttpRequest| {
-        let body: serde_json::Value =
-            serde_json::from_slice(request.body().bytes().unwrap()).expect("the body is JSON");
-        assert_eq!(body["StreamName"], "out");
-        let keys = body["Records"]
-            .as_array()
-            .expect("a list of records")
-            .iter()
-            .map(|entry| {
-                let data = entry["Data"].as_str().expect("data");
-                assert!(base64_simd::STANDARD.decode_to_vec(data).is_ok(), "{data}");
-                entry["PartitionKey"].as_str().expect("a key").to_owned()
-            })
-            .collect();
-        answer(keys)
-    };
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "AKID", "SECRET", None, None, "tests",
-        ))
-        .http_client(InProcess(Arc::new(respond)))
-        .build();
-    Client::from_conf(config)
-}
-
-/// A successful answer, with one result per entry: `None` for one accepted, else the error
-/// code it failed with.
-fn answer(results: &[Option<&str>]) -> HttpResponse {
-    let records: Vec<serde_json::Value> = results
-        .iter()
-        .enumerate()
-        .map(|(i, result)| match result {
-            None => serde_json::json!({
-                "SequenceNumber": i.to_string(),
-                "ShardId": "shardId-000000000000",
-            }),
-            Some(code) => serde_json::json!({"ErrorCode": code, "ErrorMessage": "Rate exceeded"}),
-        })
-        .collect();
-    let failed = results.iter().filter(|result| result.is_some()).count();
-    let body = serde_json::json!({"FailedRecordCount": failed, "Records": records});
-    HttpResponse::new(200u16.try_into().unwrap(), body.to_string().into())
-}
-
-/// An error answer of `type_` with `status`.
-fn error_answer(status: u16, type_: &str) -> HttpResponse {
-    let body = serde_json::json!({"__type": type_, "message": "1 validation error detected"});
-    let mut response = HttpResponse::new(status.try_into().unwrap(), body.to_string().into());
-    response
-        .headers_mut()
-        .insert("x-amzn-errortype", type_.to_owned());
-    response
-}
-
 /// A client whose `PutRecords` fails the entries whose partition key `fails` names (given how
 /// many times that key was sent before) and accepts the rest.
 fn client(fails: impl Fn(&str, usize) -> bool + Send + Sync + 'static) -> (Client, Seen) {
     let seen: Seen = Arc::default();
     let recorder = seen.clone();
-    let client = kinesis(move |keys| {
+    let client = kinesis(move |entries| {
+        let keys: Vec<String> = entries
+            .into_iter()
+            .map(|entry| entry.partition_key)
+            .collect();
         let mut seen = recorder.lock().unwrap();
         let results: Vec<Option<&str>> = keys
             .iter()
@@ -485,7 +401,8 @@ proptest::proptest! {
         let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = accepted.clone();
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let client = kinesis(move |keys| {
+        let client = kinesis(move |entries| {
+        let keys: Vec<String> = entries.into_iter().map(|entry| entry.partition_key).collect();
             let mut seen = seen.lock().unwrap();
             let mut log = log.lock().unwrap();
             let mut in_call = std::collections::HashSet::new();
@@ -562,7 +479,11 @@ async fn an_entry_the_stream_finds_invalid_is_found_alone_and_refused() {
     let keys = ["a", "bad", "c", "d"];
     let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let recorder = calls.clone();
-    let client = kinesis(move |keys| {
+    let client = kinesis(move |entries| {
+        let keys: Vec<String> = entries
+            .into_iter()
+            .map(|entry| entry.partition_key)
+            .collect();
         let invalid = keys.iter().any(|key| key == "bad");
         let count = keys.len();
         recorder.lock().unwrap().push(keys);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kinesis;
+pub mod in_process;
 pub mod relay;
 
 use std::path::{Path, PathBuf};
