@@ -390,114 +390,15 @@ impl Handler {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         let packed = pack::pack(events, &shards, publisher.max_record_bytes());
-        // Entry `i` is aggregate `i`, then come the plain events.
-        let mut entries: Vec<Outgoing<'_>> = packed
-            .aggregates
-            .iter()
-            .enumerate()
-            .map(|(position, aggregate)| Outgoing {
-                record: position,
-                data: &aggregate.data,
-                partition_key: aggregate.partition_key.as_str().into(),
-            })
-            .collect();
-        let aggregates = entries.len();
-        entries.extend(
-            packed
-                .plain
-                .iter()
-                .enumerate()
-                .map(|(position, event)| Outgoing {
-                    record: aggregates + position,
-                    ..event.clone()
-                }),
-        );
         let expected: Vec<&str> = packed
             .aggregates
             .iter()
             .map(|aggregate| shards.id(aggregate.shard))
             .collect();
-        let mut report = publisher
-            .publish_to_shards(&entries, &expected, deadline)
-            .await;
+        let report = publish_packed(publisher, &packed, &expected, deadline).await;
         if report.misrouted > 0 {
             aggregation.stale.store(true, Ordering::Relaxed);
         }
-        // An aggregate the stream answers as invalid (its record size shrank since it was
-        // read) is no fault of its events: they go out again one entry each.
-        let (invalid_aggregates, invalid_plain): (Vec<_>, Vec<_>) = report
-            .invalid
-            .drain(..)
-            .partition(|(entry, _)| *entry < aggregates);
-        report.invalid = invalid_plain;
-        let unpacked: Vec<Outgoing<'_>> = invalid_aggregates
-            .iter()
-            .filter_map(|(entry, _)| packed.aggregates.get(*entry))
-            .flat_map(|aggregate| {
-                packed
-                    .events
-                    .get(aggregate.events.clone())
-                    .unwrap_or_default()
-            })
-            .cloned()
-            .collect();
-        let unpacked_report = match unpacked.is_empty() {
-            true => PublishReport::default(),
-            false => publisher.publish(&unpacked, deadline).await,
-        };
-        // From entries back to the events' records, in event order.
-        let records = |entry: usize| -> Vec<usize> {
-            match packed.aggregates.get(entry) {
-                Some(aggregate) => packed
-                    .events
-                    .get(aggregate.events.clone())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|event| event.record)
-                    .collect(),
-                None => packed
-                    .plain
-                    .get(entry - aggregates)
-                    .map(|event| event.record)
-                    .into_iter()
-                    .collect(),
-            }
-        };
-        let sorted = |entries: &[usize]| {
-            let mut records: Vec<usize> =
-                entries.iter().flat_map(|&entry| records(entry)).collect();
-            records.sort_unstable();
-            records
-        };
-        // The unpacked events' report is already in records.
-        report.failed = sorted(&report.failed);
-        report.failed.extend(&unpacked_report.failed);
-        report.failed.sort_unstable();
-        report.refused = sorted(&report.refused);
-        report.refused.extend(&unpacked_report.refused);
-        report.refused.sort_unstable();
-        let mut invalid: Vec<(usize, String)> = report
-            .invalid
-            .iter()
-            .flat_map(|(entry, code)| {
-                records(*entry)
-                    .into_iter()
-                    .map(|record| (record, code.clone()))
-            })
-            .chain(unpacked_report.invalid.iter().cloned())
-            .collect();
-        invalid.sort_unstable();
-        report.invalid = invalid;
-        report.calls += unpacked_report.calls;
-        report.resent += unpacked_report.resent;
-        report.throttled += unpacked_report.throttled;
-        report.unanswered += unpacked_report.unanswered;
-        if unpacked_report.last_error.is_some() {
-            report.last_error = unpacked_report.last_error;
-        }
-        report.published = events
-            .len()
-            .saturating_sub(report.failed.len() + report.refused.len() + report.invalid.len());
         report
     }
 
@@ -517,8 +418,9 @@ impl Handler {
     }
 
     /// Keeps the rejected records at `rejected`: their `letters` in the dead-letter stream if
-    /// there is one (until `deadline`), else in the log, in full up to
-    /// [`output::MAX_LOGGED_DATA`] and as a digest beyond. Every rejected record is logged.
+    /// there is one (until `deadline`; the letters of an aggregate's user records packed into
+    /// aggregates of their own), else in the log, in full up to [`output::MAX_LOGGED_DATA`] and
+    /// as a digest beyond. Every rejected record is logged.
     async fn keep(
         &self,
         ledger: &Ledger<'_>,
@@ -554,14 +456,41 @@ impl Handler {
                 })
             })
             .collect();
-        let published = match outgoing.is_empty() {
-            true => PublishReport::default(),
-            false => dead_letters.publish(&outgoing, deadline).await,
-        };
+        // The letters of an aggregate's user records go out aggregated as well, so that an
+        // aggregate of many bad user records makes a few dead-letter stream records, not one
+        // each; the letters of plain records go out as they are.
+        let (user_letters, plain_letters): (Vec<Outgoing<'_>>, Vec<Outgoing<'_>>) = outgoing
+            .into_iter()
+            .partition(|letter| ledger.record(letter.record).sub_sequence_number.is_some());
+        let mut aggregates: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+        let packed = pack::pack_groups(
+            &user_letters,
+            |letter| {
+                let next = aggregates.len();
+                *aggregates
+                    .entry(ledger.record(letter.record).sequence_number)
+                    .or_insert(next)
+            },
+            dead_letters.max_record_bytes(),
+        );
+        let (mut published, packed_published) = tokio::join!(
+            async {
+                match plain_letters.is_empty() {
+                    true => PublishReport::default(),
+                    false => dead_letters.publish(&plain_letters, deadline).await,
+                }
+            },
+            async {
+                match user_letters.is_empty() {
+                    true => PublishReport::default(),
+                    false => publish_packed(dead_letters, &packed, &[], deadline).await,
+                }
+            },
+        );
+        published.absorb(packed_published);
         // A letter answered as invalid was split for a record size the stream no longer has
         // (it is read again before the next publish): the record is delivered again, to be
         // kept then, rather than logged.
-        let mut published = published;
         published
             .failed
             .extend(published.invalid.drain(..).map(|(record, _)| record));
@@ -587,6 +516,106 @@ impl Handler {
         }
         Kept { kept, published }
     }
+}
+
+/// Publishes `packed`: its aggregates, then its events too large for one as they are, and
+/// reports what happened to each event (by [`Outgoing::record`]). `expected` names the shard
+/// each aggregate is meant for, to count those accepted elsewhere in
+/// [`PublishReport::misrouted`] (none checked if empty).
+async fn publish_packed(
+    publisher: &Publisher,
+    packed: &pack::Packed<'_>,
+    expected: &[&str],
+    deadline: tokio::time::Instant,
+) -> PublishReport {
+    // Entry `i` is aggregate `i`, then come the plain events.
+    let mut entries: Vec<Outgoing<'_>> = packed
+        .aggregates
+        .iter()
+        .enumerate()
+        .map(|(position, aggregate)| Outgoing {
+            record: position,
+            data: &aggregate.data,
+            partition_key: aggregate.partition_key.as_str().into(),
+        })
+        .collect();
+    let aggregates = entries.len();
+    entries.extend(
+        packed
+            .plain
+            .iter()
+            .enumerate()
+            .map(|(position, event)| Outgoing {
+                record: aggregates + position,
+                ..event.clone()
+            }),
+    );
+    let mut report = publisher
+        .publish_to_shards(&entries, expected, deadline)
+        .await;
+    // An aggregate the stream answers as invalid (its record size shrank since it was
+    // read) is no fault of its events: they go out again one entry each.
+    let (invalid_aggregates, invalid_plain): (Vec<_>, Vec<_>) = report
+        .invalid
+        .drain(..)
+        .partition(|(entry, _)| *entry < aggregates);
+    report.invalid = invalid_plain;
+    let unpacked: Vec<Outgoing<'_>> = invalid_aggregates
+        .iter()
+        .filter_map(|(entry, _)| packed.aggregates.get(*entry))
+        .flat_map(|aggregate| {
+            packed
+                .events
+                .get(aggregate.events.clone())
+                .unwrap_or_default()
+        })
+        .cloned()
+        .collect();
+    let unpacked_report = match unpacked.is_empty() {
+        true => PublishReport::default(),
+        false => publisher.publish(&unpacked, deadline).await,
+    };
+    // From entries back to the events' records, in event order.
+    let records = |entry: usize| -> Vec<usize> {
+        match packed.aggregates.get(entry) {
+            Some(aggregate) => packed
+                .events
+                .get(aggregate.events.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|event| event.record)
+                .collect(),
+            None => packed
+                .plain
+                .get(entry - aggregates)
+                .map(|event| event.record)
+                .into_iter()
+                .collect(),
+        }
+    };
+    let sorted = |entries: &[usize]| {
+        let mut records: Vec<usize> = entries.iter().flat_map(|&entry| records(entry)).collect();
+        records.sort_unstable();
+        records
+    };
+    // Entries back to records; the unpacked events' report is in records already.
+    report.failed = sorted(&report.failed);
+    report.refused = sorted(&report.refused);
+    let mut invalid: Vec<(usize, String)> = report
+        .invalid
+        .iter()
+        .flat_map(|(entry, code)| {
+            records(*entry)
+                .into_iter()
+                .map(|record| (record, code.clone()))
+        })
+        .collect();
+    invalid.sort_unstable();
+    report.invalid = invalid;
+    report.absorb(unpacked_report);
+    report.published = (packed.events.len() + packed.plain.len())
+        .saturating_sub(report.failed.len() + report.refused.len() + report.invalid.len());
+    report
 }
 
 /// What keeping rejected records in the dead-letter stream did.

@@ -195,13 +195,28 @@ pub struct PackedRecord {
 /// The returned aggregates' `events` index into a list of the events in the order they were
 /// packed, also returned: grouped by shard, and in the order given within a shard.
 pub fn pack<'a>(events: &[Outgoing<'a>], shards: &ShardMap, max_record_bytes: usize) -> Packed<'a> {
+    pack_groups(
+        events,
+        |event| shards.shard_of(&event.partition_key),
+        max_record_bytes,
+    )
+}
+
+/// [`pack`], with the events grouped by `group_of` (any numbers) rather than by shard: each
+/// aggregate holds events of one group, under the partition key of the group's first event,
+/// and its [`PackedRecord::shard`] is that group.
+pub fn pack_groups<'a>(
+    events: &[Outgoing<'a>],
+    mut group_of: impl FnMut(&Outgoing<'a>) -> usize,
+    max_record_bytes: usize,
+) -> Packed<'a> {
     let mut packed = Packed::default();
     let mut builder: Option<Builder<'_>> = None;
     // Stable: each shard's events keep their order.
     let mut order: Vec<(usize, usize)> = events
         .iter()
         .enumerate()
-        .map(|(index, event)| (shards.shard_of(&event.partition_key), index))
+        .map(|(index, event)| (group_of(event), index))
         .collect();
     order.sort_by_key(|(shard, _)| *shard);
     let mut shard_key: Option<(usize, String)> = None;

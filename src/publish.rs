@@ -178,6 +178,34 @@ pub struct PublishReport {
     pub last_error: Option<String>,
 }
 
+impl PublishReport {
+    /// Adds what another publish of other events did to this one's report: counts summed,
+    /// records merged in order, the other's last error if it had one.
+    pub fn absorb(&mut self, other: PublishReport) {
+        // Of a publish that made no calls, the lowest concurrency means nothing.
+        self.lowest_concurrency = match (self.calls, other.calls) {
+            (_, 0) => self.lowest_concurrency,
+            (0, _) => other.lowest_concurrency,
+            _ => self.lowest_concurrency.min(other.lowest_concurrency),
+        };
+        self.published += other.published;
+        self.calls += other.calls;
+        self.resent += other.resent;
+        self.throttled += other.throttled;
+        self.unanswered += other.unanswered;
+        self.misrouted += other.misrouted;
+        self.failed.extend(other.failed);
+        self.failed.sort_unstable();
+        self.refused.extend(other.refused);
+        self.refused.sort_unstable();
+        self.invalid.extend(other.invalid);
+        self.invalid.sort_unstable();
+        if other.last_error.is_some() {
+            self.last_error = other.last_error;
+        }
+    }
+}
+
 /// Publishes events to one Kinesis stream.
 #[derive(Debug, Clone)]
 pub struct Publisher {

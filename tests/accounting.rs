@@ -15,10 +15,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
-use aws_sdk_kinesis::types::PutRecordsResultEntry;
-use aws_sdk_kinesis::types::error::InvalidArgumentException;
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use bike_prediction::handler::Handler;
 use bike_prediction::model::Model;
 use bike_prediction::publish::{Outgoing, Publisher, RetryPolicy};
@@ -72,53 +68,27 @@ type Accepted = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 fn kinesis(failing: HashSet<String>) -> (Client, Accepted) {
     let accepted = Accepted::default();
     let recorder = accepted.clone();
-    let too_large = mock!(Client::put_records)
-        .match_requests(|request| {
-            let size = |entry: &aws_sdk_kinesis::types::PutRecordsRequestEntry| {
-                entry.data().as_ref().len() + entry.partition_key().map_or(0, str::len)
-            };
-            request.records().iter().any(|entry| size(entry) > MIB)
-                || request.records().iter().map(size).sum::<usize>() > 5 * MIB
-        })
-        .then_error(|| {
-            PutRecordsError::InvalidArgumentException(
-                InvalidArgumentException::builder()
-                    .message("Record size exceeds 1 MiB")
-                    .build(),
-            )
-        });
-    let rule = mock!(Client::put_records).then_compute_output(move |request| {
+    let client = common::in_process::kinesis(move |entries| {
+        let size = |entry: &common::in_process::Entry| entry.data.len() + entry.partition_key.len();
+        if entries.iter().any(|entry| size(entry) > MIB)
+            || entries.iter().map(size).sum::<usize>() > 5 * MIB
+        {
+            return common::in_process::error_answer(400, "InvalidArgumentException");
+        }
         let mut accepted = recorder.lock().unwrap();
-        let entries: Vec<PutRecordsResultEntry> = request
-            .records()
-            .iter()
-            .map(|entry| {
-                let key = entry.partition_key().unwrap_or_default().to_owned();
-                if failing.contains(&key) {
-                    PutRecordsResultEntry::builder()
-                        .error_code("InternalFailure")
-                        .error_message("injected")
-                        .build()
-                } else {
-                    accepted.push((key, entry.data().as_ref().to_vec()));
-                    PutRecordsResultEntry::builder()
-                        .sequence_number("1")
-                        .shard_id("s")
-                        .build()
+        let results: Vec<Option<&str>> = entries
+            .into_iter()
+            .map(|entry| match failing.contains(&entry.partition_key) {
+                true => Some("InternalFailure"),
+                false => {
+                    accepted.push((entry.partition_key, entry.data));
+                    None
                 }
             })
             .collect();
-        let failed = entries.iter().filter(|e| e.error_code().is_some()).count();
-        PutRecordsOutput::builder()
-            .failed_record_count(failed as i32)
-            .set_records(Some(entries))
-            .build()
-            .unwrap()
+        common::in_process::answer(&results)
     });
-    (
-        mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&too_large, &rule]),
-        accepted,
-    )
+    (client, accepted)
 }
 
 const NO_WAIT: RetryPolicy = RetryPolicy {
@@ -311,12 +281,30 @@ proptest! {
 }
 
 /// The data of each record kept in the dead-letter stream, by its identity, from its one
-/// letter or its parts.
+/// letter or its parts. The letters of an aggregate's user records come aggregated, those of
+/// plain records as they are.
 fn letters(accepted: &[(String, Vec<u8>)]) -> HashMap<Identity, Vec<u8>> {
     use base64::Engine as _;
     let mut parts: HashMap<Identity, Vec<(u64, String)>> = HashMap::new();
-    for (_, letter) in accepted {
-        let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+    let letters = accepted.iter().flat_map(|(key, data)| {
+        match data.starts_with(&bike_prediction::aggregate::MAGIC) {
+            true => common::deaggregate(data)
+                .expect("an aggregate of letters that reads")
+                .into_iter()
+                .map(|(_, data)| (true, data))
+                .collect::<Vec<_>>(),
+            false => vec![(false, data.clone())],
+        }
+        .into_iter()
+        .inspect(move |_| assert!(!key.is_empty()))
+    });
+    for (aggregated, letter) in letters {
+        let letter: serde_json::Value = serde_json::from_slice(&letter).unwrap();
+        assert_eq!(
+            aggregated,
+            letter.get("subSequenceNumber").is_some(),
+            "user records' letters, and only theirs, come aggregated: {letter}"
+        );
         let part = letter["part"].as_u64().unwrap_or(1);
         let data = letter["data"].as_str().unwrap().to_owned();
         let sequence_number = letter["sequenceNumber"].as_str().unwrap().to_owned();
@@ -538,4 +526,64 @@ async fn a_slow_but_working_stream_gets_every_call_through_within_the_deadline()
         600,
         "each sent once"
     );
+}
+
+#[tokio::test]
+async fn aggregates_of_thousands_of_bad_user_records_are_kept_in_a_few_dead_letter_records() {
+    // A dead-letter stream of one shard, taking 1,000 records a second, and 2 s to publish
+    // in: 24,000 letters sent one record each would take 24 s and be delivered again and
+    // again; aggregated, they are a few records.
+    let (dead_letters, dead) =
+        common::fake_kinesis(std::time::Duration::from_millis(5), Some(1000.0)).await;
+    let (output, published) = common::fake_kinesis(std::time::Duration::ZERO, None).await;
+    let reference = reference();
+    let mut payloads = Vec::new();
+    for aggregate in 0..8 {
+        let users: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("not json {aggregate}/{i}").into_bytes())
+            .collect();
+        let outgoing: Vec<Outgoing<'_>> = users
+            .iter()
+            .enumerate()
+            .map(|(record, data)| Outgoing {
+                record,
+                data,
+                partition_key: format!("user-{i}", i = record % 7).into(),
+            })
+            .collect();
+        let packed = bike_prediction::pack::pack_groups(&outgoing, |_| 0, MIB);
+        assert_eq!(packed.aggregates.len(), 1);
+        payloads.push(packed.aggregates[0].data.clone());
+        payloads.push(payload(
+            &reference.columns,
+            &reference.rows[aggregate],
+            &serde_json::json!(aggregate),
+        ));
+    }
+    let event = kinesis_event(&payloads);
+    let records = bike_prediction::kinesis::KinesisBatch::from_slice(&event).unwrap();
+    let handler = Handler::new(model(), "bike-demand", "run")
+        .publishing_to(Publisher::new(output, "out", RetryPolicy::default()))
+        .dead_lettering_to(
+            Publisher::new(dead_letters, "dead", RetryPolicy::default()).unordered(),
+        );
+    let invocation = bike_prediction::handler::Invocation {
+        deadline: Some(std::time::SystemTime::now() + std::time::Duration::from_millis(2500)),
+        ..Default::default()
+    };
+    let handled = handler.handle(&records, &invocation).await.unwrap();
+    let report = handled.report;
+    assert_eq!(
+        (report.predicted, report.rejected, report.redeliver),
+        (8, 24_000, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.dead_lettered, 24_000);
+    assert_eq!(
+        published.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        8
+    );
+    let kept = dead.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((8..=16).contains(&kept), "{kept} dead-letter records");
+    assert_eq!(dead.throttled.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
