@@ -94,7 +94,8 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description="A local MLflow tracking server and registry.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run `mlflow server` (replaces this process)")
+    serve = commands.add_parser("serve", help="run `mlflow server` (replaces this process, "
+                                "in a process group of its own)")
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--state", type=pathlib.Path, required=True)
     where = serve.add_mutually_exclusive_group(required=True)
@@ -113,6 +114,9 @@ def main() -> int:
     if args.command == "serve":
         _s3_environment()
         command = server_command(sys.executable, args.port, args.state, args.s3_root)
+        # `mlflow server` runs uvicorn and job runners as its children: as the leader of a
+        # process group of its own, it is stopped with all of them (scripts/local/mlflow.sh).
+        os.setsid()
         os.execv(command[0], command)
     if args.command == "register":
         print(json.dumps(register(args.tracking_uri, args.name, args.alias)))
