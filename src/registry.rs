@@ -240,6 +240,11 @@ impl Registry {
         self.http.server()
     }
 
+    /// Makes one attempt of each call (see [`Http::single_attempt`]).
+    pub fn single_attempt(&mut self) {
+        self.http.single_attempt();
+    }
+
     /// The version `uri` names now, if it is ready to be served: one REST call.
     pub async fn resolve(&self, uri: &RegistryUri) -> Result<ModelVersion, RegistryError> {
         let answer: VersionAnswer = match &uri.reference {

@@ -94,6 +94,14 @@ impl ModelSource {
         }
     }
 
+    /// Makes one attempt of each registry call from now on: a promotion check is tried again
+    /// at its next due time, and should not keep an invocation waiting on retries.
+    pub fn single_attempt(&mut self) {
+        if let Some(registry) = &mut self.registry {
+            registry.single_attempt();
+        }
+    }
+
     /// Fetches the model (resolving a registry model to its version first) and loads it.
     pub async fn load(&self) -> Result<Loaded, SourceError> {
         let artifact = match (&self.location, self.registry()) {

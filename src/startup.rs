@@ -93,6 +93,8 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
     if let Some(registered) = loaded.registered {
         handler = handler.registered(registered, config.run_id.as_deref());
         if let Some(every) = config.model_refresh {
+            let mut source = source;
+            source.single_attempt();
             handler = handler.promoting(Promotion::new(source, every));
         }
     }

@@ -241,6 +241,8 @@ pub struct Http {
     server: TrackingServer,
     authorization: Option<HeaderValue>,
     timeout: Duration,
+    /// Attempts of a call whose failure may pass.
+    attempts: u32,
 }
 
 impl std::fmt::Debug for Http {
@@ -272,7 +274,14 @@ impl Http {
             server,
             authorization: credentials.header(),
             timeout,
+            attempts: ATTEMPTS,
         })
+    }
+
+    /// Makes one attempt of each call, even of one whose failure may pass: for checks that
+    /// are tried again later anyway, and should not keep an invocation waiting meanwhile.
+    pub fn single_attempt(&mut self) {
+        self.attempts = 1;
     }
 
     /// The tracking server.
@@ -332,7 +341,7 @@ impl Http {
             .await
             .unwrap_or(Err(CallError::Timeout(self.timeout)));
             match answer {
-                Err(error) if error.may_pass() && attempt < ATTEMPTS => {
+                Err(error) if error.may_pass() && attempt < self.attempts => {
                     tracing::debug!(path, attempt, %error, "tracking server call failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
