@@ -90,6 +90,13 @@ def test_moving_the_alias_promotes_the_next_due_invocation_and_an_outage_keeps_i
         stack, tracking, figures):
     url = start(stack, tracking, MODEL_URI=CHAMPION, MODEL_REFRESH_SECONDS="1")
     assert_predicted_by(invoke(url), "bike-demand", "bike-demand/1")
+    # A due check that finds the alias where it was: one REST call, the model kept.
+    time.sleep(1.2)
+    assert_predicted_by(invoke(url), "bike-demand", "bike-demand/1")
+    unchanged = [line for line in log_lines(stack) if line.get("message") == "batch handled"][-1]
+    assert unchanged["refresh_ms"] > 0, unchanged
+    figures(f"registry: a due check of an unmoved alias took {unchanged['refresh_ms']:.1f} ms "
+            f"of a {unchanged['total_ms']:.1f} ms invocation (50 records)")
 
     # Promote version 2 with the real MLflow client, as a user does.
     subprocess.run([str(MLFLOW_PYTHON), "-m", "bike_local.mlflow_registry", "set-alias",
@@ -111,6 +118,9 @@ def test_moving_the_alias_promotes_the_next_due_invocation_and_an_outage_keeps_i
     for _ in range(3):
         time.sleep(1.1)
         assert_predicted_by(invoke(url), "bike-linear", "bike-demand/2")
+    failed = [line for line in log_lines(stack) if line.get("message") == "batch handled"][-1]
+    figures(f"registry: a due check with the tracking server stopped took "
+            f"{failed['refresh_ms']:.1f} ms (connection refused, one attempt)")
     warnings = [line for line in log_lines(stack) if line.get("level") == "WARN"
                 and line.get("message", "").startswith("model refresh failed")]
     assert warnings, stack.function_log()
