@@ -2,7 +2,8 @@
 //! `scripts/test.sh` with `scripts/local/mlflow.sh` (SQLite backend stores; one serving its
 //! artifacts through its proxy, `MLFLOW_TEST_PROXY_URI`, one keeping them in the local S3,
 //! `MLFLOW_TEST_S3_URI`), each holding `bike-demand` version 1 (models/bike-demand) and 2
-//! (models/bike-linear), alias `champion` -> 1, registered with the real MLflow client.
+//! (models/bike-linear), alias `champion` -> 1, registered with the real MLflow client, and
+//! `bike-demand-runs` version 1 whose source is `runs:/<run of version 1>/model`.
 //!
 //! The function runs as a user runs it, `bike-prediction invoke`, on every reference row, and
 //! its predictions are compared with Python onnxruntime's.
@@ -129,6 +130,21 @@ fn a_version_number_serves_that_version() {
             ],
         );
         assert_served(&output, "bike-linear", "bike-demand/2");
+    }
+}
+
+#[test]
+fn a_runs_source_serves_the_model_logged_in_that_run() {
+    let event = reference_event();
+    for (_, uri) in servers() {
+        let output = invoke(
+            &event,
+            &[
+                ("MODEL_URI", "models:/bike-demand-runs/1"),
+                ("MLFLOW_TRACKING_URI", &uri),
+            ],
+        );
+        assert_served(&output, "bike-demand", "bike-demand-runs/1");
     }
 }
 

@@ -8,6 +8,8 @@
 - `register`: logs the bundled model (models/bike-demand) as version 1 and the linear model
   (models/bike-linear) as version 2 of one registered model with the real client,
   `mlflow.onnx.log_model(..., registered_model_name=...)`, and points an alias at version 1.
+  It also registers `<name>-runs` version 1 with the source `runs:/<run of version 1>/model`
+  (how versions made from a run's URI look).
 - `set_alias`: moves an alias, as a user promoting a version does.
 
 Needs the `mlflow` package: run it with .venv/mlflow/bin/python (scripts/local/setup-mlflow.sh).
@@ -80,7 +82,17 @@ def register(tracking_uri: str, name: str, alias: str = ALIAS,
                             "model_id": info.model_id, "source": version.source,
                             "model_dir": str(directory)}
     client.set_registered_model_alias(name, alias, "1")
-    return {"name": name, "alias": alias, "versions": versions}
+    runs_name = register_runs_source(client, name, versions[1]["run_id"])
+    return {"name": name, "alias": alias, "versions": versions, "runs_source": runs_name}
+
+
+def register_runs_source(client, name: str, run_id: str) -> str:
+    """Registers `<name>-runs` version 1 with the source `runs:/<run_id>/model`, as
+    `MlflowClient.create_model_version` does for a model logged in a run; returns its name."""
+    runs_name = f"{name}-runs"
+    client.create_registered_model(runs_name)
+    client.create_model_version(runs_name, source=f"runs:/{run_id}/model", run_id=run_id)
+    return runs_name
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: int) -> None:
