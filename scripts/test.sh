@@ -8,12 +8,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
 
-# Our own local services (moto for S3, the Kinesis stand-in), stopped on exit; the tests only
-# ever talk to them.
+# Our own local services (moto for S3, the Kinesis stand-in, MLflow tracking servers), stopped
+# on exit; the tests only ever talk to them.
 export LOCAL_STATE_DIR=${LOCAL_STATE_DIR:-$PWD/.cache/test-services}
-trap 'bash scripts/local/services.sh stop' EXIT
+trap 'bash scripts/local/mlflow.sh stop; bash scripts/local/services.sh stop' EXIT
 bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
+# Real MLflow tracking servers with the two models registered, for tests/registry.rs.
+bash scripts/local/mlflow.sh start
+eval "$(bash scripts/local/mlflow.sh env)"
 
 cargo test --locked --all-targets "$@"
 

@@ -63,14 +63,15 @@ pub enum ArtifactError {
         /// The missing object or file.
         object: String,
     },
-    /// S3 answered with an error other than "not found", or could not be reached.
+    /// The store (S3, the tracking server's artifact proxy) answered with an error other than
+    /// "not found", or could not be reached.
     #[error("cannot read {object} (model at {uri})")]
-    S3 {
+    Store {
         /// Model location.
         uri: String,
         /// The object that was tried.
         object: String,
-        /// What the SDK said.
+        /// What the SDK or the HTTP client said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -105,7 +106,7 @@ pub enum ArtifactError {
         /// What to raise.
         remedy: &'static str,
     },
-    /// A file of the model arrived shorter, longer or other than S3 said it is.
+    /// A file of the model arrived shorter, longer or other than its store said it is.
     #[error("{object} arrived damaged ({detail}); the model at {uri} was not cached")]
     Damaged {
         /// Model location.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::publish::{DEFAULT_PUBLISH_CONCURRENCY, MAX_PUBLISH_CONCURRENCY};
+use crate::registry::http::{Credentials, TrackingServer};
+use crate::registry::{self, RegistryUri};
 
 /// Model directory used when `MODEL_URI` is not set: the bundled model, relative to the
 /// working directory (the repository root locally, `/var/task` in the Lambda image).
@@ -42,6 +44,9 @@ pub enum ModelLocation {
         /// Key prefix of the model directory, without leading or trailing `/`.
         prefix: String,
     },
+    /// A version of a model in the MLflow Model Registry (`models:/...`), resolved through
+    /// the tracking server ([`Config::registry`]).
+    Registry(RegistryUri),
 }
 
 impl std::fmt::Display for ModelLocation {
@@ -49,6 +54,7 @@ impl std::fmt::Display for ModelLocation {
         match self {
             Self::Directory(dir) => write!(f, "{}", dir.display()),
             Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Self::Registry(uri) => write!(f, "{uri}"),
         }
     }
 }
@@ -62,8 +68,17 @@ pub struct Config {
     pub model_cache_dir: PathBuf,
     /// Model name on prediction events (`MODEL_NAME`).
     pub model_name: String,
-    /// Model version on prediction events: `RUN_ID`, else `MODEL_ID`.
+    /// Model version on prediction events: `RUN_ID`, else `MODEL_ID`; for a registry model
+    /// without `RUN_ID`, `<name>/<version>` of the version served instead.
     pub version: String,
+    /// `RUN_ID`, when set: it is then the version on events whatever the model.
+    pub run_id: Option<String>,
+    /// The tracking server, for a `models:/` [`ModelLocation::Registry`] (`MLFLOW_TRACKING_URI`
+    /// and its credentials); `None` for other models.
+    pub registry: Option<registry::Settings>,
+    /// How often the alias of a `models:/<name>@<alias>` model is resolved again, at the start
+    /// of an invocation (`MODEL_REFRESH_SECONDS`); `None`: never.
+    pub model_refresh: Option<Duration>,
     /// Key of a regressor's value in the `prediction` object (`PREDICTION_FIELD`).
     pub prediction_field: String,
     /// Return predictions without publishing them (`TEST_RUN`).
@@ -127,7 +142,17 @@ impl Config {
         let run_id = get("RUN_ID");
         let model_id = get("MODEL_ID");
         let model = match (get("MODEL_URI"), get("MODEL_BUCKET")) {
-            (Some(uri), _) => parse_model_uri(uri)?,
+            (Some(uri), _) => match RegistryUri::parse(&uri) {
+                Some(Ok(registered)) => ModelLocation::Registry(registered),
+                Some(Err(expected)) => {
+                    return Err(ConfigError::Invalid {
+                        variable: "MODEL_URI",
+                        value: uri,
+                        expected,
+                    });
+                }
+                None => parse_model_uri(uri)?,
+            },
             (None, Some(bucket)) => {
                 let experiment =
                     get("MLFLOW_EXPERIMENT_ID").unwrap_or_else(|| DEFAULT_EXPERIMENT_ID.into());
@@ -151,6 +176,13 @@ impl Config {
             }
             (None, None) => ModelLocation::Directory(DEFAULT_MODEL_DIR.into()),
         };
+        let registry = match &model {
+            ModelLocation::Registry(_) => Some(registry_settings(&get)?),
+            _ => None,
+        };
+        let model_refresh = get("MODEL_REFRESH_SECONDS")
+            .map(|value| parse_refresh(value, &model))
+            .transpose()?;
         let test_run = match get("TEST_RUN") {
             Some(value) => parse_bool("TEST_RUN", value)?,
             None => false,
@@ -161,7 +193,13 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_MODEL_CACHE_DIR.into())
                 .into(),
             model_name: get("MODEL_NAME").unwrap_or_else(|| DEFAULT_MODEL_NAME.into()),
-            version: run_id.or(model_id).unwrap_or_else(|| DEFAULT_RUN_ID.into()),
+            version: run_id
+                .clone()
+                .or(model_id)
+                .unwrap_or_else(|| DEFAULT_RUN_ID.into()),
+            run_id,
+            registry,
+            model_refresh,
             prediction_field: prediction_field(get("PREDICTION_FIELD"))?,
             test_run,
             output_stream: get("OUTPUT_STREAM"),
@@ -273,6 +311,95 @@ fn parse_budget(value: String) -> Result<Duration, ConfigError> {
     }
 }
 
+/// The tracking server a `models:/` URI is resolved with: `MLFLOW_TRACKING_URI`, its
+/// credentials (basic auth wins over a token, as in MLflow's client), and the timeout of each
+/// call (`MLFLOW_HTTP_REQUEST_TIMEOUT`, MLflow's variable, with a default fit for a cold start).
+fn registry_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<registry::Settings, ConfigError> {
+    let uri = get("MLFLOW_TRACKING_URI").ok_or(ConfigError::Incomplete {
+        variable: "MODEL_URI",
+        needs: "it names a registry model (models:/...) and MLFLOW_TRACKING_URI is not set: \
+                set it to the MLflow tracking server's http:// or https:// URL",
+    })?;
+    let server = TrackingServer::parse(&uri).map_err(|expected| ConfigError::Invalid {
+        variable: "MLFLOW_TRACKING_URI",
+        // Never the value itself: it may hold credentials.
+        value: "<the value set>".into(),
+        expected,
+    })?;
+    let credentials = match (
+        get("MLFLOW_TRACKING_USERNAME"),
+        get("MLFLOW_TRACKING_PASSWORD"),
+        get("MLFLOW_TRACKING_TOKEN"),
+    ) {
+        (Some(username), Some(password), _) => Credentials::Basic { username, password },
+        (Some(_), None, _) => {
+            return Err(ConfigError::Incomplete {
+                variable: "MLFLOW_TRACKING_USERNAME",
+                needs: "MLFLOW_TRACKING_PASSWORD is not set",
+            });
+        }
+        (None, Some(_), _) => {
+            return Err(ConfigError::Incomplete {
+                variable: "MLFLOW_TRACKING_PASSWORD",
+                needs: "MLFLOW_TRACKING_USERNAME is not set",
+            });
+        }
+        (None, None, Some(token)) => Credentials::Token(token),
+        (None, None, None) => Credentials::None,
+    };
+    let timeout = match get("MLFLOW_HTTP_REQUEST_TIMEOUT") {
+        Some(value) => parse_seconds(
+            "MLFLOW_HTTP_REQUEST_TIMEOUT",
+            value,
+            900.0,
+            "seconds, more than 0 and at most 900",
+        )?,
+        None => registry::DEFAULT_REQUEST_TIMEOUT,
+    };
+    Ok(registry::Settings {
+        server,
+        credentials,
+        timeout,
+    })
+}
+
+/// Parses `MODEL_REFRESH_SECONDS`, which only a model named by an alias can follow.
+fn parse_refresh(value: String, model: &ModelLocation) -> Result<Duration, ConfigError> {
+    let every = parse_seconds(
+        "MODEL_REFRESH_SECONDS",
+        value,
+        86_400.0,
+        "seconds between two resolutions of the alias, more than 0 and at most 86400",
+    )?;
+    match model {
+        ModelLocation::Registry(uri) if uri.moves() => Ok(every),
+        _ => Err(ConfigError::Incomplete {
+            variable: "MODEL_REFRESH_SECONDS",
+            needs: "only a MODEL_URI of the form models:/<name>@<alias> can move: \
+                    name the model by an alias, or unset MODEL_REFRESH_SECONDS",
+        }),
+    }
+}
+
+/// Parses seconds, more than 0 and at most `max`, for `variable`.
+fn parse_seconds(
+    variable: &'static str,
+    value: String,
+    max: f64,
+    expected: &'static str,
+) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= max => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(ConfigError::Invalid {
+            variable,
+            value,
+            expected,
+        }),
+    }
+}
+
 /// Parses `MODEL_URI`: `s3://bucket/prefix` or a local directory.
 fn parse_model_uri(uri: String) -> Result<ModelLocation, ConfigError> {
     let Some(path) = uri.strip_prefix("s3://") else {
@@ -280,7 +407,8 @@ fn parse_model_uri(uri: String) -> Result<ModelLocation, ConfigError> {
             return Err(ConfigError::Invalid {
                 variable: "MODEL_URI",
                 value: uri,
-                expected: "s3://bucket/prefix or a local MLflow model directory",
+                expected: "s3://bucket/prefix, models:/<name>@<alias>, models:/<name>/<version> \
+                           or a local MLflow model directory",
             });
         }
         return Ok(ModelLocation::Directory(uri.into()));
@@ -448,6 +576,103 @@ mod tests {
                 "{uri}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn models_uris_name_a_registry_version_through_the_tracking_server() {
+        let config = config(&[
+            ("MODEL_URI", "models:/bike-demand@champion"),
+            ("MLFLOW_TRACKING_URI", "https://mlflow.example.com"),
+            ("MLFLOW_TRACKING_TOKEN", "t0ken"),
+            ("MODEL_REFRESH_SECONDS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(config.model.to_string(), "models:/bike-demand@champion");
+        let registry = config.registry.unwrap();
+        assert_eq!(registry.server.to_string(), "https://mlflow.example.com");
+        assert_eq!(registry.credentials, Credentials::Token("t0ken".into()));
+        assert_eq!(registry.timeout, registry::DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(config.model_refresh, Some(Duration::from_secs(60)));
+        assert_eq!(config.run_id, None);
+
+        let basic = super::tests::config(&[
+            ("MODEL_URI", "models:/bike-demand/3"),
+            ("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+            ("MLFLOW_TRACKING_USERNAME", "alice"),
+            ("MLFLOW_TRACKING_PASSWORD", "s3cret"),
+            ("MLFLOW_TRACKING_TOKEN", "ignored"),
+            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5"),
+        ])
+        .unwrap();
+        let registry = basic.registry.unwrap();
+        assert!(matches!(registry.credentials, Credentials::Basic { .. }));
+        assert_eq!(registry.timeout, Duration::from_millis(2500));
+        assert_eq!(basic.model_refresh, None);
+    }
+
+    #[test]
+    fn a_registry_model_needs_a_tracking_server_and_whole_credentials() {
+        let uri = ("MODEL_URI", "models:/bike-demand@champion");
+        let server = ("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000");
+        for (vars, starts) in [
+            (vec![uri], "MODEL_URI is set, but it names a registry model"),
+            (
+                vec![uri, ("MLFLOW_TRACKING_URI", "databricks")],
+                "MLFLOW_TRACKING_URI=",
+            ),
+            (
+                vec![uri, server, ("MLFLOW_TRACKING_USERNAME", "alice")],
+                "MLFLOW_TRACKING_USERNAME is set, but MLFLOW_TRACKING_PASSWORD",
+            ),
+            (
+                vec![uri, server, ("MLFLOW_TRACKING_PASSWORD", "s3cret")],
+                "MLFLOW_TRACKING_PASSWORD is set, but",
+            ),
+            (
+                vec![uri, server, ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0")],
+                "MLFLOW_HTTP_REQUEST_TIMEOUT=",
+            ),
+            (
+                vec![uri, server, ("MODEL_REFRESH_SECONDS", "never")],
+                "MODEL_REFRESH_SECONDS=",
+            ),
+            (
+                vec![
+                    ("MODEL_URI", "models:/bike-demand/3"),
+                    server,
+                    ("MODEL_REFRESH_SECONDS", "5"),
+                ],
+                "MODEL_REFRESH_SECONDS is set, but only",
+            ),
+            (
+                vec![("MODEL_REFRESH_SECONDS", "5")],
+                "MODEL_REFRESH_SECONDS is set",
+            ),
+            (
+                vec![("MODEL_URI", "models:/bike-demand/Production"), server],
+                "MODEL_URI=",
+            ),
+        ] {
+            let error = config(&vars).unwrap_err().to_string();
+            assert!(error.starts_with(starts), "{vars:?}: {error}");
+        }
+        // Credentials in the URI are refused without being repeated.
+        let error = config(&[uri, ("MLFLOW_TRACKING_URI", "https://alice:s3cret@host")])
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn an_explicit_run_id_stays_the_version_of_a_registry_model() {
+        let config = config(&[
+            ("MODEL_URI", "models:/bike-demand@champion"),
+            ("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+            ("RUN_ID", "r-1"),
+        ])
+        .unwrap();
+        assert_eq!(config.run_id.as_deref(), Some("r-1"));
+        assert_eq!(config.version, "r-1");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Fetching an MLflow model directory from S3 into a local cache at cold start.
+//! Fetching an MLflow model directory into a local cache at cold start: from S3, or from any
+//! other [`Store`] (the MLflow tracking server's artifact proxy, [`crate::registry`]).
 //!
-//! Only the files the service needs are fetched, each with `GetObject` (so the function needs
-//! no `ListBucket` permission): `MLmodel`, the onnx flavor's data file, and the external-data
-//! files the ONNX graph names. Each object is streamed to its file as it arrives, so a model
+//! Only the files the service needs are fetched, one request each (from S3 with `GetObject`,
+//! so the function needs no `ListBucket` permission): `MLmodel`, the onnx flavor's data file,
+//! and the external-data files the ONNX graph names. Each object is streamed to its file as it arrives, so a model
 //! is never held in memory while it downloads, and checked on the way: its size against the
 //! function's memory and the free space of the cache before any of it is written, then its
-//! length and, where the ETag is the object's MD5, its digest. The copy is assembled in a
+//! length and, where the store gives it (an S3 ETag that is the object's MD5), its digest. The copy is assembled in a
 //! temporary directory, with a manifest of what was fetched, and renamed into place, so the
 //! cache never holds half a model; a process restarted in the same sandbox finds it there,
 //! checks it against the manifest, and fetches nothing.
@@ -15,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -89,17 +93,28 @@ pub async fn fetch_model_within(
     cache_dir: &Path,
     memory: MemoryLimit,
 ) -> Result<ModelArtifact, ArtifactError> {
-    let source = S3Model {
+    let store = S3Model {
         client,
         bucket,
         prefix,
         uri: format!("s3://{bucket}/{prefix}"),
-        memory,
     };
-    let local = cache_dir.join(cache_key(&source.uri));
+    fetch_from(&store, cache_dir, memory).await
+}
+
+/// Returns the model directory `store` holds, fetching it into `cache_dir` unless a complete
+/// copy is already there, with the checks [`fetch_model`] makes.
+pub async fn fetch_from(
+    store: &impl Store,
+    cache_dir: &Path,
+    memory: MemoryLimit,
+) -> Result<ModelArtifact, ArtifactError> {
+    let source = Fetch { store, memory };
+    let uri = store.uri();
+    let local = cache_dir.join(cache_key(uri));
     match Manifest::read(&local) {
-        Some(manifest) if manifest.describes(&local, &source.uri) => {
-            tracing::info!(model_uri = %source.uri, cache = %local.display(), "model found in the local cache");
+        Some(manifest) if manifest.describes(&local, uri) => {
+            tracing::info!(model_uri = %uri, cache = %local.display(), "model found in the local cache");
         }
         _ => {
             // Another model's files, or an entry a process did not finish: fetched again.
@@ -110,7 +125,69 @@ pub async fn fetch_model_within(
             source.download_to(&local).await?;
         }
     }
-    ModelArtifact::read_dir_from(&local, source.uri)
+    ModelArtifact::read_dir_from(&local, uri.to_owned())
+}
+
+/// Where a model directory's files are read from, one request per file.
+pub trait Store {
+    /// The model directory's location: named in messages, and the key of its cache entry.
+    fn uri(&self) -> &str;
+
+    /// Starts reading `file`, a path relative to the model directory; a file that does not
+    /// exist is [`ArtifactError::NotFound`].
+    fn open(&self, file: &str) -> impl Future<Output = Result<StoredFile, ArtifactError>>;
+}
+
+/// A file of a model directory as its store answers it, its bytes still to come.
+pub struct StoredFile {
+    /// Its length, when the store says it.
+    pub length: Option<u64>,
+    /// Its ETag, kept in the cache's manifest.
+    pub etag: Option<String>,
+    /// Its MD5, when the store gives one the bytes can be checked against.
+    pub md5: Option<[u8; 16]>,
+    /// Its bytes.
+    pub body: FileBody,
+}
+
+/// The bytes of a [`StoredFile`] as they arrive.
+pub enum FileBody {
+    /// An S3 object's body.
+    S3(ByteStream),
+    /// An HTTP response's body; each piece must arrive within `idle` of the one before.
+    Http {
+        /// The body.
+        body: hyper::body::Incoming,
+        /// Longest wait for the next piece.
+        idle: std::time::Duration,
+    },
+}
+
+impl FileBody {
+    /// The next piece of the file, `None` at its end.
+    async fn next(&mut self) -> Option<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> {
+        match self {
+            Self::S3(body) => body.next().await.map(|chunk| chunk.map_err(Into::into)),
+            Self::Http { body, idle } => loop {
+                let frame = match tokio::time::timeout(*idle, body.frame()).await {
+                    Err(_) => {
+                        return Some(Err(format!(
+                            "no data for {} s in the middle of the file",
+                            idle.as_secs_f64()
+                        )
+                        .into()));
+                    }
+                    Ok(frame) => frame?,
+                };
+                match frame.map(hyper::body::Frame::into_data) {
+                    Ok(Ok(data)) => return Some(Ok(data)),
+                    // Trailers: no data.
+                    Ok(Err(_)) => continue,
+                    Err(error) => return Some(Err(error.into())),
+                }
+            },
+        }
+    }
 }
 
 /// A cache entry's name for a model location: the start of the location, sanitized to ASCII
@@ -179,15 +256,43 @@ impl Manifest {
     }
 }
 
+/// A model directory in S3, read with `GetObject`.
 struct S3Model<'a> {
     client: &'a Client,
     bucket: &'a str,
     prefix: &'a str,
     uri: String,
+}
+
+impl Store for S3Model<'_> {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    async fn open(&self, file: &str) -> Result<StoredFile, ArtifactError> {
+        let output = self.get(file).await?;
+        Ok(StoredFile {
+            length: output
+                .content_length()
+                .and_then(|length| u64::try_from(length).ok()),
+            etag: output.e_tag().map(str::to_owned),
+            md5: etag_md5(&output),
+            body: FileBody::S3(output.body),
+        })
+    }
+}
+
+/// One download from a store into the cache, within the function's memory.
+struct Fetch<'a, S> {
+    store: &'a S,
     memory: MemoryLimit,
 }
 
-impl S3Model<'_> {
+impl<S: Store> Fetch<'_, S> {
+    fn uri(&self) -> &str {
+        self.store.uri()
+    }
+
     async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
         let started = std::time::Instant::now();
         let partial = partial_dir(local);
@@ -205,12 +310,12 @@ impl S3Model<'_> {
         if let Err(error) = std::fs::rename(&partial, local) {
             let _ = std::fs::remove_dir_all(&partial);
             // Another process may have finished the same download first; its copy is complete.
-            if !Manifest::read(local).is_some_and(|theirs| theirs.describes(local, &self.uri)) {
+            if !Manifest::read(local).is_some_and(|theirs| theirs.describes(local, self.uri())) {
                 return Err(self.cache_error(local, error));
             }
         }
         tracing::info!(
-            model_uri = %self.uri,
+            model_uri = %self.uri(),
             bytes = manifest.files.iter().map(|file| file.bytes).sum::<u64>(),
             download_ms = started.elapsed().as_secs_f64() * 1e3,
             "model downloaded"
@@ -223,12 +328,12 @@ impl S3Model<'_> {
     async fn download_files(&self, dir: &Path) -> Result<Manifest, ArtifactError> {
         std::fs::create_dir_all(dir).map_err(|error| self.cache_error(dir, error))?;
         let mut manifest = Manifest {
-            uri: self.uri.clone(),
+            uri: self.uri().to_owned(),
             files: Vec::new(),
         };
         self.download(dir, MLMODEL_FILE, &mut manifest).await?;
         let mlmodel = self.read(dir, MLMODEL_FILE)?;
-        let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel), &self.uri)?;
+        let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel), self.uri())?;
         self.download(dir, &mlmodel.onnx_data, &mut manifest)
             .await?;
         // Read back to find the external data files, and freed before the model is loaded.
@@ -250,8 +355,8 @@ impl S3Model<'_> {
         std::fs::read(&path).map_err(|error| self.cache_error(&path, error))
     }
 
-    /// Streams one object to `dir/relative`, after checking that it fits, and checks what
-    /// arrived against what S3 said it is.
+    /// Streams one file to `dir/relative`, after checking that it fits, and checks what
+    /// arrived against what the store said it is.
     async fn download(
         &self,
         dir: &Path,
@@ -259,10 +364,8 @@ impl S3Model<'_> {
         manifest: &mut Manifest,
     ) -> Result<(), ArtifactError> {
         let object = self.object_uri(relative);
-        let mut output = self.get(relative).await?;
-        let expected = output
-            .content_length()
-            .and_then(|length| u64::try_from(length).ok());
+        let mut stored = self.store.open(relative).await?;
+        let expected = stored.length;
         let fetched: u64 = manifest.files.iter().map(|file| file.bytes).sum();
         if let Some(bytes) = expected {
             self.check_room(dir, &object, bytes, fetched)?;
@@ -276,8 +379,8 @@ impl S3Model<'_> {
         let mut md5 = Md5::new();
         let mut sha256 = Sha256::new();
         let mut written: u64 = 0;
-        while let Some(chunk) = output.body.next().await {
-            let chunk = chunk.map_err(|error| self.s3_error(&object, Box::new(error)))?;
+        while let Some(chunk) = stored.body.next().await {
+            let chunk = chunk.map_err(|error| self.store_error(&object, error))?;
             written += chunk.len() as u64;
             if expected.is_some_and(|bytes| written > bytes) {
                 break;
@@ -293,18 +396,18 @@ impl S3Model<'_> {
         file.sync_all()
             .map_err(|error| self.cache_error(&path, error))?;
         let damaged = |detail: String| ArtifactError::Damaged {
-            uri: self.uri.clone(),
+            uri: self.uri().to_owned(),
             object: object.clone(),
             detail,
         };
         if let Some(bytes) = expected.filter(|bytes| *bytes != written) {
             return Err(damaged(format!(
-                "{written} bytes{} where S3 said {bytes}",
+                "{written} bytes{} where the store said {bytes}",
                 if written > bytes { " or more" } else { "" }
             )));
         }
-        let etag = output.e_tag().map(str::to_owned);
-        if let Some(expected) = etag_md5(&output) {
+        let etag = stored.etag;
+        if let Some(expected) = stored.md5 {
             let actual: [u8; 16] = md5.finalize().into();
             if actual != expected {
                 return Err(damaged(format!(
@@ -333,7 +436,7 @@ impl S3Model<'_> {
         fetched: u64,
     ) -> Result<(), ArtifactError> {
         let too_large = |room: String, available: u64, remedy| ArtifactError::TooLarge {
-            uri: self.uri.clone(),
+            uri: self.uri().to_owned(),
             object: object.to_owned(),
             bytes,
             room,
@@ -365,31 +468,33 @@ impl S3Model<'_> {
 
     fn cache_error(&self, path: &Path, source: std::io::Error) -> ArtifactError {
         ArtifactError::Cache {
-            uri: self.uri.clone(),
+            uri: self.uri().to_owned(),
             path: path.display().to_string(),
             source,
         }
     }
 
-    fn s3_error(
+    fn store_error(
         &self,
         object: &str,
         source: Box<dyn std::error::Error + Send + Sync>,
     ) -> ArtifactError {
-        ArtifactError::S3 {
-            uri: self.uri.clone(),
+        ArtifactError::Store {
+            uri: self.uri().to_owned(),
             object: object.to_owned(),
             source,
         }
     }
 
     fn object_uri(&self, file: &str) -> String {
-        format!("{}/{file}", self.uri)
+        format!("{}/{file}", self.uri())
     }
+}
 
+impl S3Model<'_> {
     async fn get(&self, file: &str) -> Result<GetObjectOutput, ArtifactError> {
         let key = format!("{}/{file}", self.prefix);
-        let object_uri = self.object_uri(file);
+        let object_uri = format!("{}/{file}", self.uri);
         let response = self
             .client
             .get_object()
@@ -410,7 +515,11 @@ impl S3Model<'_> {
             } else {
                 // The SDK's own `Display` is terse; this report includes the cause.
                 let report = aws_sdk_s3::error::DisplayErrorContext(error).to_string();
-                self.s3_error(&object_uri, report.into())
+                ArtifactError::Store {
+                    uri: self.uri.clone(),
+                    object: object_uri.clone(),
+                    source: report.into(),
+                }
             }
         })
     }

@@ -14,7 +14,9 @@ use crate::ledger::Ledger;
 use crate::model::{InferenceError, Model};
 use crate::output::{self, DeadLetter, EventEncoder, LoggedData};
 use crate::pack::{self, ShardMap};
+use crate::promotion::Promotion;
 use crate::publish::{Outgoing, PublishReport, Publisher};
+use crate::registry::ModelVersion;
 use crate::telemetry::BatchReport;
 
 /// Why an invocation failed as a whole. Bad records never fail it: they are rejected, those
@@ -108,10 +110,16 @@ impl Invocation {
 
 /// Everything an invocation needs, built once at cold start ([`crate::startup`]).
 pub struct Handler {
-    model: Model,
+    /// The model served and how its events are stamped; replaced whole when a new registry
+    /// version is promoted, each invocation using the one it started with.
+    serving: std::sync::Mutex<std::sync::Arc<Serving>>,
     model_name: String,
-    version: String,
-    encoder: EventEncoder,
+    /// Key of a regressor's value in each event's `prediction` object.
+    prediction_field: String,
+    /// An explicit `RUN_ID`: the version on events whatever registry version serves.
+    pinned_version: Option<String>,
+    /// With `MODEL_REFRESH_SECONDS`: the alias followed.
+    promotion: Option<Promotion>,
     /// Where prediction events go; `None` with `TEST_RUN`: predictions are only returned.
     publisher: Option<Publisher>,
     /// Where rejected records are kept; `None`: they are logged in full.
@@ -120,6 +128,48 @@ pub struct Handler {
     publish_budget: Option<Duration>,
     /// With `OUTPUT_AGGREGATION=kpl`: prediction events go out in KPL aggregated records.
     aggregation: Option<Aggregation>,
+}
+
+/// A model and what its events are stamped with.
+pub struct Serving {
+    model: std::sync::Arc<Model>,
+    /// The `version` on prediction events and dead letters.
+    version: String,
+    /// The registry version the model is, if it is one.
+    registered: Option<ModelVersion>,
+    encoder: EventEncoder,
+}
+
+impl Serving {
+    fn new(
+        model: std::sync::Arc<Model>,
+        model_name: &str,
+        version: String,
+        registered: Option<ModelVersion>,
+        prediction_field: &str,
+    ) -> Self {
+        Self {
+            encoder: EventEncoder::new(model_name, &version, prediction_field),
+            model,
+            version,
+            registered,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The `version` stamped on events.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The registry version served, if the model is one.
+    pub fn registered(&self) -> Option<&ModelVersion> {
+        self.registered.as_ref()
+    }
 }
 
 /// The output stream's shards, for packing prediction events by shard.
@@ -143,11 +193,19 @@ impl Handler {
     /// A handler predicting with `model` and stamping events with `model_name` and `version`,
     /// a regressor's value under `cnt`; it publishes nothing until given a publisher.
     pub fn new(model: Model, model_name: &str, version: &str) -> Self {
+        let serving = Serving::new(
+            std::sync::Arc::new(model),
+            model_name,
+            version.into(),
+            None,
+            DEFAULT_PREDICTION_FIELD,
+        );
         Self {
-            model,
+            serving: std::sync::Mutex::new(std::sync::Arc::new(serving)),
             model_name: model_name.into(),
-            version: version.into(),
-            encoder: EventEncoder::new(model_name, version, DEFAULT_PREDICTION_FIELD),
+            prediction_field: DEFAULT_PREDICTION_FIELD.into(),
+            pinned_version: None,
+            promotion: None,
             publisher: None,
             dead_letters: None,
             publish_budget: None,
@@ -173,8 +231,63 @@ impl Handler {
 
     /// Writes a regressor's value under `field` in the `prediction` object.
     pub fn with_prediction_field(mut self, field: &str) -> Self {
-        self.encoder = EventEncoder::new(&self.model_name, &self.version, field);
+        self.prediction_field = field.into();
+        self.restamp();
         self
+    }
+
+    /// The model is registry version `registered`: events carry its `<name>/<version>`
+    /// unless `run_id` (an explicit `RUN_ID`) is given, which they carry instead, whatever
+    /// version serves later.
+    pub fn registered(mut self, registered: ModelVersion, run_id: Option<&str>) -> Self {
+        self.pinned_version = run_id.map(str::to_owned);
+        let version = self.stamp(Some(&registered));
+        self.set_serving(self.serving().model.clone(), version, Some(registered));
+        self
+    }
+
+    /// Follows the alias of `promotion` at the start of invocations (`MODEL_REFRESH_SECONDS`).
+    pub fn promoting(mut self, promotion: Promotion) -> Self {
+        self.promotion = Some(promotion);
+        self
+    }
+
+    /// Stamps the events of the serving model again, after the prediction field changed.
+    fn restamp(&mut self) {
+        let current = self.serving();
+        let registered = current.registered.clone();
+        self.set_serving(current.model.clone(), current.version.clone(), registered);
+    }
+
+    /// Serves `model`, its events stamped `version`, from the next invocation on; returns it.
+    fn set_serving(
+        &self,
+        model: std::sync::Arc<Model>,
+        version: String,
+        registered: Option<ModelVersion>,
+    ) -> std::sync::Arc<Serving> {
+        let serving = std::sync::Arc::new(Serving::new(
+            model,
+            &self.model_name,
+            version,
+            registered,
+            &self.prediction_field,
+        ));
+        match self.serving.lock() {
+            Ok(mut current) => *current = serving.clone(),
+            Err(poisoned) => *poisoned.into_inner() = serving.clone(),
+        }
+        serving
+    }
+
+    /// The `version` on the events of `registered`: the pinned `RUN_ID`, else the registry's
+    /// `<name>/<version>`, else the one the handler was made with.
+    fn stamp(&self, registered: Option<&ModelVersion>) -> String {
+        match (&self.pinned_version, registered) {
+            (Some(pinned), _) => pinned.clone(),
+            (None, Some(registered)) => registered.stamp(),
+            (None, None) => self.serving().version.clone(),
+        }
     }
 
     /// Publishes prediction events with `publisher`.
@@ -189,9 +302,42 @@ impl Handler {
         self
     }
 
-    /// The model predictions are made with.
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// The model predictions are made with now, and how its events are stamped.
+    pub fn serving(&self) -> std::sync::Arc<Serving> {
+        match self.serving.lock() {
+            Ok(serving) => serving.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The model an invocation predicts with: the current one, or, when a promotion check is
+    /// due and the alias moved, the new version, swapped in for this invocation and the ones
+    /// after it. Returns it with the milliseconds the check took (0 when none was due).
+    async fn serving_for(&self, invocation: &Invocation) -> (std::sync::Arc<Serving>, f64) {
+        let current = self.serving();
+        let (Some(promotion), Some(registered)) = (&self.promotion, current.registered()) else {
+            return (current, 0.0);
+        };
+        let started = Instant::now();
+        // A refresh may take half the time the invocation has left; the batch needs the rest.
+        let budget = invocation.deadline.map(|deadline| {
+            deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                / 2
+        });
+        // Boxed: the check's state (REST calls, a download, a model build) is large and rare,
+        // and would otherwise sit in every invocation's future.
+        let Some(loaded) = Box::pin(promotion.check(registered, budget)).await else {
+            return (current, started.elapsed().as_secs_f64() * 1e3);
+        };
+        let version = self.stamp(loaded.registered.as_ref());
+        let promoted = self.set_serving(
+            std::sync::Arc::new(loaded.model),
+            version,
+            loaded.registered,
+        );
+        (promoted, started.elapsed().as_secs_f64() * 1e3)
     }
 
     /// The prediction stream's publisher, if predictions are published.
@@ -219,25 +365,34 @@ impl Handler {
         invocation: &Invocation,
     ) -> Result<Handled, HandlerError> {
         let started = Instant::now();
-        let (mut ledger, inputs) = event::decode(records, self.model.layout());
+        let (serving, refresh_ms) = self.serving_for(invocation).await;
+        let refreshed = Instant::now();
+        let (mut ledger, inputs) = event::decode(records, serving.model.layout());
         let decoded = Instant::now();
-        let predictions = self.model.predict_isolating(&inputs)?;
+        let predictions = serving.model.predict_isolating(&inputs)?;
         let predicted = Instant::now();
-        self.encoder.encode_batch(&mut ledger, &predictions);
+        serving.encoder.encode_batch(&mut ledger, &predictions);
         let encoded = Instant::now();
 
+        let registered = serving.registered();
         let mut report = BatchReport {
             request_id: invocation.request_id.clone(),
+            version: serving.version.clone(),
+            registered_model: registered.map(|version| version.name.clone()),
+            model_version: registered.map(|version| version.version.clone()),
+            run_id: registered.and_then(|version| version.run_id.clone()),
+            refresh_ms,
             ..BatchReport::default()
         };
         let deadline = invocation.publishing_deadline(self.publish_budget);
-        self.deliver(&mut ledger, deadline, &mut report).await;
+        self.deliver(&mut ledger, &serving.version, deadline, &mut report)
+            .await;
         let published = Instant::now();
         let response = output::write_response(&ledger, invocation.response_limit);
 
         report.records = ledger.len();
         (report.predicted, report.rejected, report.redeliver) = ledger.counts();
-        report.decode_ms = (decoded - started).as_secs_f64() * 1e3;
+        report.decode_ms = (decoded - refreshed).as_secs_f64() * 1e3;
         report.inference_ms = (predicted - decoded).as_secs_f64() * 1e3;
         report.publish_ms = (published - encoded).as_secs_f64() * 1e3;
         report.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -252,6 +407,7 @@ impl Handler {
     async fn deliver(
         &self,
         ledger: &mut Ledger<'_>,
+        version: &str,
         deadline: tokio::time::Instant,
         report: &mut BatchReport,
     ) {
@@ -279,7 +435,7 @@ impl Handler {
                     .collect(),
                 None => Vec::new(),
             };
-            let letters = self.dead_letters_of(ledger, &rejected);
+            let letters = self.dead_letters_of(ledger, &rejected, version);
             let (published, kept) = tokio::join!(
                 self.publish_events(&events, deadline),
                 self.keep(ledger, &rejected, &letters, deadline),
@@ -318,7 +474,7 @@ impl Handler {
         for (record, reason) in unpublishable {
             ledger.reject(record, reason);
         }
-        let letters = self.dead_letters_of(ledger, &rejected);
+        let letters = self.dead_letters_of(ledger, &rejected, version);
         let kept = self.keep(ledger, &rejected, &letters, deadline).await;
         self.account_kept(report, ledger, kept);
     }
@@ -404,13 +560,18 @@ impl Handler {
 
     /// The dead letters of the rejected records at `rejected`, if there is a dead-letter
     /// stream.
-    fn dead_letters_of<'e>(&self, ledger: &Ledger<'e>, rejected: &[usize]) -> Vec<DeadLetter<'e>> {
+    fn dead_letters_of<'e>(
+        &self,
+        ledger: &Ledger<'e>,
+        rejected: &[usize],
+        version: &str,
+    ) -> Vec<DeadLetter<'e>> {
         match &self.dead_letters {
             Some(stream) => output::dead_letters(
                 ledger,
                 rejected,
                 &self.model_name,
-                &self.version,
+                version,
                 stream.max_record_bytes(),
             ),
             None => Vec::new(),

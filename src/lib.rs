@@ -4,9 +4,12 @@
 //! # Layout
 //! One record flows through the modules in this order:
 //!
-//! At cold start, [`startup`] reads the [`config`], fetches the model ([`download`]), reads its
-//! `MLmodel` ([`artifact`]), loads it into ONNX Runtime and binds its inputs to the signature
-//! ([`model`], [`inputs`]), and builds the publishers ([`publish`]). Then one record flows
+//! At cold start, [`startup`] reads the [`config`], fetches the model ([`source`]: from a
+//! directory, from S3 with [`download`], or as a version of the MLflow Model Registry with
+//! [`registry`]), reads its `MLmodel` ([`artifact`]), loads it into ONNX Runtime and binds its
+//! inputs to the signature ([`model`], [`inputs`]), and builds the publishers ([`publish`]).
+//! With `MODEL_REFRESH_SECONDS`, [`promotion`] follows a registry alias at the start of
+//! invocations and swaps in the version it moves to. Then one record flows
 //! through the modules in this order:
 //!
 //! - [`kinesis`]: the Lambda Kinesis event, read in one pass into the records' decoded data;
@@ -54,6 +57,9 @@ pub mod memory;
 pub mod model;
 pub mod output;
 pub mod pack;
+pub mod promotion;
 pub mod publish;
+pub mod registry;
+pub mod source;
 pub mod startup;
 pub mod telemetry;

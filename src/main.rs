@@ -112,7 +112,10 @@ async fn serve(handler: &Handler) -> anyhow::Result<()> {
         let invocation = Invocation::from(&event.context);
         let records = event.payload.0.map_err(HandlerError::from)?;
         let handled = handler.handle(&records, &invocation).await;
-        telemetry::flush_metrics(metrics);
+        telemetry::flush_metrics(
+            metrics,
+            handled.as_ref().ok().map(|handled| &handled.report),
+        );
         let response = handled?.response;
         let invalid = |error: &dyn std::error::Error| Diagnostic {
             error_type: "InvalidResponse".into(),

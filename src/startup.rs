@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::artifact::ModelArtifact;
 use crate::config::{Config, ConfigError, ModelLocation};
-use crate::download;
 use crate::handler::Handler;
-use crate::model::{ModelError, OnnxRuntime};
+use crate::model::ModelError;
 use crate::pack::ShardMap;
+use crate::promotion::Promotion;
 use crate::publish::{self, Publisher, RetryPolicy};
+use crate::source::{ModelSource, SourceError};
 
 /// Why the function could not start.
 #[derive(Debug, Error)]
@@ -22,6 +22,9 @@ pub enum StartupError {
     /// ONNX Runtime or the model could not be loaded.
     #[error("cannot load the model")]
     Model(#[from] ModelError),
+    /// The model could not be resolved, fetched or loaded.
+    #[error("cannot load the model")]
+    Source(#[from] SourceError),
     /// Publishing is on, but no AWS region is set.
     #[error(
         "no AWS region is set: set AWS_REGION (Lambda sets it) to the region of the Kinesis streams"
@@ -42,7 +45,7 @@ pub enum StartupError {
 /// The standard AWS configuration chain: environment, profile files, container or instance
 /// credentials. `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_KINESIS`)
 /// points the clients at local servers.
-async fn load_aws_config() -> aws_config::SdkConfig {
+pub async fn load_aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
@@ -77,14 +80,24 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         }
         _ => None,
     };
+    let source = ModelSource::new(config, aws.clone())?;
     let (model, output, dead_letters) = tokio::join!(
-        load_model(config, aws.as_ref()),
+        source.load(),
         publisher(kinesis.as_ref(), stream),
         publisher(kinesis.as_ref(), dead_letter_stream),
     );
-    let mut handler = Handler::new(model?, &config.model_name, &config.version)
+    let loaded = model?;
+    let mut handler = Handler::new(loaded.model, &config.model_name, &config.version)
         .with_prediction_field(&config.prediction_field)
         .with_publish_budget(config.publish_budget);
+    if let Some(registered) = loaded.registered {
+        handler = handler.registered(registered, config.run_id.as_deref());
+        if let Some(every) = config.model_refresh {
+            let mut source = source;
+            source.single_attempt();
+            handler = handler.promoting(Promotion::new(source, every));
+        }
+    }
     if let Some(publisher) = output.transpose()? {
         if config.output_aggregation {
             let shards = ShardMap::list(publisher.client(), publisher.stream())
@@ -110,9 +123,18 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
             .unordered();
         handler = handler.dead_lettering_to(publisher);
     }
-    let model = handler.model();
+    let serving = handler.serving();
+    let model = serving.model();
+    let registered = serving.registered();
     tracing::info!(
-        model_uri = model.uri(),
+        model_uri = %config.model,
+        location = model.uri(),
+        version = serving.version(),
+        registered_model = registered.map(|version| version.name.as_str()),
+        model_version = registered.map(|version| version.version.as_str()),
+        run_id = registered.and_then(|version| version.run_id.as_deref()),
+        tracking_uri = config.registry.as_ref().map(|registry| registry.server.to_string()),
+        model_refresh_s = config.model_refresh.map(|every| every.as_secs_f64()),
         columns = ?model.columns(),
         inputs = ?model.layout().inputs.iter().map(|input| &input.name).collect::<Vec<_>>(),
         outputs = %model.outputs(),
@@ -125,43 +147,6 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         "ready"
     );
     Ok(handler)
-}
-
-/// Fetches the model (from S3 with `aws`'s settings) and loads it with ONNX Runtime, on a
-/// blocking thread so that the rest of the cold start goes on meanwhile.
-async fn load_model(
-    config: &Config,
-    aws: Option<&aws_config::SdkConfig>,
-) -> Result<crate::model::Model, StartupError> {
-    let artifact = match &config.model {
-        ModelLocation::S3 { bucket, prefix } => {
-            let loaded;
-            let aws = match aws {
-                Some(aws) => aws,
-                None => {
-                    loaded = load_aws_config().await;
-                    &loaded
-                }
-            };
-            let s3_config =
-                aws_sdk_s3::config::Builder::from(aws).timeout_config(download::timeouts());
-            let client = aws_sdk_s3::Client::from_conf(s3_config.build());
-            download::fetch_model(&client, bucket, prefix, &config.model_cache_dir).await
-        }
-        ModelLocation::Directory(dir) => ModelArtifact::read_dir(dir),
-    };
-    let artifact = artifact.map_err(ModelError::from)?;
-    let library = config.ort_library.clone();
-    let threads = config.inference_threads;
-    let loaded = tokio::task::spawn_blocking(move || {
-        OnnxRuntime::load(&library)?.load_model_threaded(artifact, threads)
-    })
-    .await;
-    match loaded {
-        Ok(model) => Ok(model?),
-        // The loading thread panicked: let the process fail as it would have on this thread.
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
 }
 
 /// A publisher to `stream`, once checked, if there is a stream and a Kinesis client (and the

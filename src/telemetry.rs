@@ -82,8 +82,28 @@ pub fn init_metrics() -> Option<&'static metrics_cloudwatch_embedded::Collector>
 }
 
 /// Writes the metrics recorded since the last flush as one EMF document on stderr, where
-/// CloudWatch Logs picks it up (stdout is kept for the `invoke` command's response).
-pub fn flush_metrics(collector: Option<&metrics_cloudwatch_embedded::Collector>) {
+/// CloudWatch Logs picks it up (stdout is kept for the `invoke` command's response). The
+/// document names the model of `batch`, when there is one, as properties (`Version`, and for
+/// a registry model `RegisteredModel`, `ModelVersion`, `RunId`), not dimensions: a promotion
+/// does not start new metrics.
+pub fn flush_metrics(
+    collector: Option<&metrics_cloudwatch_embedded::Collector>,
+    batch: Option<&BatchReport>,
+) {
+    if let (Some(collector), Some(batch)) = (collector, batch) {
+        collector.set_property("Version", batch.version.clone());
+        let properties = [
+            ("RegisteredModel", &batch.registered_model),
+            ("ModelVersion", &batch.model_version),
+            ("RunId", &batch.run_id),
+        ];
+        for (name, value) in properties {
+            match value {
+                Some(value) => collector.set_property(name, value.clone()),
+                None => collector.remove_property(name),
+            };
+        }
+    }
     if let Some(Err(error)) = collector.map(|c| c.flush(std::io::stderr().lock())) {
         tracing::warn!(%error, "cannot write metrics");
     }
@@ -95,6 +115,17 @@ pub fn flush_metrics(collector: Option<&metrics_cloudwatch_embedded::Collector>)
 pub struct BatchReport {
     /// Lambda's request id for the invocation (empty outside Lambda).
     pub request_id: String,
+    /// The `version` on the batch's events.
+    pub version: String,
+    /// The registered model served, for a registry model.
+    pub registered_model: Option<String>,
+    /// Its version number.
+    pub model_version: Option<String>,
+    /// The run that produced that version, if any.
+    pub run_id: Option<String>,
+    /// Milliseconds resolving the alias again and, if it moved, loading the new version, at
+    /// the start of the invocation (`MODEL_REFRESH_SECONDS`); 0 without a check.
+    pub refresh_ms: f64,
     /// Records in the event.
     pub records: usize,
     /// Records predicted (their events are in the response).
@@ -128,6 +159,10 @@ impl BatchReport {
     pub fn emit(&self) {
         tracing::info!(
             request_id = self.request_id,
+            version = self.version,
+            registered_model = self.registered_model,
+            model_version = self.model_version,
+            run_id = self.run_id,
             records = self.records,
             predicted = self.predicted,
             published = self.published,
@@ -140,6 +175,7 @@ impl BatchReport {
             decode_ms = self.decode_ms,
             inference_ms = self.inference_ms,
             publish_ms = self.publish_ms,
+            refresh_ms = self.refresh_ms,
             total_ms = self.total_ms,
             "batch handled"
         );
@@ -158,6 +194,7 @@ impl BatchReport {
             metrics::counter!(name).increment(count as u64);
         }
         let times = [
+            ("RefreshMs", self.refresh_ms),
             ("DecodeMs", self.decode_ms),
             ("InferenceMs", self.inference_ms),
             ("PublishMs", self.publish_ms),

@@ -1,0 +1,747 @@
+//! The MLflow Model Registry: `MODEL_URI=models:/<name>@<alias>` or `models:/<name>/<version>`
+//! resolved to one model version and the place its files are, through the tracking server's
+//! REST API (`MLFLOW_TRACKING_URI`).
+//!
+//! # Resolution
+//! - The version: `GET /api/2.0/mlflow/registered-models/alias?name=&alias=` for an alias,
+//!   `GET /api/2.0/mlflow/model-versions/get?name=&version=` for a number. Both answer the
+//!   `model_version` (its number, `run_id`, `source` and `status`); a version not `READY`
+//!   is refused. An alias the model does not have is answered 400 `INVALID_PARAMETER_VALUE`,
+//!   a name or version it does not have 404 `RESOURCE_DOES_NOT_EXIST`: neither passes with
+//!   time, so neither is retried.
+//! - Its files, from the version's `source`:
+//!   - `models:/m-<id>` (MLflow 3 logs every model as a logged model):
+//!     `GET /api/2.0/mlflow/logged-models/<id>`, its `artifact_uri` once it is
+//!     `LOGGED_MODEL_READY`;
+//!   - `runs:/<run_id>/<path>`: the logged model of that run named `<path>`
+//!     (`POST /api/2.0/mlflow/logged-models/search`, MLflow 3), else `<path>` among the run's
+//!     artifacts (`GET /api/2.0/mlflow/runs/get`, MLflow 2);
+//!   - anything else: `GET /api/2.0/mlflow/model-versions/get-download-uri`, the server's
+//!     own answer.
+//! - The location is then read from S3 (`s3://`, with the function's role, by
+//!   [`crate::download`]), or through the server's artifact proxy (`mlflow-artifacts:`,
+//!   [`proxy`]). Locations on the server's own disk (`file:`, a bare path) cannot be read
+//!   from a Lambda function, and are refused with what to change on the server.
+//!
+//! # The client
+//! The few calls are typed here ([`http`]), on the hyper/rustls stack the AWS SDK already
+//! builds into the function, rather than through `trs-mlflow`, the one MLflow client crate on
+//! crates.io: that crate brings `reqwest` (a second HTTP client to build), is described by
+//! its author as work in progress, and covers neither aliases, logged models nor the artifact
+//! proxy, which are the three things needed here. Every call has a timeout
+//! (`MLFLOW_HTTP_REQUEST_TIMEOUT`); one that fails in a way that may pass (no connection,
+//! HTTP 429 or 5xx) is tried up to [`http::ATTEMPTS`] times.
+
+pub mod http;
+pub mod proxy;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use self::http::{CallError, Credentials, Http, TrackingServer};
+
+/// Longest wait for one REST call when `MLFLOW_HTTP_REQUEST_TIMEOUT` is not set. MLflow's own
+/// client waits 120 s; a Lambda cold start has 10 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered model version as `MODEL_URI` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUri {
+    /// The registered model's name.
+    pub name: String,
+    /// Which of its versions.
+    pub reference: Reference,
+}
+
+/// How a [`RegistryUri`] picks a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `models:/<name>@<alias>`: the version the alias points at, which may move.
+    Alias(String),
+    /// `models:/<name>/<version>`: one version, for good.
+    Version(u64),
+}
+
+impl RegistryUri {
+    /// Parses `models:/<name>@<alias>` or `models:/<name>/<version>`; `None` for a URI of
+    /// another scheme; the error says what a `models:/` URI should be.
+    pub fn parse(uri: &str) -> Option<Result<Self, &'static str>> {
+        let path = uri.trim().strip_prefix("models:/")?;
+        Some(Self::parse_path(path.trim_start_matches('/')))
+    }
+
+    fn parse_path(path: &str) -> Result<Self, &'static str> {
+        const EXPECTED: &str = "models:/<name>@<alias> or models:/<name>/<version number>";
+        if let Some((name, alias)) = path.rsplit_once('@') {
+            let valid = |s: &str| !s.is_empty() && !s.contains('/');
+            if !valid(name) || !valid(alias) {
+                return Err(EXPECTED);
+            }
+            return Ok(Self {
+                name: name.into(),
+                reference: Reference::Alias(alias.into()),
+            });
+        }
+        let Some((name, version)) = path.rsplit_once('/') else {
+            return Err(EXPECTED);
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(EXPECTED);
+        }
+        match version.parse::<u64>() {
+            Ok(number) if number > 0 && version.bytes().all(|b| b.is_ascii_digit()) => Ok(Self {
+                name: name.into(),
+                reference: Reference::Version(number),
+            }),
+            _ if version == "latest" || version.chars().next().is_some_and(char::is_alphabetic) => {
+                Err(
+                    "models:/<name>@<alias> or models:/<name>/<version number>: stages \
+                     (Production, Staging) and `latest` are deprecated in MLflow for aliases; \
+                     set an alias on the version and name it with @",
+                )
+            }
+            _ => Err(EXPECTED),
+        }
+    }
+
+    /// Whether the version may change between two resolutions (an alias).
+    pub fn moves(&self) -> bool {
+        matches!(self.reference, Reference::Alias(_))
+    }
+}
+
+impl std::fmt::Display for RegistryUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reference {
+            Reference::Alias(alias) => write!(f, "models:/{}@{alias}", self.name),
+            Reference::Version(version) => write!(f, "models:/{}/{version}", self.name),
+        }
+    }
+}
+
+/// How to reach the tracking server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `MLFLOW_TRACKING_URI`.
+    pub server: TrackingServer,
+    /// `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    pub credentials: Credentials,
+    /// `MLFLOW_HTTP_REQUEST_TIMEOUT`: longest wait for one call.
+    pub timeout: Duration,
+}
+
+/// One registered model version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVersion {
+    /// The registered model's name.
+    pub name: String,
+    /// Its version number, as MLflow writes it.
+    pub version: String,
+    /// The run that produced it, if any.
+    pub run_id: Option<String>,
+    /// Where MLflow says its files come from (`models:/m-<id>`, `runs:/...`, a storage URI).
+    pub source: String,
+}
+
+impl ModelVersion {
+    /// The `version` stamped on prediction events: `<name>/<version>`.
+    pub fn stamp(&self) -> String {
+        format!("{}/{}", self.name, self.version)
+    }
+}
+
+/// Where a model version's files are, as the function reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `s3://{bucket}/{prefix}`: read with the function's role.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix of the model directory, without leading or trailing `/`.
+        prefix: String,
+    },
+    /// `mlflow-artifacts:/{path}`: read through the tracking server's artifact proxy.
+    Proxy {
+        /// The directory's path in the artifact store.
+        path: String,
+    },
+}
+
+/// Why a registry model could not be resolved.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    /// A call to the tracking server failed.
+    #[error("cannot {doing} for {uri} from the MLflow tracking server {server}")]
+    Call {
+        /// The `models:/` URI being resolved.
+        uri: String,
+        /// The tracking server.
+        server: String,
+        /// What the call was for.
+        doing: &'static str,
+        /// How it failed: the HTTP status and MLflow's error, or the cause.
+        #[source]
+        cause: Box<CallError>,
+    },
+    /// The version exists but is not ready to be served.
+    #[error("{uri} is version {version}, whose status is {status}, not READY")]
+    NotReady {
+        /// The `models:/` URI.
+        uri: String,
+        /// Its version.
+        version: String,
+        /// `PENDING_REGISTRATION` or `FAILED_REGISTRATION`.
+        status: String,
+    },
+    /// The version's logged model has not finished uploading, or failed to.
+    #[error("{uri} is logged model {model_id}, whose status is {status}, not LOGGED_MODEL_READY")]
+    LoggedModelNotReady {
+        /// The `models:/` URI.
+        uri: String,
+        /// The logged model.
+        model_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The version's files are somewhere the function cannot read.
+    #[error("{uri}: its files are at {location}, which {reason}")]
+    Unreadable {
+        /// The `models:/` URI.
+        uri: String,
+        /// Where the registry says they are.
+        location: String,
+        /// Why it cannot be read, and what to change.
+        reason: &'static str,
+    },
+}
+
+/// The tracking server's registry, as the function uses it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    http: Http,
+}
+
+impl Registry {
+    /// A client of the tracking server in `settings`.
+    pub fn new(settings: &Settings) -> std::io::Result<Self> {
+        Ok(Self {
+            http: Http::new(
+                settings.server.clone(),
+                &settings.credentials,
+                settings.timeout,
+            )?,
+        })
+    }
+
+    /// The tracking server.
+    pub fn server(&self) -> &TrackingServer {
+        self.http.server()
+    }
+
+    /// Makes one attempt of each call (see [`Http::single_attempt`]).
+    pub fn single_attempt(&mut self) {
+        self.http.single_attempt();
+    }
+
+    /// The version `uri` names now, if it is ready to be served: one REST call.
+    pub async fn resolve(&self, uri: &RegistryUri) -> Result<ModelVersion, RegistryError> {
+        let answer: VersionAnswer = match &uri.reference {
+            Reference::Alias(alias) => {
+                let query = [("name", uri.name.as_str()), ("alias", alias.as_str())];
+                self.http
+                    .get("/api/2.0/mlflow/registered-models/alias", &query)
+                    .await
+            }
+            Reference::Version(version) => {
+                let version = version.to_string();
+                let query = [("name", uri.name.as_str()), ("version", version.as_str())];
+                self.http
+                    .get("/api/2.0/mlflow/model-versions/get", &query)
+                    .await
+            }
+        }
+        .map_err(|cause| self.error(uri, "resolve the model version", cause))?;
+        model_version(uri, answer.model_version)
+    }
+
+    /// Where the files of `version` (resolved from `uri`) are.
+    pub async fn locate(
+        &self,
+        uri: &RegistryUri,
+        version: &ModelVersion,
+    ) -> Result<Location, RegistryError> {
+        let artifact_uri = match Source::of(&version.source) {
+            Source::LoggedModel(id) => self.logged_model_artifacts(uri, id).await?,
+            Source::Run { run_id, path } => self.run_artifacts(uri, run_id, path).await?,
+            Source::Other => {
+                let query = [
+                    ("name", version.name.as_str()),
+                    ("version", version.version.as_str()),
+                ];
+                let answer: DownloadUriAnswer = self
+                    .http
+                    .get("/api/2.0/mlflow/model-versions/get-download-uri", &query)
+                    .await
+                    .map_err(|cause| self.error(uri, "get the download URI", cause))?;
+                match Source::of(&answer.artifact_uri) {
+                    Source::LoggedModel(id) => self.logged_model_artifacts(uri, id).await?,
+                    Source::Run { run_id, path } => self.run_artifacts(uri, run_id, path).await?,
+                    Source::Other => answer.artifact_uri,
+                }
+            }
+        };
+        parse_location(&artifact_uri, self.server()).map_err(|reason| RegistryError::Unreadable {
+            uri: uri.to_string(),
+            location: artifact_uri.clone(),
+            reason,
+        })
+    }
+
+    /// The model directory at `mlflow-artifacts:/{path}`, read through the server's proxy.
+    pub fn proxy_model(&self, path: &str) -> proxy::ProxyModel<'_> {
+        proxy::ProxyModel::new(&self.http, path)
+    }
+
+    async fn logged_model_artifacts(
+        &self,
+        uri: &RegistryUri,
+        model_id: &str,
+    ) -> Result<String, RegistryError> {
+        let id =
+            percent_encoding::utf8_percent_encode(model_id, percent_encoding::NON_ALPHANUMERIC);
+        let answer: LoggedModelAnswer = self
+            .http
+            .get(&format!("/api/2.0/mlflow/logged-models/{id}"), &[])
+            .await
+            .map_err(|cause| self.error(uri, "read the logged model", cause))?;
+        ready_artifacts(uri, answer.model.info)
+    }
+
+    async fn run_artifacts(
+        &self,
+        uri: &RegistryUri,
+        run_id: &str,
+        path: &str,
+    ) -> Result<String, RegistryError> {
+        let answer: RunAnswer = self
+            .http
+            .get("/api/2.0/mlflow/runs/get", &[("run_id", run_id)])
+            .await
+            .map_err(|cause| self.error(uri, "read the run of its source", cause))?;
+        let info = answer.run.info;
+        // MLflow 3 keeps a model logged in a run as a logged model of that name, outside the
+        // run's artifacts; a logged model's name has no `/` and no quote.
+        if !path.is_empty() && !path.contains(['/', '\'', '\\']) {
+            let search = serde_json::json!({
+                "experiment_ids": [info.experiment_id],
+                "filter": format!("source_run_id = '{run_id}' AND name = '{path}'"),
+                "max_results": 1,
+            });
+            let found: SearchAnswer = self
+                .http
+                .post("/api/2.0/mlflow/logged-models/search", &search)
+                .await
+                .map_err(|cause| self.error(uri, "find the logged model of its run", cause))?;
+            if let Some(model) = found.models.into_iter().next() {
+                return ready_artifacts(uri, model.info);
+            }
+        }
+        Ok(join(&info.artifact_uri, path))
+    }
+
+    fn error(&self, uri: &RegistryUri, doing: &'static str, cause: CallError) -> RegistryError {
+        RegistryError::Call {
+            uri: uri.to_string(),
+            server: self.server().to_string(),
+            doing,
+            cause: Box::new(cause),
+        }
+    }
+}
+
+/// `{"model_version": {...}}`, the answer of the alias and version endpoints.
+#[derive(Debug, Deserialize)]
+struct VersionAnswer {
+    model_version: WireVersion,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireVersion {
+    name: String,
+    version: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    run_id: String,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadUriAnswer {
+    artifact_uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoggedModelAnswer {
+    model: LoggedModel,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoggedModel {
+    info: LoggedModelInfo,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoggedModelInfo {
+    model_id: String,
+    artifact_uri: String,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchAnswer {
+    #[serde(default)]
+    models: Vec<LoggedModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunAnswer {
+    run: Run,
+}
+
+#[derive(Debug, Deserialize)]
+struct Run {
+    info: RunInfo,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunInfo {
+    artifact_uri: String,
+    experiment_id: String,
+}
+
+/// The version an answer describes, if it is ready to be served.
+fn model_version(uri: &RegistryUri, wire: WireVersion) -> Result<ModelVersion, RegistryError> {
+    // MLflow leaves `status` out of versions made before it had one.
+    if !wire.status.is_empty() && wire.status != "READY" {
+        return Err(RegistryError::NotReady {
+            uri: uri.to_string(),
+            version: wire.version,
+            status: wire.status,
+        });
+    }
+    Ok(ModelVersion {
+        name: wire.name,
+        version: wire.version,
+        run_id: Some(wire.run_id).filter(|run_id| !run_id.is_empty()),
+        source: wire.source,
+    })
+}
+
+/// A logged model's artifacts, once it is ready.
+fn ready_artifacts(uri: &RegistryUri, info: LoggedModelInfo) -> Result<String, RegistryError> {
+    if !info.status.is_empty() && info.status != "LOGGED_MODEL_READY" {
+        return Err(RegistryError::LoggedModelNotReady {
+            uri: uri.to_string(),
+            model_id: info.model_id,
+            status: info.status,
+        });
+    }
+    Ok(info.artifact_uri)
+}
+
+/// What a version's `source` (or a download URI) points at.
+#[derive(Debug, PartialEq, Eq)]
+enum Source<'a> {
+    /// `models:/m-<id>`: an MLflow 3 logged model.
+    LoggedModel(&'a str),
+    /// `runs:/<run_id>/<path>`.
+    Run { run_id: &'a str, path: &'a str },
+    /// A storage location, or another form the server resolves.
+    Other,
+}
+
+impl<'a> Source<'a> {
+    fn of(source: &'a str) -> Self {
+        if let Some(id) = source.strip_prefix("models:/")
+            && id.starts_with("m-")
+            && !id.contains('/')
+        {
+            return Self::LoggedModel(id);
+        }
+        if let Some(rest) = source.strip_prefix("runs:/") {
+            let rest = rest.trim_start_matches('/');
+            let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if !run_id.is_empty() {
+                return Self::Run {
+                    run_id,
+                    path: path.trim_matches('/'),
+                };
+            }
+        }
+        Self::Other
+    }
+}
+
+/// `base/path`, with one `/` between them.
+fn join(base: &str, path: &str) -> String {
+    match path.is_empty() {
+        true => base.trim_end_matches('/').to_owned(),
+        false => format!("{}/{}", base.trim_end_matches('/'), path.trim_matches('/')),
+    }
+}
+
+/// The location of an artifact URI the tracking server gave, or why the function cannot
+/// read it.
+fn parse_location(uri: &str, server: &TrackingServer) -> Result<Location, &'static str> {
+    if let Some(path) = uri.strip_prefix("s3://") {
+        return match path.split_once('/') {
+            Some((bucket, prefix))
+                if !bucket.is_empty() && !prefix.trim_matches('/').is_empty() =>
+            {
+                Ok(Location::S3 {
+                    bucket: bucket.into(),
+                    prefix: prefix.trim_matches('/').into(),
+                })
+            }
+            _ => Err("is not an s3://bucket/prefix location"),
+        };
+    }
+    if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+        // `mlflow-artifacts:/path`, or `mlflow-artifacts://host:port/path` naming a server.
+        let path = match rest.strip_prefix("//") {
+            Some(rest) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if !authority.is_empty() && authority != server.authority {
+                    return Err("names another server than MLFLOW_TRACKING_URI's artifact \
+                                proxy; the function reads artifacts through its own tracking \
+                                server");
+                }
+                path
+            }
+            None => rest,
+        };
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            return Err("is the root of the artifact store, not a model directory");
+        }
+        return Ok(Location::Proxy { path: path.into() });
+    }
+    match uri.split_once(':') {
+        Some((scheme, _)) if scheme.len() > 1 && scheme != "file" => Err(
+            "is in a store the function does not read: it reads s3:// locations and the \
+             tracking server's artifact proxy (mlflow-artifacts:)",
+        ),
+        _ => Err(
+            "is on the tracking server's own disk: run the server with --serve-artifacts \
+             (the function then reads the files through it) or with an s3:// \
+             --default-artifact-root",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(text: &str) -> RegistryUri {
+        RegistryUri::parse(text).unwrap().unwrap()
+    }
+
+    #[test]
+    fn models_uris_name_an_alias_or_a_version_number() {
+        let champion = uri("models:/bike-demand@champion");
+        assert_eq!(champion.name, "bike-demand");
+        assert_eq!(champion.reference, Reference::Alias("champion".into()));
+        assert!(champion.moves());
+        assert_eq!(champion.to_string(), "models:/bike-demand@champion");
+        let third = uri("models:/bike-demand/3");
+        assert_eq!(third.reference, Reference::Version(3));
+        assert!(!third.moves());
+        assert_eq!(third.to_string(), "models:/bike-demand/3");
+        assert_eq!(uri("models:/bike demand.v2@prod").name, "bike demand.v2");
+        assert!(RegistryUri::parse("s3://bucket/model").is_none());
+        assert!(RegistryUri::parse("/opt/model").is_none());
+    }
+
+    #[test]
+    fn malformed_models_uris_say_what_is_expected() {
+        for text in [
+            "models:/",
+            "models:/bike-demand",
+            "models:/@champion",
+            "models:/bike-demand@",
+            "models:/bike-demand/0",
+            "models:/bike-demand/-1",
+            "models:/bike-demand/+3",
+            "models:/a/b/3",
+            "models:/a/b@c",
+        ] {
+            let error = RegistryUri::parse(text).unwrap().unwrap_err();
+            assert!(
+                error.starts_with("models:/<name>@<alias>"),
+                "{text}: {error}"
+            );
+        }
+        for text in [
+            "models:/bike-demand/Production",
+            "models:/bike-demand/latest",
+        ] {
+            let error = RegistryUri::parse(text).unwrap().unwrap_err();
+            assert!(error.contains("alias"), "{text}: {error}");
+        }
+    }
+
+    fn fixture<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_alias_answer_gives_the_version_its_run_and_its_logged_model() {
+        let answer: VersionAnswer = fixture(include_bytes!("../tests/fixtures/mlflow/alias.json"));
+        let version =
+            model_version(&uri("models:/bike-demand@champion"), answer.model_version).unwrap();
+        assert_eq!(version.stamp(), "bike-demand/1");
+        assert_eq!(
+            version.run_id.as_deref(),
+            Some("a81fa200efe24b57a91bd9a484678af4")
+        );
+        assert_eq!(
+            Source::of(&version.source),
+            Source::LoggedModel("m-07abcc12674141b7b4d58c8ae91af91e")
+        );
+    }
+
+    #[test]
+    fn a_version_not_ready_is_refused() {
+        let wire = |status: &str| WireVersion {
+            name: "m".into(),
+            version: "4".into(),
+            source: "models:/m-1".into(),
+            run_id: String::new(),
+            status: status.into(),
+        };
+        let error = model_version(&uri("models:/m/4"), wire("PENDING_REGISTRATION")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "models:/m/4 is version 4, whose status is PENDING_REGISTRATION, not READY"
+        );
+        let version = model_version(&uri("models:/m/4"), wire("")).unwrap();
+        assert_eq!(version.run_id, None);
+    }
+
+    #[test]
+    fn a_logged_model_gives_its_artifacts_once_ready() {
+        let answer: LoggedModelAnswer =
+            fixture(include_bytes!("../tests/fixtures/mlflow/logged-model.json"));
+        let champion = uri("models:/bike-demand@champion");
+        assert_eq!(
+            ready_artifacts(&champion, answer.model.info).unwrap(),
+            "mlflow-artifacts:/1/models/m-07abcc12674141b7b4d58c8ae91af91e/artifacts"
+        );
+        let pending = LoggedModelInfo {
+            model_id: "m-2".into(),
+            artifact_uri: "s3://b/p".into(),
+            status: "LOGGED_MODEL_PENDING".into(),
+        };
+        let error = ready_artifacts(&champion, pending).unwrap_err().to_string();
+        assert!(
+            error.contains("m-2") && error.contains("LOGGED_MODEL_PENDING"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_runs_source_names_the_run_and_the_path_in_it() {
+        let answer: VersionAnswer = fixture(include_bytes!(
+            "../tests/fixtures/mlflow/version-runs-source.json"
+        ));
+        assert_eq!(
+            Source::of(&answer.model_version.source),
+            Source::Run {
+                run_id: "a81fa200efe24b57a91bd9a484678af4",
+                path: "model"
+            }
+        );
+        assert_eq!(
+            Source::of("runs:/abc/nested/model/"),
+            Source::Run {
+                run_id: "abc",
+                path: "nested/model"
+            }
+        );
+        assert_eq!(
+            Source::of("runs:/abc"),
+            Source::Run {
+                run_id: "abc",
+                path: ""
+            }
+        );
+        assert_eq!(Source::of("s3://b/p"), Source::Other);
+        assert_eq!(Source::of("models:/other/3"), Source::Other);
+        let run: RunAnswer = fixture(include_bytes!("../tests/fixtures/mlflow/run.json"));
+        assert_eq!(
+            join(&run.run.info.artifact_uri, "model"),
+            "mlflow-artifacts:/1/a81fa200efe24b57a91bd9a484678af4/artifacts/model"
+        );
+        let found: SearchAnswer = fixture(include_bytes!(
+            "../tests/fixtures/mlflow/logged-models-search.json"
+        ));
+        assert_eq!(found.models.len(), 1);
+    }
+
+    fn server() -> TrackingServer {
+        TrackingServer::parse("http://127.0.0.1:5000").unwrap()
+    }
+
+    #[test]
+    fn download_uris_are_s3_or_the_artifact_proxy() {
+        let answer: DownloadUriAnswer = fixture(include_bytes!(
+            "../tests/fixtures/mlflow/download-uri-s3.json"
+        ));
+        assert_eq!(
+            parse_location(&answer.artifact_uri, &server()),
+            Ok(Location::S3 {
+                bucket: "mlflow-capture".into(),
+                prefix: "artifacts/1/models/m-dff67b2900964ab6b10e08c81a9bcdda/artifacts".into()
+            })
+        );
+        let answer: DownloadUriAnswer = fixture(include_bytes!(
+            "../tests/fixtures/mlflow/download-uri-proxy.json"
+        ));
+        assert_eq!(
+            parse_location(&answer.artifact_uri, &server()),
+            Ok(Location::Proxy {
+                path: "1/models/m-07abcc12674141b7b4d58c8ae91af91e/artifacts".into()
+            })
+        );
+        assert_eq!(
+            parse_location("mlflow-artifacts://127.0.0.1:5000/1/x/artifacts", &server()),
+            Ok(Location::Proxy {
+                path: "1/x/artifacts".into()
+            })
+        );
+    }
+
+    #[test]
+    fn locations_the_function_cannot_read_say_what_to_change() {
+        for (location, expected) in [
+            (
+                "/home/mlflow/mlruns/1/models/m-1/artifacts",
+                "--serve-artifacts",
+            ),
+            ("file:///mlruns/1/x", "--serve-artifacts"),
+            ("mlflow-artifacts://other:5000/1/x", "another server"),
+            ("gs://bucket/1/x", "does not read"),
+            ("s3://bucket", "s3://bucket/prefix"),
+            ("mlflow-artifacts:/", "root"),
+        ] {
+            let error = parse_location(location, &server()).unwrap_err();
+            assert!(error.contains(expected), "{location}: {error}");
+        }
+    }
+}
