@@ -183,6 +183,14 @@ impl Config {
         let model_refresh = get("MODEL_REFRESH_SECONDS")
             .map(|value| parse_refresh(value, &model))
             .transpose()?;
+        if model_refresh.is_some() && run_id.is_some() {
+            // Events would carry RUN_ID whatever version served them after a promotion.
+            return Err(ConfigError::Incomplete {
+                variable: "MODEL_REFRESH_SECONDS",
+                needs: "RUN_ID is set, and it would stay the events' version after the alias \
+                        moves: unset RUN_ID, so that events carry <name>/<version>",
+            });
+        }
         let test_run = match get("TEST_RUN") {
             Some(value) => parse_bool("TEST_RUN", value)?,
             None => false,
@@ -328,10 +336,26 @@ fn registry_settings(
         value: "<the value set>".into(),
         expected,
     })?;
+    // A secret kept in a file often ends in a newline; what remains must be sendable in an
+    // HTTP header, or the calls would go out without it. Never the value in the error.
+    let secret = |variable: &'static str| -> Result<Option<String>, ConfigError> {
+        let Some(value) = get(variable) else {
+            return Ok(None);
+        };
+        let value = value.trim().to_owned();
+        match value.bytes().all(|byte| (0x20..0x7f).contains(&byte)) && !value.is_empty() {
+            true => Ok(Some(value)),
+            false => Err(ConfigError::Invalid {
+                variable,
+                value: "<the value set>".into(),
+                expected: "printable ASCII characters, not empty (an HTTP header's)",
+            }),
+        }
+    };
     let credentials = match (
-        get("MLFLOW_TRACKING_USERNAME"),
-        get("MLFLOW_TRACKING_PASSWORD"),
-        get("MLFLOW_TRACKING_TOKEN"),
+        secret("MLFLOW_TRACKING_USERNAME")?,
+        secret("MLFLOW_TRACKING_PASSWORD")?,
+        secret("MLFLOW_TRACKING_TOKEN")?,
     ) {
         (Some(username), Some(password), _) => Credentials::Basic { username, password },
         (Some(_), None, _) => {
@@ -591,6 +615,17 @@ mod tests {
         let registry = config.registry.unwrap();
         assert_eq!(registry.server.to_string(), "https://mlflow.example.com");
         assert_eq!(registry.credentials, Credentials::Token("t0ken".into()));
+        // A secret read from a file keeps its final newline; it is not part of the token.
+        let trimmed = super::tests::config(&[
+            ("MODEL_URI", "models:/bike-demand@champion"),
+            ("MLFLOW_TRACKING_URI", "https://mlflow.example.com"),
+            ("MLFLOW_TRACKING_TOKEN", "t0ken\n"),
+        ])
+        .unwrap();
+        assert_eq!(
+            trimmed.registry.unwrap().credentials,
+            Credentials::Token("t0ken".into())
+        );
         assert_eq!(registry.timeout, registry::DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(config.model_refresh, Some(Duration::from_secs(60)));
         assert_eq!(config.run_id, None);
@@ -651,6 +686,19 @@ mod tests {
             (
                 vec![("MODEL_URI", "models:/bike-demand/Production"), server],
                 "MODEL_URI=",
+            ),
+            (
+                vec![
+                    uri,
+                    server,
+                    ("MODEL_REFRESH_SECONDS", "5"),
+                    ("RUN_ID", "r-1"),
+                ],
+                "MODEL_REFRESH_SECONDS is set, but RUN_ID is set",
+            ),
+            (
+                vec![uri, server, ("MLFLOW_TRACKING_TOKEN", "line\nbreak")],
+                "MLFLOW_TRACKING_TOKEN=",
             ),
         ] {
             let error = config(&vars).unwrap_err().to_string();

@@ -539,7 +539,7 @@ impl Publisher {
         let mut accepted = 0;
         for (position, &index) in indexes.iter().enumerate() {
             match results.get(position) {
-                Some(entry) if entry.error_code.is_none() => {
+                Some(entry) if entry.accepted() => {
                     report.published += 1;
                     accepted += 1;
                     queue.accepted(index);
@@ -564,7 +564,12 @@ impl Publisher {
                                 entry_due = throttled_due;
                             }
                             let message = text(&entry.error_message);
-                            format!("{code}: {message}")
+                            match entry.error_code {
+                                Some(_) => format!("{code}: {message}"),
+                                None => {
+                                    "a result gives neither a sequence number nor an error".into()
+                                }
+                            }
                         }
                         None => format!(
                             "the answer has {} results for {} entries",
@@ -621,6 +626,7 @@ impl Answered {
                 .map(|entry| {
                     let text = |text: Option<&'a str>| text.map(|text| wire::Text(text.into()));
                     wire::EntryResult {
+                        sequence_number: text(entry.sequence_number()),
                         shard_id: text(entry.shard_id()),
                         error_code: text(entry.error_code()),
                         error_message: text(entry.error_message()),

@@ -72,22 +72,26 @@ impl RegistryUri {
         Some(Self::parse_path(path.trim_start_matches('/')))
     }
 
+    /// As MLflow reads them: split at `/` first (a name holds no `/`), then, without a
+    /// version, at the last `@`.
     fn parse_path(path: &str) -> Result<Self, &'static str> {
         const EXPECTED: &str = "models:/<name>@<alias> or models:/<name>/<version number>";
-        if let Some((name, alias)) = path.rsplit_once('@') {
-            let valid = |s: &str| !s.is_empty() && !s.contains('/');
-            if !valid(name) || !valid(alias) {
-                return Err(EXPECTED);
+        let (name, version) = match path.split_once('/') {
+            Some((name, version)) => (name, version),
+            None => {
+                let Some((name, alias)) = path.rsplit_once('@') else {
+                    return Err(EXPECTED);
+                };
+                if name.is_empty() || alias.is_empty() {
+                    return Err(EXPECTED);
+                }
+                return Ok(Self {
+                    name: name.into(),
+                    reference: Reference::Alias(alias.into()),
+                });
             }
-            return Ok(Self {
-                name: name.into(),
-                reference: Reference::Alias(alias.into()),
-            });
-        }
-        let Some((name, version)) = path.rsplit_once('/') else {
-            return Err(EXPECTED);
         };
-        if name.is_empty() || name.contains('/') {
+        if name.is_empty() || version.contains('/') {
             return Err(EXPECTED);
         }
         match version.parse::<u64>() {
@@ -339,13 +343,24 @@ impl Registry {
                 "filter": format!("source_run_id = '{run_id}' AND name = '{path}'"),
                 "max_results": 1,
             });
-            let found: SearchAnswer = self
+            let found: Result<SearchAnswer, CallError> = self
                 .http
                 .post("/api/2.0/mlflow/logged-models/search", &search)
-                .await
-                .map_err(|cause| self.error(uri, "find the logged model of its run", cause))?;
-            if let Some(model) = found.models.into_iter().next() {
-                return ready_artifacts(uri, model.info);
+                .await;
+            match found {
+                Ok(found) => {
+                    if let Some(model) = found.models.into_iter().next() {
+                        return ready_artifacts(uri, model.info);
+                    }
+                }
+                // A server before MLflow 3 has no logged models: the model is in the run's
+                // artifacts.
+                Err(CallError::Status {
+                    status: 404 | 501, ..
+                }) => {}
+                Err(cause) => {
+                    return Err(self.error(uri, "find the logged model of its run", cause));
+                }
             }
         }
         Ok(join(&info.artifact_uri, path))
@@ -564,6 +579,14 @@ mod tests {
         assert!(!third.moves());
         assert_eq!(third.to_string(), "models:/bike-demand/3");
         assert_eq!(uri("models:/bike demand.v2@prod").name, "bike demand.v2");
+        // As MLflow reads them: split at `/` first, then at the last `@`.
+        let pinned = uri("models:/team@bikes/3");
+        assert_eq!(
+            (pinned.name.as_str(), pinned.reference),
+            ("team@bikes", Reference::Version(3))
+        );
+        let aliased = uri("models:/team@bikes@champion");
+        assert_eq!(aliased.name, "team@bikes");
         assert!(RegistryUri::parse("s3://bucket/model").is_none());
         assert!(RegistryUri::parse("/opt/model").is_none());
     }

@@ -78,6 +78,9 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 /// One entry's result in an answer, in the order of the call's entries.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct EntryResult<'a> {
+    /// Where the entry is on its shard, if it was taken.
+    #[serde(rename = "SequenceNumber", borrow, default)]
+    pub sequence_number: Option<Text<'a>>,
     /// The shard that took the entry.
     #[serde(rename = "ShardId", borrow, default)]
     pub shard_id: Option<Text<'a>>,
@@ -95,6 +98,14 @@ pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 impl Text<'_> {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl EntryResult<'_> {
+    /// Whether the stream took the entry: it gives a sequence number and no error. (An
+    /// answer giving neither says nothing, and the entry is sent again.)
+    pub fn accepted(&self) -> bool {
+        self.error_code.is_none() && self.sequence_number.is_some()
     }
 }
 
@@ -143,7 +154,9 @@ fn all_accepted(answer: &[u8]) -> Option<Vec<EntryResult<'_>>> {
             let shard = std::str::from_utf8(shard)
                 .ok()
                 .filter(|id| !id.is_empty())?;
+            let digits = std::str::from_utf8(digits).ok()?;
             results.push(EntryResult {
+                sequence_number: Some(Text(Cow::Borrowed(digits))),
                 shard_id: Some(Text(Cow::Borrowed(shard))),
                 error_code: None,
                 error_message: None,
@@ -339,6 +352,10 @@ mod tests {
             "Rate exceeded for shard \"x\""
         );
         assert_eq!(read[2].error_code, None);
+        assert!(read[0].accepted() && !read[1].accepted() && read[2].accepted());
+        // A result with neither a sequence number nor an error says nothing was taken.
+        let empty = results(br#"{"FailedRecordCount":0,"Records":[{}]}"#).unwrap();
+        assert!(!empty[0].accepted());
         assert!(results(b"{\"Records\":").is_err());
         assert!(results(b"{}").is_err());
     }

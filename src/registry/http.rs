@@ -194,7 +194,20 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-/// Characters of a non-MLflow error body (an HTML page from a proxy) kept in a message.
+/// Why an answer's body could not be read: over [`MAX_ANSWER_BYTES`], which no endpoint
+/// called answers and retrying would not change, or the connection failing while it came.
+fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> CallError {
+    match error.downcast_ref::<http_body_util::LengthLimitError>() {
+        Some(_) => CallError::Unexpected(format!(
+            "the answer is larger than {} MiB",
+            MAX_ANSWER_BYTES >> 20
+        )),
+        None => CallError::Body(error),
+    }
+}
+
+/// Characters of an error body's message kept in a message (an HTML page from a proxy, or
+/// an MLflow message).
 const QUOTED_BODY_CHARS: usize = 200;
 
 /// Turns an answer into the value `T` its endpoint returns, or the error it says.
@@ -208,20 +221,24 @@ pub fn read_answer<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Resu
 
 /// The error an answer with a failure `status` and `body` says.
 pub fn status_error(status: StatusCode, body: &[u8]) -> CallError {
+    // Quoted in a log line: one line, and short, whatever the server sent.
+    let quoted = |text: &str| -> String {
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(QUOTED_BODY_CHARS)
+            .collect();
+        text.trim().to_owned()
+    };
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             error_code,
             message,
-        }) => (error_code, message.unwrap_or_default()),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(QUOTED_BODY_CHARS)
-                .collect();
-            (None, text.trim().to_owned())
-        }
+        }) => (
+            error_code.map(|code| quoted(&code)),
+            quoted(&message.unwrap_or_default()),
+        ),
+        Err(_) => (None, quoted(&String::from_utf8_lossy(body))),
     };
     let message = match message.is_empty() {
         true => status.canonical_reason().unwrap_or_default().to_owned(),
@@ -238,6 +255,7 @@ pub fn status_error(status: StatusCode, body: &[u8]) -> CallError {
 #[derive(Clone)]
 pub struct Http {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
     server: TrackingServer,
     authorization: Option<HeaderValue>,
     timeout: Duration,
@@ -268,9 +286,10 @@ impl Http {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new()).build(connector.clone());
         Ok(Self {
             client,
+            connector,
             server,
             authorization: credentials.header(),
             timeout,
@@ -280,8 +299,14 @@ impl Http {
 
     /// Makes one attempt of each call, even of one whose failure may pass: for checks that
     /// are tried again later anyway, and should not keep an invocation waiting meanwhile.
+    /// Each call then opens a connection of its own: between two checks the sandbox may be
+    /// frozen for longer than the server keeps an idle connection open, and a call on a
+    /// connection the server has closed fails.
     pub fn single_attempt(&mut self) {
         self.attempts = 1;
+        self.client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(self.connector.clone());
     }
 
     /// The tracking server.
@@ -334,7 +359,7 @@ impl Http {
                 let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                     .collect()
                     .await
-                    .map_err(CallError::Body)?
+                    .map_err(body_error)?
                     .to_bytes();
                 read_answer(status, &bytes)
             })
@@ -373,7 +398,7 @@ impl Http {
         )
         .await
         .map_err(|_| CallError::Timeout(self.timeout))?
-        .map_err(CallError::Body)?
+        .map_err(body_error)?
         .to_bytes();
         Err(status_error(status, &body))
     }

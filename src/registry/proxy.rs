@@ -31,13 +31,17 @@ impl<'a> ProxyModel<'a> {
     }
 
     fn file_path(&self, file: &str) -> String {
-        let encode = |segment: &str| {
-            percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string()
+        // A `.` or `..` segment is sent escaped, as a name: neither the server nor anything
+        // between may take it as a step up the path. Empty segments are left out.
+        let encode = |segment: &str| match segment {
+            "." | ".." => segment.replace('.', "%2E"),
+            _ => percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string(),
         };
         let segments: Vec<String> = self
             .path
             .split('/')
             .chain(file.split('/'))
+            .filter(|segment| !segment.is_empty())
             .map(encode)
             .collect();
         format!("{ARTIFACTS_ENDPOINT}/{}", segments.join("/"))
@@ -127,6 +131,11 @@ mod tests {
         assert_eq!(
             model.file_path("data/weights file?.bin"),
             "/api/2.0/mlflow-artifacts/artifacts/1/models/m-07ab/artifacts/data/weights%20file%3F.bin"
+        );
+        // No step up the path, whatever the names.
+        assert_eq!(
+            ProxyModel::new(&http, "1/../2//./m").file_path("./../x..y"),
+            "/api/2.0/mlflow-artifacts/artifacts/1/%2E%2E/2/%2E/m/%2E/%2E%2E/x..y"
         );
     }
 }
