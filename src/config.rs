@@ -309,14 +309,12 @@ pub fn cpus(lambda_mb: Option<u32>, visible: usize) -> usize {
 /// Parses `PUBLISH_BUDGET_SECONDS`: seconds, more than 0 and at most 900 (Lambda's longest
 /// timeout).
 fn parse_budget(value: String) -> Result<Duration, ConfigError> {
-    match value.trim().parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 900.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(ConfigError::Invalid {
-            variable: "PUBLISH_BUDGET_SECONDS",
-            value,
-            expected: "seconds, more than 0 and at most 900",
-        }),
-    }
+    parse_seconds(
+        "PUBLISH_BUDGET_SECONDS",
+        value,
+        900.0,
+        "seconds, more than 0 and at most 900",
+    )
 }
 
 /// The tracking server a `models:/` URI is resolved with: `MLFLOW_TRACKING_URI`, its

@@ -3,7 +3,7 @@
 mod common;
 
 use bike_prediction::handler::Handler;
-use common::{bundled_model, close, kinesis_event, load_model, payload, reference};
+use common::{bundled_model, close, kinesis_event, load_model, reference};
 
 /// Relative tolerance against the Python reference: both run the same ONNX graph in float32, so
 /// only summation order may differ.
@@ -18,12 +18,7 @@ async fn predictions_match_python(model_name: &str) {
     assert_eq!(model.columns(), reference.columns);
     let handler = Handler::new(model, model_name, "run-1");
 
-    let payloads: Vec<Vec<u8>> = reference
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(index, row)| payload(&reference.columns, row, &serde_json::json!(index)))
-        .collect();
+    let payloads = common::reference_payloads(&reference);
     let response = handler
         .handle_bytes(&kinesis_event(&payloads))
         .await

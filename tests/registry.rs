@@ -13,7 +13,7 @@ mod common;
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use common::{kinesis_event, payload, reference, root};
+use common::{kinesis_event, reference, root};
 
 /// Relative tolerance against the Python reference (both run the same graph in float32).
 const TOLERANCE: f64 = 1e-4;
@@ -51,14 +51,7 @@ fn invoke(event: &[u8], env: &[(&str, &str)]) -> Output {
 
 /// One event of every reference row, `pred_id` its index.
 fn reference_event() -> Vec<u8> {
-    let reference = reference();
-    let payloads: Vec<Vec<u8>> = reference
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(index, row)| payload(&reference.columns, row, &serde_json::json!(index)))
-        .collect();
-    kinesis_event(&payloads)
+    kinesis_event(&common::reference_payloads(&reference()))
 }
 
 /// Checks that `output` predicted every reference row as Python does with `model` (a

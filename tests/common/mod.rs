@@ -64,6 +64,16 @@ pub fn payload(columns: &[String], row: &[f32], pred_id: &serde_json::Value) -> 
     serde_json::to_vec(&serde_json::json!({"features": features, "pred_id": pred_id})).unwrap()
 }
 
+/// One record payload of every reference row, `pred_id` its index.
+pub fn reference_payloads(reference: &Reference) -> Vec<Vec<u8>> {
+    reference
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(index, row)| payload(&reference.columns, row, &serde_json::json!(index)))
+        .collect()
+}
+
 /// A Lambda Kinesis event carrying `payloads`, built with the `aws_lambda_events` types so that
 /// it has every field Lambda sends.
 pub fn kinesis_event(payloads: &[Vec<u8>]) -> Vec<u8> {
