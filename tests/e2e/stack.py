@@ -131,6 +131,16 @@ class Stack:
         """The stand-in's settings and counters of a stream (calls, records, throttled)."""
         return self._control(stream, None)
 
+    def register_credentials(self, access_key_id: str, secret: str) -> None:
+        """Has the Kinesis stand-in check signatures made with `access_key_id` against
+        `secret`."""
+        url = f"http://127.0.0.1:{self.kinesis_port()}/_standin/credentials"
+        request = urllib.request.Request(url, data=json.dumps({access_key_id: secret}).encode(),
+                                         method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
     def _control(self, stream: str, settings: dict | None) -> dict:
         url = f"http://127.0.0.1:{self.kinesis_port()}/_standin/streams/{stream}"
         body = None if settings is None else json.dumps(settings).encode()

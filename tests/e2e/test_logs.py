@@ -29,6 +29,8 @@ def run_at_trace(stack, **config: str) -> str:
     dead_letters = f"{stack.output_stream}-dlq"
     stack.kinesis.create_stream(StreamName=dead_letters, ShardCount=1)
     stack.upload_model(run_prefix(RUN_ID))
+    # The stand-in checks signatures: the function's own credentials, to look for in the log.
+    stack.register_credentials("AKIDLOCALTEST", SECRET)
     started = stack.start_function(MODEL_BUCKET=stack.bucket, RUN_ID=RUN_ID, RUST_LOG="trace",
                                    DEAD_LETTER_STREAM=dead_letters,
                                    AWS_ACCESS_KEY_ID="AKIDLOCALTEST",

@@ -8,11 +8,11 @@ What it speaks: the `awsJson1_1` protocol every AWS SDK and the AWS CLI use for 
 (HTTP `POST /`, `X-Amz-Target: Kinesis_20131202.<Operation>`, JSON bodies with blobs in
 base64, timestamps in epoch seconds; errors as HTTP 400 with `{"__type": ..., "message": ...}`
 and the same code in `x-amzn-ErrorType`). Requests are SigV4-signed, and the region in the
-signature goes into the ARNs. Given the secret key (`--secret-access-key`, any access key
-id), the server checks every signature as the service does, over the method, path, signed
-headers and body: a request unsigned is refused with `MissingAuthenticationTokenException`,
-one whose signature does not match with `InvalidSignatureException`. Without it, any
-signature is accepted.
+signature goes into the ARNs. Given a secret key (`--secret-access-key`, for any access key
+id not registered otherwise), the server checks every signature as the service does, over the
+method, path, signed headers and body: a request unsigned is refused with
+`MissingAuthenticationTokenException`, one whose signature does not match with
+`InvalidSignatureException`. Without it, any signature is accepted.
 
 Operations: CreateStream, DeleteStream, DescribeStream, DescribeStreamSummary, ListStreams,
 ListShards, UpdateMaxRecordSize, PutRecord, PutRecords, GetShardIterator (TRIM_HORIZON,
@@ -63,6 +63,8 @@ Control endpoint, on the same port, JSON in and out:
                                 (null: no limit of that kind); refills its shards' buckets
   GET  /_standin/defaults, POST /_standin/defaults
                                 the same for the defaults of streams created later
+  POST /_standin/credentials    {"<access key id>": "<secret key>", ...}: the secret
+                                signatures with those access key ids are checked against
 An unknown stream is 404, an unknown setting or a bad value 400.
 """
 
@@ -124,15 +126,16 @@ def validation_error(*problems: str) -> KinesisError:
                         f"{count} validation {noun} detected: {'; '.join(problems)}")
 
 
-def signature_problem(secret: str, method: str, target: str, headers, body: bytes) -> \
+def signature_problem(secret_of, method: str, target: str, headers, body: bytes) -> \
         KinesisError | None:
-    """Why a request is not signed with `secret` by SigV4 (the error the service answers),
-    or None if it is. `target` is the request line's path and query, `headers` the request's
-    headers (an `email.message.Message`)."""
+    """Why a request is not signed by SigV4 with the secret key `secret_of` gives for its
+    access key id (the error the service answers), or None if it is. `target` is the request
+    line's path and query, `headers` the request's headers (an `email.message.Message`)."""
     authorization = SIGV4_AUTHORIZATION.fullmatch((headers.get("Authorization") or "").strip())
     if authorization is None:
         return KinesisError("MissingAuthenticationTokenException",
                             "Missing Authentication Token")
+    secret = secret_of(authorization["key"])
     path, _, query = target.partition("?")
     pairs = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
     canonical_query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}="
@@ -332,6 +335,8 @@ class Kinesis:
         self.streams: dict[str, Stream] = {}
         self.serial = 0
         self.lock = threading.Lock()
+        # Secret keys by access key id, registered through the control endpoint.
+        self.credentials: dict[str, str] = {}
         self.secret = uuid.uuid4().hex[:8]  # iterators of another server run are refused
         self.named: Stream | None = None  # the stream of the call in progress
 
@@ -705,6 +710,13 @@ class Kinesis:
     def control(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         parts = path.strip("/").split("/")
         with self.lock:
+            if parts == ["_standin", "credentials"] and method == "POST":
+                credentials = json.loads(body or b"{}")
+                if not (isinstance(credentials, dict) and all(
+                        isinstance(v, str) for v in credentials.values())):
+                    raise ValueError("credentials are {\"<access key id>\": \"<secret>\"}")
+                self.credentials.update(credentials)
+                return 200, {"access_key_ids": sorted(self.credentials)}
             if parts == ["_standin", "defaults"]:
                 if method == "POST":
                     self.defaults = self.defaults.updated(json.loads(body or b"{}"))
@@ -740,7 +752,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         region = match.group(1) if match else DEFAULT_REGION
         try:
             if self.secret is not None:
-                problem = signature_problem(self.secret, "POST", self.path, self.headers, body)
+                def secret_of(key_id: str) -> str:
+                    with self.kinesis.lock:
+                        return self.kinesis.credentials.get(key_id, self.secret)
+                problem = signature_problem(secret_of, "POST", self.path, self.headers, body)
                 if problem is not None:
                     raise problem
             try:

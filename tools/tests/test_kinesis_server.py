@@ -398,6 +398,13 @@ def test_signatures_are_checked_against_the_secret_key_over_headers_and_body(ser
         tampering.list_streams(Limit=5)
     assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
 
+    # Registered credentials are checked against their own secret.
+    request = urllib.request.Request(server + "/_standin/credentials", method="POST",
+                                     data=json.dumps({"other": "not-the-secret"}).encode())
+    with urllib.request.urlopen(request) as response:
+        assert json.loads(response.read())["access_key_ids"] == ["other"]
+    wrong.list_streams()
+
     unsigned = urllib.request.Request(server + "/", data=b"{}", headers={
         "X-Amz-Target": "Kinesis_20131202.ListStreams",
         "Content-Type": "application/x-amz-json-1.1"})
