@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Puts bike-demand feature records on the input Kinesis stream, like the original data_in.sh.
+# Puts bike-demand feature records on the input Kinesis stream.
 #
-# Usage: scripts/data_in.sh        one record, the original's example (pred_id 123, partition key 1)
+# Usage: scripts/data_in.sh        one record, the README's sample record (pred_id 123, partition
+#                                  key 1)
 #        scripts/data_in.sh N      N records of real rows: record i (i = 0..N-1) has pred_id i,
 #                                  partition key "i" and the features of row i mod 2000 of
 #                                  tests/fixtures/reference.json, whose predictions are known

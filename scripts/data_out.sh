@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prints every record on the output Kinesis stream, like the original data_out.sh, but reading
-# all shards to the end and decoding the data: one JSON object per line,
+# Prints every record on the output Kinesis stream, reading all shards to the end and decoding
+# the data: one JSON object per line,
 #   {"partitionKey": "123", "sequenceNumber": "...", "data": {"model": ..., "prediction": ...}}
 # (`data` is the prediction event; a record that is not JSON is shown as a string).
 #

@@ -11,7 +11,8 @@
 # everything it started, also on failure. Progress goes to stderr.
 #
 # Usage: scripts/pipeline.sh [N]          N records of real rows (default 5)
-# Environment: RUN_ID (default the original project's run id), INPUT_STREAM (passenger_events),
+# Environment: RUN_ID (default the one the local tools lay the bundled model out under,
+# `python -m bike_local.mlflow_layout run-id`), INPUT_STREAM (passenger_events),
 # OUTPUT_STREAM (bike-predictions), MODEL_BUCKET (bike-prediction-models), BATCH_SIZE (100).
 set -euo pipefail
 

@@ -468,7 +468,8 @@ impl Config {
     }
 }
 
-/// Parses a boolean the way the Python service's users write it (`True`, `False`, ...).
+/// Parses a boolean written as Python writes one (`True`, `False`), in any case, or as
+/// `1`/`0`, `yes`/`no`.
 pub(crate) fn parse_bool(variable: &'static str, value: String) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),

@@ -3,8 +3,8 @@
 //! A 10,000-record invocation allocates a few megabytes (the event body, the decoded data, the
 //! `[N, F]` features, the prediction events) and frees them when it ends. By default glibc's
 //! `malloc` serves blocks of that size with fresh `mmap`s and gives them back to the kernel on
-//! `free`, so every invocation page-faults its buffers in again: about 600 page faults and
-//! 2 ms of a 12.6 ms batch on this machine (docs/PERFORMANCE.md). [`keep_freed_memory`] makes
+//! `free`, so every invocation page-faults its buffers in again (docs/PERFORMANCE.md has the
+//! figures, under "Allocator"). [`keep_freed_memory`] makes
 //! `malloc` serve them from the heap and keep freed heap memory for the next invocation instead.
 //! Peak memory does not grow: the next batch reuses what the last one freed.
 

@@ -1,7 +1,8 @@
 //! Prediction events and the Lambda response, written as JSON into preallocated buffers.
 //!
-//! A prediction event keeps the original Python service's shape,
-//! `{"model": <name>, "version": <RUN_ID>, "prediction": {"cnt": <float>, "pred_id": <echoed>}}`,
+//! A prediction event is
+//! `{"model": <name>, "version": <RUN_ID>, "prediction": {"cnt": <float>, "pred_id": <echoed>}}`
+//! (README, "Compatibility"),
 //! with the regressor's value under [`crate::config::Config::prediction_field`] (`cnt` unless
 //! set; an array for several targets). A classifier's prediction is
 //! `{"label": <label>, "probabilities": {"<class>": <probability>, ...}, "pred_id": ...}`.
@@ -576,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn event_has_the_original_shape_and_echoes_pred_id_unchanged() {
+    fn event_has_the_documented_shape_and_echoes_pred_id_unchanged() {
         let encoder = EventEncoder::new("bike \"demand\"", "run-1", "cnt");
         let events = encoded(
             &encoder,

@@ -21,7 +21,7 @@
 #
 # Usage: scripts/perf/load.sh [N]          (default 100000)
 # Environment: SHARDS (default 4, both streams), BATCH_SIZE (10000), DELIVERY_TIMEOUT (seconds
-# for the poller, default 1200), RUN_ID (the original project's run id).
+# for the poller, default 1200), RUN_ID (default the one the local tools lay the bundled model out under).
 # Starts its own local services and function, in its own state directory, and stops them on
 # exit, also on failure (then the logs stay in that directory). The poller processes one batch
 # at a time, as one function instance would: Lambda runs one instance per shard in parallel.

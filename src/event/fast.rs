@@ -3,7 +3,7 @@
 //! A producer writes `{"features": {"t1": 9.84, "hum": 75.0, ...}, "pred_id": 123}`: an object
 //! with exactly those two keys, the features all numbers, the keys and the `pred_id` string
 //! plain ASCII without escapes. [`parse`] reads that form in one forward scan of the bytes,
-//! in about 60% of the time the general serde_json parse takes (docs/PERFORMANCE.md), and
+//! faster than the general serde_json parse (docs/PERFORMANCE.md has the figures), and
 //! writes the same row and `pred_id` text. Anything else (escapes, non-ASCII text, other keys or
 //! value types, a missing feature, invalid JSON) makes it give up, and the caller parses the
 //! payload again with the general parser, which accepts it or names what is wrong. So this

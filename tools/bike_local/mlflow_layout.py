@@ -19,7 +19,8 @@ EXPERIMENT = "1"
 ARTIFACT_PATH = "model"
 """The function's default MODEL_ARTIFACT_PATH."""
 RUN_ID = "4302f22a1a7b4ce9a25a99b04bca2f0f"
-"""The original project's run id: the one the local pipeline, the load run and the tests use."""
+"""The run id the bundled model is laid out under locally: the one the local pipeline, the load
+run and the tests use."""
 
 
 def run_prefix(run_id: str = RUN_ID, experiment: str = EXPERIMENT,
