@@ -63,7 +63,8 @@ if [[ $kinesis == standin ]]; then
   eval "$(bash scripts/local/services.sh env)"
   "$root/.venv/tools/bin/aws" kinesis create-stream --stream-name "$stream" --shard-count 4
 else
-  coproc endpoint { "$root/target/release/examples/kinesis_endpoint" --latency-ms "$latency"; }
+  # exec: the coproc is the endpoint itself, so that killing it stops the endpoint.
+  coproc endpoint { exec "$root/target/release/examples/kinesis_endpoint" --latency-ms "$latency"; }
   endpoint_pid=$endpoint_PID
   read -r -u "${endpoint[0]}" line
   export AWS_ENDPOINT_URL_KINESIS=${line#kinesis_endpoint: }
