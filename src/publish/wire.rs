@@ -3,7 +3,7 @@
 //!
 //! The SDK would copy each event into a `PutRecordsRequestEntry`, serialize the entries one
 //! by one, and parse every result of the answer into owned strings (a sequence number and a
-//! shard id per entry, neither of which the publisher needs). At hundreds of entries per call
+//! shard id per entry, which the publisher only looks at). At hundreds of entries per call
 //! that per-entry work is most of what publishing costs the CPU (docs/PERFORMANCE.md,
 //! "Publishing"). Everything else stays the SDK's: the call is still its `PutRecords`
 //! operation, with its endpoint, headers, SigV4 signature (computed over the body written
