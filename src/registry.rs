@@ -28,9 +28,11 @@
 //! builds into the function, rather than through `trs-mlflow`, the one MLflow client crate on
 //! crates.io: that crate brings `reqwest` (a second HTTP client to build), is described by
 //! its author as work in progress, and covers neither aliases, logged models nor the artifact
-//! proxy, which are the three things needed here. Every call has a timeout
-//! (`MLFLOW_HTTP_REQUEST_TIMEOUT`); one that fails in a way that may pass (no connection,
-//! HTTP 429 or 5xx) is tried up to [`http::ATTEMPTS`] times.
+//! proxy, which are the three things needed here. Every REST call has a timeout
+//! (`MLFLOW_HTTP_REQUEST_TIMEOUT`) over its whole answer; one that fails in a way that may pass
+//! (no connection, HTTP 429 or 5xx) is tried up to [`http::ATTEMPTS`] times. A file from the
+//! artifact proxy gets the timeout for its answer's head and for each part of its body, not
+//! for the whole file, and no deadline bounds a whole resolution: each call's own limits do.
 
 pub mod http;
 pub mod proxy;
@@ -43,7 +45,8 @@ use thiserror::Error;
 use self::http::{CallError, Credentials, Http, TrackingServer};
 
 /// Longest wait for one REST call when `MLFLOW_HTTP_REQUEST_TIMEOUT` is not set. MLflow's own
-/// client waits 120 s; a Lambda cold start has 10 s.
+/// client waits 120 s; a Lambda function's init phase has 10 s (the first invocation's
+/// timeout for a longer one).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A registered model version as `MODEL_URI` names it.
