@@ -15,6 +15,9 @@ use thiserror::Error;
 
 /// Name of the model description file in an MLflow model directory.
 pub const MLMODEL_FILE: &str = "MLmodel";
+/// Largest `MLmodel` file read. It is YAML of a few KiB, read whole; its signature grows with
+/// the model's columns, by well under a KiB each.
+pub const MAX_MLMODEL_BYTES: u64 = 16 << 20;
 
 /// An MLflow model directory whose `MLmodel` has been read and checked.
 #[derive(Debug, Clone)]
@@ -106,6 +109,32 @@ pub enum ArtifactError {
         /// What to raise.
         remedy: &'static str,
     },
+    /// A file of the model is larger than a file of its kind can be.
+    #[error(
+        "{object} is larger than {most} bytes, the most such a file can be: the model at {uri} \
+         cannot be loaded"
+    )]
+    Oversized {
+        /// Model location.
+        uri: String,
+        /// The file.
+        object: String,
+        /// The largest such a file may be.
+        most: u64,
+    },
+    /// A file of the model did not arrive within the download's time.
+    #[error(
+        "{object} did not arrive within {seconds} s (MODEL_DOWNLOAD_TIMEOUT); the model at \
+         {uri} was not cached"
+    )]
+    TimedOut {
+        /// Model location.
+        uri: String,
+        /// The file being fetched when the time ran out.
+        object: String,
+        /// The time the whole download had.
+        seconds: f64,
+    },
     /// A file of the model arrived shorter, longer or other than its store said it is.
     #[error("{object} arrived damaged ({detail}); the model at {uri} was not cached")]
     Damaged {
@@ -147,11 +176,19 @@ impl ModelArtifact {
     /// Reads and checks `MLmodel` in a local copy of the model at `uri`.
     pub fn read_dir_from(dir: &Path, uri: String) -> Result<Self, ArtifactError> {
         let file = dir.join(MLMODEL_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Unreadable {
+        let unreadable = |source| ArtifactError::Unreadable {
             uri: uri.clone(),
             file: file.display().to_string(),
             source,
-        })?;
+        };
+        if std::fs::metadata(&file).map_err(unreadable)?.len() > MAX_MLMODEL_BYTES {
+            return Err(ArtifactError::Oversized {
+                uri: uri.clone(),
+                object: file.display().to_string(),
+                most: MAX_MLMODEL_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(&file).map_err(unreadable)?;
         let mlmodel = MlModel::parse(&text, &uri)?;
         Ok(Self {
             onnx_path: dir.join(&mlmodel.onnx_data),

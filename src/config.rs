@@ -66,6 +66,8 @@ pub struct Config {
     pub model: ModelLocation,
     /// Where models downloaded from S3 are kept (`MODEL_CACHE_DIR`).
     pub model_cache_dir: PathBuf,
+    /// Longest a model download may take (`MODEL_DOWNLOAD_TIMEOUT`, in seconds).
+    pub model_download_timeout: Duration,
     /// Model name on prediction events (`MODEL_NAME`).
     pub model_name: String,
     /// Model version on prediction events: `RUN_ID`, else `MODEL_ID`; for a registry model
@@ -200,6 +202,15 @@ impl Config {
             model_cache_dir: get("MODEL_CACHE_DIR")
                 .unwrap_or_else(|| DEFAULT_MODEL_CACHE_DIR.into())
                 .into(),
+            model_download_timeout: match get("MODEL_DOWNLOAD_TIMEOUT") {
+                Some(value) => parse_seconds(
+                    "MODEL_DOWNLOAD_TIMEOUT",
+                    value,
+                    900.0,
+                    "seconds for a whole model download, more than 0 and at most 900",
+                )?,
+                None => crate::download::DEFAULT_DOWNLOAD_TIMEOUT,
+            },
             model_name: get("MODEL_NAME").unwrap_or_else(|| DEFAULT_MODEL_NAME.into()),
             version: run_id
                 .clone()

@@ -24,7 +24,9 @@ use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::artifact::{self, ArtifactError, MLMODEL_FILE, MlModel, ModelArtifact};
+use crate::artifact::{
+    self, ArtifactError, MAX_MLMODEL_BYTES, MLMODEL_FILE, MlModel, ModelArtifact,
+};
 
 /// Longest wait for one `GetObject` attempt to answer (its body may stream for longer), and
 /// for the SDK's attempts together: a model store that never answers stops the cold start
@@ -36,6 +38,11 @@ pub const GET_OBJECT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duratio
 /// The file in a cache entry that records which model it holds and the size, ETag and SHA-256
 /// of each file, written last, before the entry is renamed into place.
 pub const MANIFEST_FILE: &str = ".bike-prediction-download.json";
+
+/// Longest a whole model download may take when nothing else bounds it (`MODEL_DOWNLOAD_TIMEOUT`):
+/// a store that sends a file slowly, but never slowly enough for a per-read timeout, stops
+/// the cold start with an error naming the file.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Characters of the model's location kept, sanitized, at the start of a cache entry's name,
 /// so that an operator can tell the entries apart; a hash of the whole location follows.
@@ -53,8 +60,11 @@ pub fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryLimit {
     /// The function's memory in MB, as Lambda sets `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`;
-    /// `None` outside Lambda: no limit.
+    /// `None` outside Lambda: the machine's physical memory is the limit.
     pub megabytes: Option<u64>,
+    /// Bytes of that memory a model already loaded takes (the one serving while another
+    /// version is fetched).
+    pub reserved: u64,
 }
 
 impl MemoryLimit {
@@ -64,34 +74,97 @@ impl MemoryLimit {
             megabytes: std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
                 .ok()
                 .and_then(|value| value.trim().parse().ok()),
+            reserved: 0,
         }
     }
 
-    fn bytes(self) -> Option<u64> {
-        self.megabytes.map(|megabytes| megabytes * 1024 * 1024)
+    /// The same limit, with `bytes` of it taken by a model already loaded.
+    pub fn reserving(self, bytes: u64) -> Self {
+        Self {
+            reserved: bytes,
+            ..self
+        }
+    }
+
+    /// The bytes a model may take, and what they are, for messages.
+    fn room(self) -> Option<(u64, String)> {
+        let (bytes, what) = match self.megabytes {
+            Some(megabytes) => (
+                megabytes.saturating_mul(1024 * 1024),
+                format!("the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE={megabytes} MB"),
+            ),
+            None => {
+                let bytes = physical_memory()?;
+                (bytes, format!("this machine's memory ({} MB", bytes >> 20))
+            }
+        };
+        let reserved = match self.reserved {
+            0 => String::new(),
+            reserved => format!(", {reserved} bytes of it taken by the model serving"),
+        };
+        Some((
+            bytes.saturating_sub(self.reserved),
+            format!("{what}{reserved}"),
+        ))
+    }
+}
+
+/// What one model download may take besides memory and disk: the time until `deadline`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The memory the model must fit in.
+    pub memory: MemoryLimit,
+    /// When the whole download must have arrived; `None`: no deadline.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The time that deadline gives, for messages.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Limits {
+    /// `memory`, and `timeout` for the whole download from now.
+    pub fn within(memory: MemoryLimit, timeout: std::time::Duration) -> Self {
+        Self {
+            memory,
+            deadline: Some(tokio::time::Instant::now() + timeout),
+            timeout: Some(timeout),
+        }
+    }
+}
+
+impl From<MemoryLimit> for Limits {
+    fn from(memory: MemoryLimit) -> Self {
+        Self {
+            memory,
+            deadline: None,
+            timeout: None,
+        }
     }
 }
 
 /// Returns the model at `s3://{bucket}/{prefix}`, fetching it into `cache_dir` unless a
 /// complete copy is already there; a model larger than the function's memory (Lambda's
-/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) is refused.
+/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, else the machine's) is refused, and a download that
+/// takes longer than [`DEFAULT_DOWNLOAD_TIMEOUT`] stopped.
 pub async fn fetch_model(
     client: &Client,
     bucket: &str,
     prefix: &str,
     cache_dir: &Path,
 ) -> Result<ModelArtifact, ArtifactError> {
-    let memory = MemoryLimit::from_lambda_environment();
-    fetch_model_within(client, bucket, prefix, cache_dir, memory).await
+    let limits = Limits::within(
+        MemoryLimit::from_lambda_environment(),
+        DEFAULT_DOWNLOAD_TIMEOUT,
+    );
+    fetch_model_within(client, bucket, prefix, cache_dir, limits).await
 }
 
-/// [`fetch_model`] with the memory limit given.
+/// [`fetch_model`] within the limits given.
 pub async fn fetch_model_within(
     client: &Client,
     bucket: &str,
     prefix: &str,
     cache_dir: &Path,
-    memory: MemoryLimit,
+    limits: impl Into<Limits>,
 ) -> Result<ModelArtifact, ArtifactError> {
     let store = S3Model {
         client,
@@ -99,7 +172,7 @@ pub async fn fetch_model_within(
         prefix,
         uri: format!("s3://{bucket}/{prefix}"),
     };
-    fetch_from(&store, cache_dir, memory).await
+    fetch_from(&store, cache_dir, limits.into()).await
 }
 
 /// Returns the model directory `store` holds, fetching it into `cache_dir` unless a complete
@@ -107,9 +180,9 @@ pub async fn fetch_model_within(
 pub async fn fetch_from(
     store: &impl Store,
     cache_dir: &Path,
-    memory: MemoryLimit,
+    limits: Limits,
 ) -> Result<ModelArtifact, ArtifactError> {
-    let source = Fetch { store, memory };
+    let source = Fetch { store, limits };
     let uri = store.uri();
     let local = cache_dir.join(cache_key(uri));
     match Manifest::read(&local) {
@@ -136,6 +209,29 @@ pub trait Store {
     /// Starts reading `file`, a path relative to the model directory; a file that does not
     /// exist is [`ArtifactError::NotFound`].
     fn open(&self, file: &str) -> impl Future<Output = Result<StoredFile, ArtifactError>>;
+}
+/// The bytes of the files of the cached copy of the model at `uri` in `cache_dir`, if there
+/// is one.
+pub fn cached_bytes(cache_dir: &Path, uri: &str) -> Option<u64> {
+    let manifest = Manifest::read(&cache_dir.join(cache_key(uri)))?;
+    (manifest.uri == uri).then(|| manifest.files.iter().map(|file| file.bytes).sum())
+}
+
+/// Removes the cached copy of the model at `uri` from `cache_dir`, if there is one. A model
+/// already loaded from it keeps working: ONNX Runtime has read its files, or maps them, and
+/// a mapped file stays readable once removed.
+pub fn evict(cache_dir: &Path, uri: &str) {
+    let entry = cache_dir.join(cache_key(uri));
+    if Manifest::read(&entry).is_some_and(|manifest| manifest.uri == uri) {
+        match std::fs::remove_dir_all(&entry) {
+            Ok(()) => {
+                tracing::info!(model_uri = %uri, cache = %entry.display(), "cached model removed")
+            }
+            Err(error) => {
+                tracing::warn!(model_uri = %uri, cache = %entry.display(), %error, "cannot remove a cached model")
+            }
+        }
+    }
 }
 
 /// A file of a model directory as its store answers it, its bytes still to come.
@@ -282,10 +378,10 @@ impl Store for S3Model<'_> {
     }
 }
 
-/// One download from a store into the cache, within the function's memory.
+/// One download from a store into the cache, within its limits.
 struct Fetch<'a, S> {
     store: &'a S,
-    memory: MemoryLimit,
+    limits: Limits,
 }
 
 impl<S: Store> Fetch<'_, S> {
@@ -295,20 +391,16 @@ impl<S: Store> Fetch<'_, S> {
 
     async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
         let started = std::time::Instant::now();
-        let partial = partial_dir(local);
+        let partial = Partial(partial_dir(local));
         // A leftover from a process that died mid-download is incomplete by construction.
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|error| self.cache_error(&partial, error))?;
+        if partial.0.exists() {
+            std::fs::remove_dir_all(&partial.0)
+                .map_err(|error| self.cache_error(&partial.0, error))?;
         }
-        let manifest = match self.download_files(&partial).await {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&partial);
-                return Err(error);
-            }
-        };
-        if let Err(error) = std::fs::rename(&partial, local) {
-            let _ = std::fs::remove_dir_all(&partial);
+        // Whether the download fails, or its future is dropped (a promotion out of time), the
+        // partial directory goes with `partial`.
+        let manifest = self.download_files(&partial.0).await?;
+        if let Err(error) = std::fs::rename(&partial.0, local) {
             // Another process may have finished the same download first; its copy is complete.
             if !Manifest::read(local).is_some_and(|theirs| theirs.describes(local, self.uri())) {
                 return Err(self.cache_error(local, error));
@@ -364,10 +456,13 @@ impl<S: Store> Fetch<'_, S> {
         manifest: &mut Manifest,
     ) -> Result<(), ArtifactError> {
         let object = self.object_uri(relative);
-        let mut stored = self.store.open(relative).await?;
+        let mut stored = self.in_time(&object, self.store.open(relative)).await??;
         let expected = stored.length;
         let fetched: u64 = manifest.files.iter().map(|file| file.bytes).sum();
+        // `MLmodel` is read whole, as text: a larger file is not one.
+        let most = (relative == MLMODEL_FILE).then_some(MAX_MLMODEL_BYTES);
         if let Some(bytes) = expected {
+            self.check_size(&object, bytes, most)?;
             self.check_room(dir, &object, bytes, fetched)?;
         }
         let path = dir.join(relative);
@@ -379,13 +474,14 @@ impl<S: Store> Fetch<'_, S> {
         let mut md5 = Md5::new();
         let mut sha256 = Sha256::new();
         let mut written: u64 = 0;
-        while let Some(chunk) = stored.body.next().await {
+        while let Some(chunk) = self.in_time(&object, stored.body.next()).await? {
             let chunk = chunk.map_err(|error| self.store_error(&object, error))?;
             written += chunk.len() as u64;
             if expected.is_some_and(|bytes| written > bytes) {
                 break;
             }
             if expected.is_none() {
+                self.check_size(&object, written, most)?;
                 self.check_room(dir, &object, written, fetched)?;
             }
             md5.update(&chunk);
@@ -426,6 +522,36 @@ impl<S: Store> Fetch<'_, S> {
         Ok(())
     }
 
+    /// `step`, unless the download's deadline passes first.
+    async fn in_time<T>(
+        &self,
+        object: &str,
+        step: impl Future<Output = T>,
+    ) -> Result<T, ArtifactError> {
+        let Some(deadline) = self.limits.deadline else {
+            return Ok(step.await);
+        };
+        tokio::time::timeout_at(deadline, step)
+            .await
+            .map_err(|_| ArtifactError::TimedOut {
+                uri: self.uri().to_owned(),
+                object: object.to_owned(),
+                seconds: self.limits.timeout.unwrap_or_default().as_secs_f64(),
+            })
+    }
+
+    /// Refuses an object of `bytes` when it may be at most `most` bytes.
+    fn check_size(&self, object: &str, bytes: u64, most: Option<u64>) -> Result<(), ArtifactError> {
+        match most {
+            Some(most) if bytes > most => Err(ArtifactError::Oversized {
+                uri: self.uri().to_owned(),
+                object: object.to_owned(),
+                most,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses an object of `bytes` that would take the model (`fetched` bytes so far) over
     /// the function's memory, or that does not fit in the cache's free space.
     fn check_room(
@@ -443,14 +569,11 @@ impl<S: Store> Fetch<'_, S> {
             available,
             remedy,
         };
-        if let (Some(memory), Some(megabytes)) = (self.memory.bytes(), self.memory.megabytes)
-            && fetched + bytes > memory
+        if let Some((memory, what)) = self.limits.memory.room()
+            && fetched.saturating_add(bytes) > memory
         {
             return Err(too_large(
-                format!(
-                    "the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE={megabytes} MB, \
-                     {fetched} bytes of the model fetched before it)"
-                ),
+                format!("{what}, {fetched} bytes of the model fetched before it)"),
                 memory,
                 "memory (MemorySize)",
             ));
@@ -583,6 +706,30 @@ fn free_space(dir: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
 }
 
+/// Bytes of physical memory, `None` if the system does not say.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: `sysconf` only reads the system's configuration.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok().filter(|pages| *pages > 0)?;
+    pages.checked_mul(u64::try_from(page_size).ok()?)
+}
+
+/// A download's partial directory, removed when dropped unless it was renamed into place.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Where a download is assembled before it is renamed to `local`.
 fn partial_dir(local: &Path) -> PathBuf {
     let mut name = local.file_name().unwrap_or_default().to_owned();
@@ -683,12 +830,22 @@ mod tests {
     }
 
     #[test]
-    fn memory_limit_is_in_megabytes() {
+    fn memory_limit_is_lambdas_in_megabytes_else_the_machines_less_what_is_reserved() {
         let limit = MemoryLimit {
             megabytes: Some(256),
+            reserved: 0,
         };
-        assert_eq!(limit.bytes(), Some(256 * 1024 * 1024));
-        assert_eq!(MemoryLimit::default().bytes(), None);
+        assert_eq!(limit.room().unwrap().0, 256 * 1024 * 1024);
+        let (bytes, what) = limit.reserving(1 << 20).room().unwrap();
+        assert_eq!(bytes, 255 * 1024 * 1024);
+        assert!(what.contains("1048576 bytes of it taken"), "{what}");
+        let machine = physical_memory().unwrap();
+        assert!(machine > 64 << 20, "{machine}");
+        let (bytes, what) = MemoryLimit::default().room().unwrap();
+        assert_eq!(bytes, machine);
+        assert!(what.starts_with("this machine's memory"), "{what}");
+        // A reservation larger than the memory leaves no room rather than wrapping.
+        assert_eq!(limit.reserving(u64::MAX).room().unwrap().0, 0);
     }
 
     #[test]
@@ -702,5 +859,189 @@ mod tests {
                 .to_string_lossy()
                 .starts_with("model-1.partial-")
         );
+    }
+}
+
+/// A download's limits against a store whose files never end, or come one byte at a time.
+#[cfg(test)]
+mod limits {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A body of `chunk` repeated without end, the next one `every` after the last.
+    struct Endless {
+        chunk: Bytes,
+        every: Duration,
+        sleep: Pin<Box<tokio::time::Sleep>>,
+    }
+
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            context: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            if self.sleep.as_mut().poll(context).is_pending() {
+                return Poll::Pending;
+            }
+            let next = tokio::time::Instant::now() + self.every;
+            self.sleep.as_mut().reset(next);
+            Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.clone()))))
+        }
+    }
+
+    /// A store whose file `endless` says it is `length` bytes (`None`: says nothing) and
+    /// sends `chunk` every `every`, without end; its `MLmodel`, unless that is the endless
+    /// one, is the bundled model's.
+    struct EndlessStore {
+        endless: &'static str,
+        length: Option<u64>,
+        chunk: usize,
+        every: Duration,
+    }
+
+    impl Store for EndlessStore {
+        fn uri(&self) -> &str {
+            "endless://store/model"
+        }
+
+        async fn open(&self, file: &str) -> Result<StoredFile, ArtifactError> {
+            if file != self.endless {
+                let mlmodel = include_bytes!("../models/bike-demand/MLmodel");
+                return Ok(StoredFile {
+                    length: Some(mlmodel.len() as u64),
+                    etag: None,
+                    md5: None,
+                    body: FileBody::S3(ByteStream::from_static(mlmodel)),
+                });
+            }
+            let body = Endless {
+                chunk: Bytes::from(vec![b'a'; self.chunk]),
+                every: self.every,
+                sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            };
+            Ok(StoredFile {
+                length: self.length,
+                etag: None,
+                md5: None,
+                body: FileBody::S3(ByteStream::from_body_1_x(body)),
+            })
+        }
+    }
+
+    fn fetch(store: &EndlessStore, limits: Limits) -> (ArtifactError, Vec<String>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let error = runtime
+            .block_on(fetch_from(store, cache.path(), limits))
+            .expect_err("an endless file is never a model");
+        let left = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        (error, left)
+    }
+
+    #[test]
+    fn a_file_that_comes_too_slowly_stops_at_the_deadline_and_leaves_nothing() {
+        for (endless, length) in [
+            ("MLmodel", None),
+            ("model.onnx", None),
+            ("model.onnx", Some(1 << 30)),
+        ] {
+            let store = EndlessStore {
+                endless,
+                length,
+                chunk: 1,
+                every: Duration::from_millis(50),
+            };
+            let started = std::time::Instant::now();
+            let limits = Limits::within(MemoryLimit::default(), Duration::from_millis(400));
+            let (error, left) = fetch(&store, limits);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert!(matches!(error, ArtifactError::TimedOut { .. }), "{error}");
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!(
+                    "endless://store/model/{endless} did not arrive within 0.4 s"
+                )),
+                "{message}"
+            );
+            assert_eq!(left, Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_memory_is_refused_before_or_as_it_arrives() {
+        let machine = physical_memory().unwrap();
+        // Said too large: refused before any of it is written, at the machine's memory
+        // outside Lambda; an MLmodel file at its own limit.
+        for (endless, length, expected) in [
+            ("model.onnx", Some(machine + 1), "this machine's memory"),
+            ("MLmodel", Some(2 << 30), "the most such a file can be"),
+            ("MLmodel", None, "the most such a file can be"),
+        ] {
+            let store = EndlessStore {
+                endless,
+                length,
+                chunk: 1 << 20,
+                every: Duration::ZERO,
+            };
+            let (error, left) = fetch(&store, MemoryLimit::default().into());
+            assert!(error.to_string().contains(expected), "{error}");
+            assert_eq!(left, Vec::<String>::new());
+        }
+        // Sending more than the function's memory, without saying its length.
+        let mut limit = MemoryLimit {
+            megabytes: Some(1),
+            reserved: 0,
+        };
+        for _ in 0..2 {
+            let store = EndlessStore {
+                endless: "model.onnx",
+                length: None,
+                chunk: 64 << 10,
+                every: Duration::ZERO,
+            };
+            let (error, left) = fetch(&store, limit.into());
+            assert!(matches!(error, ArtifactError::TooLarge { .. }), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1 MB"),
+                "{error}"
+            );
+            assert_eq!(left, Vec::<String>::new());
+            limit = limit.reserving(512 << 10);
+        }
+    }
+
+    #[test]
+    fn a_download_dropped_midway_leaves_nothing_in_the_cache() {
+        let store = EndlessStore {
+            endless: "model.onnx",
+            length: None,
+            chunk: 1024,
+            every: Duration::from_millis(10),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        runtime.block_on(async {
+            let download = fetch_from(&store, cache.path(), MemoryLimit::default().into());
+            let dropped = tokio::time::timeout(Duration::from_millis(300), download).await;
+            assert!(dropped.is_err());
+        });
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
     }
 }

@@ -328,7 +328,9 @@ impl Handler {
         });
         // Boxed: the check's state (REST calls, a download, a model build) is large and rare,
         // and would otherwise sit in every invocation's future.
-        let Some(loaded) = Box::pin(promotion.check(registered, budget)).await else {
+        let Some(loaded) =
+            Box::pin(promotion.check(registered, current.model().uri(), budget)).await
+        else {
             return (current, started.elapsed().as_secs_f64() * 1e3);
         };
         let version = self.stamp(loaded.registered.as_ref());

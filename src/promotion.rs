@@ -60,10 +60,17 @@ impl Promotion {
         true
     }
 
-    /// If a check is due, resolves the alias and, if it moved away from `current`, loads the
-    /// version it points at now; returns that model to swap in. Gives up after `budget` (the
-    /// part of the invocation's time it may take), keeping the current model.
-    pub async fn check(&self, current: &ModelVersion, budget: Option<Duration>) -> Option<Loaded> {
+    /// If a check is due, resolves the alias and, if it moved away from `current` (loaded from
+    /// `current_uri`), loads the version it points at now, in the memory the current model
+    /// leaves; returns that model to swap in, and removes the current one's cached copy.
+    /// Gives up after `budget` (the part of the invocation's time it may take), keeping the
+    /// current model.
+    pub async fn check(
+        &self,
+        current: &ModelVersion,
+        current_uri: &str,
+        budget: Option<Duration>,
+    ) -> Option<Loaded> {
         if !self.due() {
             return None;
         }
@@ -74,7 +81,8 @@ impl Promotion {
             if version.version == current.version {
                 return Ok(None);
             }
-            let model = self.source.load_version(&version).await?;
+            let reserved = self.source.cached_bytes(current_uri).unwrap_or_default();
+            let model = self.source.load_version(&version, reserved).await?;
             Ok::<_, crate::source::SourceError>(Some(Loaded {
                 model,
                 registered: Some(version),
@@ -91,6 +99,9 @@ impl Promotion {
                 None
             }
             Some(Ok(Some(loaded))) => {
+                if loaded.model.uri() != current_uri {
+                    self.source.evict(current_uri);
+                }
                 let version = loaded.registered.as_ref();
                 tracing::info!(
                     model_uri = %uri,

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::artifact::ModelArtifact;
 use crate::config::{Config, ModelLocation};
-use crate::download::{self, MemoryLimit};
+use crate::download::{self, Limits, MemoryLimit};
 use crate::model::{Model, ModelError, OnnxRuntime};
 use crate::registry::{Location, ModelVersion, Registry, RegistryError, RegistryUri};
 
@@ -55,6 +55,7 @@ pub struct Loaded {
 pub struct ModelSource {
     location: ModelLocation,
     cache_dir: PathBuf,
+    download_timeout: std::time::Duration,
     ort_library: PathBuf,
     threads: usize,
     /// ONNX Runtime, loaded with the first model: one environment per process.
@@ -77,6 +78,7 @@ impl ModelSource {
         Ok(Self {
             location: config.model.clone(),
             cache_dir: config.model_cache_dir.clone(),
+            download_timeout: config.model_download_timeout,
             ort_library: config.ort_library.clone(),
             threads: config.inference_threads,
             runtime: std::sync::Arc::default(),
@@ -107,14 +109,16 @@ impl ModelSource {
         let artifact = match (&self.location, self.registry()) {
             (ModelLocation::Registry(_), Some((uri, registry))) => {
                 let version = registry.resolve(uri).await.map_err(Box::new)?;
-                let model = self.load_version(&version).await?;
+                let model = self.load_version(&version, 0).await?;
                 return Ok(Loaded {
                     model,
                     registered: Some(version),
                 });
             }
             (ModelLocation::S3 { bucket, prefix }, _) => {
-                download::fetch_model(self.s3().await, bucket, prefix, &self.cache_dir).await
+                let limits = self.limits(MemoryLimit::from_lambda_environment());
+                let s3 = self.s3().await;
+                download::fetch_model_within(s3, bucket, prefix, &self.cache_dir, limits).await
             }
             (ModelLocation::Directory(dir), _) => ModelArtifact::read_dir(dir),
             (ModelLocation::Registry(uri), None) => {
@@ -134,8 +138,13 @@ impl ModelSource {
     }
 
     /// Fetches the files of registry `version` and loads them, with the checks of a cold
-    /// start. Only for a registry source.
-    pub async fn load_version(&self, version: &ModelVersion) -> Result<Model, SourceError> {
+    /// start, in the memory a model already loaded (`reserved` bytes) leaves. Only for a
+    /// registry source.
+    pub async fn load_version(
+        &self,
+        version: &ModelVersion,
+        reserved: u64,
+    ) -> Result<Model, SourceError> {
         let Some((uri, registry)) = self.registry() else {
             return Err(SourceError::Registry(Box::new(RegistryError::Unreadable {
                 uri: self.location.to_string(),
@@ -144,20 +153,14 @@ impl ModelSource {
             })));
         };
         let location = registry.locate(uri, version).await.map_err(Box::new)?;
-        let memory = MemoryLimit::from_lambda_environment();
+        let limits = self.limits(MemoryLimit::from_lambda_environment().reserving(reserved));
         let artifact = match &location {
             Location::S3 { bucket, prefix } => {
-                download::fetch_model_within(
-                    self.s3().await,
-                    bucket,
-                    prefix,
-                    &self.cache_dir,
-                    memory,
-                )
-                .await
+                let s3 = self.s3().await;
+                download::fetch_model_within(s3, bucket, prefix, &self.cache_dir, limits).await
             }
             Location::Proxy { path } => {
-                download::fetch_from(&registry.proxy_model(path), &self.cache_dir, memory).await
+                download::fetch_from(&registry.proxy_model(path), &self.cache_dir, limits).await
             }
         };
         let built = match artifact {
@@ -170,6 +173,23 @@ impl ModelSource {
             version: version.version.clone(),
             source: Box::new(source),
         })
+    }
+
+    /// A download's limits: `memory`, and `MODEL_DOWNLOAD_TIMEOUT` from now.
+    fn limits(&self, memory: MemoryLimit) -> Limits {
+        Limits::within(memory, self.download_timeout)
+    }
+
+    /// The bytes the cached copy of the model at `uri` takes, if the cache holds one: what a
+    /// model loaded from it takes in memory, about.
+    pub fn cached_bytes(&self, uri: &str) -> Option<u64> {
+        download::cached_bytes(&self.cache_dir, uri)
+    }
+
+    /// Removes the cached copy of the model at `uri`, if the cache holds one: a version no
+    /// longer served after a promotion. ONNX Runtime has read its files already.
+    pub fn evict(&self, uri: &str) {
+        download::evict(&self.cache_dir, uri);
     }
 
     /// The S3 client for model downloads, with the download timeouts.

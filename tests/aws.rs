@@ -969,6 +969,7 @@ async fn model_larger_than_the_functions_memory_is_refused_before_it_is_written(
     // The same with the library call, and a limit the model fits in.
     let limit = |megabytes| MemoryLimit {
         megabytes: Some(megabytes),
+        reserved: 0,
     };
     let error = fetch_model_within(&s3, &bucket, prefix, cache.path(), limit(32))
         .await
