@@ -31,8 +31,14 @@
 //! proxy, which are the three things needed here. Every REST call has a timeout
 //! (`MLFLOW_HTTP_REQUEST_TIMEOUT`) over its whole answer; one that fails in a way that may pass
 //! (no connection, HTTP 429 or 5xx) is tried up to [`http::ATTEMPTS`] times. A file from the
-//! artifact proxy gets the timeout for its answer's head and for each part of its body, not
-//! for the whole file, and no deadline bounds a whole resolution: each call's own limits do.
+//! artifact proxy gets the timeout for its answer's head and for each part of its body, and
+//! the whole model download `MODEL_DOWNLOAD_TIMEOUT` ([`crate::download`]).
+//!
+//! # What the server says
+//! Nothing the server answers is taken on trust: the version answered must be the model and
+//! version asked for, its number a number, its run ID one, and every URI one line of text,
+//! before any of it reaches a log, an event or a request. The credentials are kept out of
+//! every error, whatever a server quotes back.
 
 pub mod http;
 pub mod proxy;
@@ -76,7 +82,7 @@ impl RegistryUri {
     }
 
     /// As MLflow reads them: split at `/` first (a name holds no `/`), then, without a
-    /// version, at the last `@`.
+    /// version, at the last `@`; the name and alias must be ones MLflow accepts.
     fn parse_path(path: &str) -> Result<Self, &'static str> {
         const EXPECTED: &str = "models:/<name>@<alias> or models:/<name>/<version number>";
         let (name, version) = match path.split_once('/') {
@@ -88,6 +94,8 @@ impl RegistryUri {
                 if name.is_empty() || alias.is_empty() {
                     return Err(EXPECTED);
                 }
+                check_name(name)?;
+                check_alias(alias)?;
                 return Ok(Self {
                     name: name.into(),
                     reference: Reference::Alias(alias.into()),
@@ -97,6 +105,7 @@ impl RegistryUri {
         if name.is_empty() || version.contains('/') {
             return Err(EXPECTED);
         }
+        check_name(name)?;
         match version.parse::<u64>() {
             Ok(number) if number > 0 && version.bytes().all(|b| b.is_ascii_digit()) => Ok(Self {
                 name: name.into(),
@@ -117,6 +126,53 @@ impl RegistryUri {
     pub fn moves(&self) -> bool {
         matches!(self.reference, Reference::Alias(_))
     }
+}
+
+/// Refuses a registered model name MLflow would refuse (blank, with `:`, `.` or `..`), or one
+/// with a control character.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.trim().is_empty() || name == "." || name == ".." {
+        return Err(
+            "models:/<name>@<alias> or models:/<name>/<version number>, with the \
+                    registered model's name: it is blank",
+        );
+    }
+    if name.contains(':') || name.chars().any(char::is_control) {
+        return Err(
+            "models:/<name>@<alias> or models:/<name>/<version number>: a registered \
+                    model's name holds no ':' and no control character",
+        );
+    }
+    Ok(())
+}
+
+/// Longest alias MLflow sets.
+const MAX_ALIAS_CHARS: usize = 255;
+
+/// Refuses an alias MLflow would not set: one of more than 255 letters, digits, `_` and `-`,
+/// `latest`, or a version's name (`v3`).
+fn check_alias(alias: &str) -> Result<(), &'static str> {
+    if alias.chars().count() > MAX_ALIAS_CHARS
+        || !alias
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(
+            "models:/<name>@<alias>, where an alias is at most 255 letters, digits, \
+                    underscores (_) and dashes (-), as MLflow sets them",
+        );
+    }
+    let version_like = alias.len() > 1
+        && alias.starts_with(['v', 'V'])
+        && alias.bytes().skip(1).all(|b| b.is_ascii_digit());
+    if alias.eq_ignore_ascii_case("latest") || version_like {
+        return Err(
+            "models:/<name>@<alias>: MLflow reserves `latest` and version names \
+                    (v3) and never sets them as aliases; name the version with \
+                    models:/<name>/<version number>, or an alias set on it",
+        );
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for RegistryUri {
@@ -201,6 +257,15 @@ pub enum RegistryError {
         version: String,
         /// `PENDING_REGISTRATION` or `FAILED_REGISTRATION`.
         status: String,
+    },
+    /// The server's answer is not about the version asked for, or holds values MLflow
+    /// never writes.
+    #[error("{uri}: the tracking server answered {detail}")]
+    Answer {
+        /// The `models:/` URI.
+        uri: String,
+        /// What is wrong with the answer.
+        detail: String,
     },
     /// The version's logged model has not finished uploading, or failed to.
     #[error("{uri} is logged model {model_id}, whose status is {status}, not LOGGED_MODEL_READY")]
@@ -299,6 +364,7 @@ impl Registry {
                 }
             }
         };
+        plain(uri, "artifact URI", &artifact_uri)?;
         parse_location(&artifact_uri, self.server()).map_err(|reason| RegistryError::Unreadable {
             uri: uri.to_string(),
             location: artifact_uri.clone(),
@@ -442,14 +508,82 @@ struct RunInfo {
     experiment_id: String,
 }
 
-/// The version an answer describes, if it is ready to be served.
+/// Longest URI or identifier taken from an answer: MLflow's columns for them are shorter.
+const MAX_ANSWER_TEXT: usize = 4096;
+
+/// `value` of `field` in an answer about `uri`, if it is one line of text MLflow could have
+/// written; it goes into logs, events and requests.
+fn plain<'a>(uri: &RegistryUri, field: &str, value: &'a str) -> Result<&'a str, RegistryError> {
+    if value.len() > MAX_ANSWER_TEXT || value.chars().any(char::is_control) {
+        return Err(RegistryError::Answer {
+            uri: uri.to_string(),
+            detail: format!(
+                "a {field} of {} bytes{}, which MLflow never writes",
+                value.len(),
+                match value.chars().any(char::is_control) {
+                    true => " with control characters",
+                    false => "",
+                }
+            ),
+        });
+    }
+    Ok(value)
+}
+
+/// Whether `run_id` is an MLflow run ID: a letter or digit, then at most 255 letters,
+/// digits, `_` and `-`.
+fn is_run_id(run_id: &str) -> bool {
+    let mut bytes = run_id.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && run_id.len() <= 256
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The version an answer describes, if it is the one `uri` asked for, and ready to be served.
 fn model_version(uri: &RegistryUri, wire: WireVersion) -> Result<ModelVersion, RegistryError> {
+    let wrong = |detail: String| RegistryError::Answer {
+        uri: uri.to_string(),
+        detail,
+    };
+    if wire.name != uri.name {
+        return Err(wrong(format!(
+            "with a version of the model \"{}\"",
+            http::quoted(&wire.name)
+        )));
+    }
+    let number = match wire.version.len() <= 20 && wire.version.bytes().all(|b| b.is_ascii_digit())
+    {
+        true => wire
+            .version
+            .parse::<u64>()
+            .ok()
+            .filter(|number| *number > 0),
+        false => None,
+    };
+    let Some(number) = number else {
+        return Err(wrong(format!(
+            "with the version \"{}\", which is not a version number",
+            http::quoted(&wire.version)
+        )));
+    };
+    if let Reference::Version(asked) = uri.reference
+        && asked != number
+    {
+        return Err(wrong(format!("with version {number}")));
+    }
+    if !wire.run_id.is_empty() && !is_run_id(&wire.run_id) {
+        return Err(wrong(format!(
+            "with the run ID \"{}\", which is not one",
+            http::quoted(&wire.run_id)
+        )));
+    }
+    plain(uri, "source", &wire.source)?;
     // MLflow leaves `status` out of versions made before it had one.
     if !wire.status.is_empty() && wire.status != "READY" {
         return Err(RegistryError::NotReady {
             uri: uri.to_string(),
             version: wire.version,
-            status: wire.status,
+            status: http::quoted(&wire.status),
         });
     }
     Ok(ModelVersion {
@@ -465,10 +599,11 @@ fn ready_artifacts(uri: &RegistryUri, info: LoggedModelInfo) -> Result<String, R
     if !info.status.is_empty() && info.status != "LOGGED_MODEL_READY" {
         return Err(RegistryError::LoggedModelNotReady {
             uri: uri.to_string(),
-            model_id: info.model_id,
-            status: info.status,
+            model_id: http::quoted(&info.model_id),
+            status: http::quoted(&info.status),
         });
     }
+    plain(uri, "artifact_uri", &info.artifact_uri)?;
     Ok(info.artifact_uri)
 }
 
@@ -494,7 +629,8 @@ impl<'a> Source<'a> {
         if let Some(rest) = source.strip_prefix("runs:/") {
             let rest = rest.trim_start_matches('/');
             let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
-            if !run_id.is_empty() {
+            // It goes into a search filter: nothing but a run ID.
+            if is_run_id(run_id) {
                 return Self::Run {
                     run_id,
                     path: path.trim_matches('/'),
@@ -619,6 +755,148 @@ mod tests {
         ] {
             let error = RegistryUri::parse(text).unwrap().unwrap_err();
             assert!(error.contains("alias"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn names_and_aliases_mlflow_would_refuse_are_refused() {
+        for text in [
+            "models:/ @champion",
+            "models:/\t/3",
+            "models:/./3",
+            "models:/..@champion",
+            "models:/a:b@champion",
+            "models:/bike\ndemand@champion",
+            "models:/bike\u{7f}@champion",
+            "models:/bike@cham pion",
+            "models:/bike@champ.ion",
+            "models:/bike@../../x",
+            "models:/bike@latest",
+            "models:/bike@LATEST",
+            "models:/bike@v3",
+            "models:/bike@V12",
+        ] {
+            let error = RegistryUri::parse(text).unwrap().unwrap_err();
+            assert!(
+                error.starts_with("models:/<name>@<alias>"),
+                "{text:?}: {error}"
+            );
+        }
+        let long = format!("models:/bike@{}", "a".repeat(MAX_ALIAS_CHARS + 1));
+        assert!(RegistryUri::parse(&long).unwrap().is_err());
+        for text in [
+            "models:/bike@v",
+            "models:/bike@v3a",
+            "models:/bike@prod-2_b",
+            "models:/bike@é",
+            "models:/bike demand@champion",
+        ] {
+            assert!(RegistryUri::parse(text).unwrap().is_ok(), "{text}");
+        }
+        let longest = format!("models:/bike@{}", "a".repeat(MAX_ALIAS_CHARS));
+        assert!(RegistryUri::parse(&longest).unwrap().is_ok());
+    }
+
+    #[test]
+    fn an_answer_about_another_version_or_with_values_mlflow_never_writes_is_refused() {
+        let good = || WireVersion {
+            name: "bike".into(),
+            version: "4".into(),
+            source: "models:/m-1".into(),
+            run_id: "a81fa200efe24b57a91bd9a484678af4".into(),
+            status: "READY".into(),
+        };
+        let alias = uri("models:/bike@champion");
+        let fourth = uri("models:/bike/4");
+        assert!(model_version(&alias, good()).is_ok());
+        assert!(model_version(&fourth, good()).is_ok());
+        let mut cases: Vec<(&RegistryUri, WireVersion)> = Vec::new();
+        for name in ["bike2", "Bike", "bike ", "", "bike\n"] {
+            cases.push((
+                &alias,
+                WireVersion {
+                    name: name.into(),
+                    ..good()
+                },
+            ));
+        }
+        for version in [
+            "../../3\n",
+            "3\n",
+            "-4",
+            "+4",
+            "4.0",
+            "",
+            "0",
+            "00",
+            "x",
+            "99999999999999999999999",
+        ] {
+            cases.push((
+                &alias,
+                WireVersion {
+                    version: version.into(),
+                    ..good()
+                },
+            ));
+        }
+        cases.push((
+            &fourth,
+            WireVersion {
+                version: "5".into(),
+                ..good()
+            },
+        ));
+        for run_id in ["../x", "a b", "a'b", "-ab", "ab\n", &"a".repeat(300)] {
+            cases.push((
+                &alias,
+                WireVersion {
+                    run_id: run_id.into(),
+                    ..good()
+                },
+            ));
+        }
+        let long_source = format!("s3://b/{}", "x".repeat(MAX_ANSWER_TEXT));
+        for source in ["s3://b/p\nforged line", long_source.as_str()] {
+            cases.push((
+                &alias,
+                WireVersion {
+                    source: source.into(),
+                    ..good()
+                },
+            ));
+        }
+        for (asked, wire) in cases {
+            let shown = format!("{wire:?}");
+            let error = model_version(asked, wire).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(error, RegistryError::Answer { .. }),
+                "{shown}: {message}"
+            );
+            assert!(
+                message.starts_with(&format!("{asked}: the tracking server answered")),
+                "{message}"
+            );
+            assert!(!message.contains('\n') && message.len() < 400, "{message}");
+        }
+        let status = WireVersion {
+            status: "PENDING\nforged".into(),
+            ..good()
+        };
+        let message = model_version(&alias, status).unwrap_err().to_string();
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn a_runs_source_needs_a_run_id_as_mlflow_writes_them() {
+        for source in [
+            "runs:/a'b/model",
+            "runs:/../model",
+            "runs:/-x/model",
+            "runs:/a b/model",
+        ] {
+            assert_eq!(Source::of(source), Source::Other, "{source}");
         }
     }
 

@@ -54,6 +54,24 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Every form in which a server could quote these credentials back: the token, the
+    /// password, `user:password` and its base64, each header value whole. Longest first, so
+    /// that a longer form is found before a shorter one inside it.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = match self {
+            Self::None => Vec::new(),
+            Self::Token(token) => vec![format!("Bearer {token}"), token.clone()],
+            Self::Basic { username, password } => {
+                let pair = format!("{username}:{password}");
+                let encoded = base64_simd::STANDARD.encode_to_string(&pair);
+                vec![format!("Basic {encoded}"), encoded, pair, password.clone()]
+            }
+        };
+        secrets.retain(|secret| !secret.is_empty());
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets
+    }
+
     /// The `Authorization` header's value, marked sensitive (hyper never prints it).
     fn header(&self) -> Option<HeaderValue> {
         let value = match self {
@@ -164,9 +182,13 @@ pub enum CallError {
     Unexpected(String),
 }
 
-/// What an operator should check after an authentication failure.
+/// What an operator should check after a status that is not the registry's answer.
 fn hint(status: u16) -> &'static str {
     match status {
+        300..=399 => {
+            " (the server redirects, and the function follows no redirect: set \
+             MLFLOW_TRACKING_URI to the address it redirects to, often its https:// one)"
+        }
         401 | 403 => {
             " (check MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and \
              MLFLOW_TRACKING_PASSWORD, and the user's permission on the model)"
@@ -210,26 +232,47 @@ fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> CallError {
 /// an MLflow message).
 const QUOTED_BODY_CHARS: usize = 200;
 
-/// Turns an answer into the value `T` its endpoint returns, or the error it says.
-pub fn read_answer<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, CallError> {
-    if status.is_success() {
-        return serde_json::from_slice(body)
-            .map_err(|error| CallError::Unexpected(error.to_string()));
-    }
-    Err(status_error(status, body))
+/// `text` from the server as a message may quote it: one line, and short, whatever the
+/// server sent.
+pub fn quoted(text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(QUOTED_BODY_CHARS)
+        .collect();
+    text.trim().to_owned()
 }
 
-/// The error an answer with a failure `status` and `body` says.
-pub fn status_error(status: StatusCode, body: &[u8]) -> CallError {
-    // Quoted in a log line: one line, and short, whatever the server sent.
-    let quoted = |text: &str| -> String {
-        let text: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(QUOTED_BODY_CHARS)
-            .collect();
-        text.trim().to_owned()
-    };
+/// `text` with every one of `secrets` in it replaced by `<redacted>`.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "<redacted>");
+        }
+    }
+    text
+}
+
+/// Turns an answer into the value `T` its endpoint returns, or the error it says; `secrets`
+/// (the credentials sent) never appear in the error, whatever the server quoted back.
+pub fn read_answer<T: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+    secrets: &[String],
+) -> Result<T, CallError> {
+    if status.is_success() {
+        // serde_json quotes the values it did not expect.
+        return serde_json::from_slice(body)
+            .map_err(|error| CallError::Unexpected(quoted(&scrub(&error.to_string(), secrets))));
+    }
+    Err(status_error(status, body, secrets))
+}
+
+/// The error an answer with a failure `status` and `body` says, without `secrets` in it.
+pub fn status_error(status: StatusCode, body: &[u8], secrets: &[String]) -> CallError {
+    // Scrubbed before it is cut short, so that no part of a secret is left at the cut.
+    let quoted = |text: &str| quoted(&scrub(text, secrets));
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             error_code,
@@ -258,6 +301,8 @@ pub struct Http {
     connector: HttpsConnector<HttpConnector>,
     server: TrackingServer,
     authorization: Option<HeaderValue>,
+    /// The credentials as a server could quote them back, kept out of every error.
+    secrets: std::sync::Arc<[String]>,
     timeout: Duration,
     /// Attempts of a call whose failure may pass.
     attempts: u32,
@@ -292,6 +337,7 @@ impl Http {
             connector,
             server,
             authorization: credentials.header(),
+            secrets: credentials.secrets().into(),
             timeout,
             attempts: ATTEMPTS,
         })
@@ -361,7 +407,7 @@ impl Http {
                     .await
                     .map_err(body_error)?
                     .to_bytes();
-                read_answer(status, &bytes)
+                read_answer(status, &bytes, &self.secrets)
             })
             .await
             .unwrap_or(Err(CallError::Timeout(self.timeout)));
@@ -400,7 +446,7 @@ impl Http {
         .map_err(|_| CallError::Timeout(self.timeout))?
         .map_err(body_error)?
         .to_bytes();
-        Err(status_error(status, &body))
+        Err(status_error(status, &body, &self.secrets))
     }
 
     /// The request for `method path?query`, with the credentials.
@@ -520,6 +566,7 @@ mod tests {
         let error = status_error(
             StatusCode::BAD_REQUEST,
             include_bytes!("../../tests/fixtures/mlflow/error-unknown-alias.json"),
+            &[],
         );
         assert_eq!(
             error.to_string(),
@@ -529,6 +576,7 @@ mod tests {
         let error = status_error(
             StatusCode::NOT_FOUND,
             include_bytes!("../../tests/fixtures/mlflow/error-unknown-version.json"),
+            &[],
         );
         assert!(
             error
@@ -542,7 +590,7 @@ mod tests {
     #[test]
     fn other_error_bodies_are_quoted_short_and_on_one_line() {
         let page = format!("<html>\n<h1>Bad Gateway</h1>{}</html>", "x".repeat(1000));
-        let error = status_error(StatusCode::BAD_GATEWAY, page.as_bytes());
+        let error = status_error(StatusCode::BAD_GATEWAY, page.as_bytes(), &[]);
         let message = error.to_string();
         assert!(
             message.starts_with("HTTP 502: <html> <h1>Bad Gateway"),
@@ -550,13 +598,13 @@ mod tests {
         );
         assert!(message.len() < 250 && !message.contains('\n'), "{message}");
         assert!(error.may_pass());
-        let empty = status_error(StatusCode::UNAUTHORIZED, b"");
+        let empty = status_error(StatusCode::UNAUTHORIZED, b"", &[]);
         assert!(
             empty
                 .to_string()
                 .starts_with("HTTP 401: Unauthorized (check MLFLOW_TRACKING_TOKEN")
         );
-        assert!(status_error(StatusCode::TOO_MANY_REQUESTS, b"").may_pass());
+        assert!(status_error(StatusCode::TOO_MANY_REQUESTS, b"", &[]).may_pass());
     }
 
     #[test]
@@ -566,12 +614,69 @@ mod tests {
             #[allow(dead_code)]
             artifact_uri: String,
         }
-        let error = read_answer::<Answer>(StatusCode::OK, b"<html>").unwrap_err();
+        let error = read_answer::<Answer>(StatusCode::OK, b"<html>", &[]).unwrap_err();
         assert!(matches!(error, CallError::Unexpected(_)), "{error}");
         let answer = read_answer::<Answer>(
             StatusCode::OK,
             include_bytes!("../../tests/fixtures/mlflow/download-uri-s3.json"),
+            &[],
         );
         assert!(answer.is_ok());
+    }
+
+    #[test]
+    fn credentials_a_server_quotes_back_are_never_in_its_errors() {
+        let token = Credentials::Token("tok-12345".into());
+        let basic = Credentials::Basic {
+            username: "alice".into(),
+            password: "s3cret!".into(),
+        };
+        let statuses = [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::OK,
+        ];
+        for credentials in [token, basic] {
+            let secrets = credentials.secrets();
+            let header = credentials.header().unwrap();
+            let header = header.to_str().unwrap();
+            for secret in secrets.iter().map(String::as_str).chain([header]) {
+                // Whole, inside MLflow's JSON, as plain text, at the cut of a long message,
+                // and in a value serde quotes when it is not the type expected.
+                let bodies = [
+                    serde_json::json!({"error_code": "UNAUTHENTICATED", "message": format!("bad {secret}")})
+                        .to_string(),
+                    format!("<html>Authorization: {secret}</html>"),
+                    format!("{}{secret}", "x".repeat(QUOTED_BODY_CHARS - 3)),
+                    serde_json::json!({"artifact_uri": secret}).to_string(),
+                ];
+                for status in statuses {
+                    for body in &bodies {
+                        #[derive(Debug, Deserialize)]
+                        struct Answer {
+                            #[allow(dead_code)]
+                            artifact_uri: u64,
+                        }
+                        let Err(error) = read_answer::<Answer>(status, body.as_bytes(), &secrets)
+                        else {
+                            continue;
+                        };
+                        let message = error.to_string();
+                        for part in ["tok-123", "s3cret", "YWxpY2U6czNjcmV0IQ"] {
+                            assert!(!message.contains(part), "{status} {body}: {message}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_redirect_says_to_use_the_address_it_names() {
+        let error = status_error(StatusCode::MOVED_PERMANENTLY, b"", &[]).to_string();
+        assert!(
+            error.contains("set MLFLOW_TRACKING_URI to the address it redirects to"),
+            "{error}"
+        );
     }
 }
