@@ -31,6 +31,11 @@ fn servers() -> [(&'static str, String); 2] {
 /// Runs `bike-prediction invoke` on `event` with `env`, each run with its own model cache.
 fn invoke(event: &[u8], env: &[(&str, &str)]) -> Output {
     let cache = tempfile::tempdir().unwrap();
+    invoke_cached(event, env, cache.path())
+}
+
+/// [`invoke`] with the model cache in `cache`.
+fn invoke_cached(event: &[u8], env: &[(&str, &str)], cache: &std::path::Path) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bike-prediction"));
     command
         .args(["invoke", "--event", "-"])
@@ -39,7 +44,7 @@ fn invoke(event: &[u8], env: &[(&str, &str)]) -> Output {
         .env_remove("MODEL_ID")
         .env_remove("MODEL_BUCKET")
         .env_remove("MLFLOW_TRACKING_TOKEN")
-        .env("MODEL_CACHE_DIR", cache.path())
+        .env("MODEL_CACHE_DIR", cache)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -255,4 +260,55 @@ fn tracking_credentials_never_reach_the_logs_even_at_trace_level() {
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn a_model_that_trickles_in_stops_the_cold_start_at_the_download_deadline() {
+    // Both servers: through the artifact proxy, and from S3 (moto) for the S3-backed one.
+    for (variable, uri) in servers() {
+        let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
+        // The registry's answers and MLmodel pass; the ONNX file, past them on the same
+        // connection or on its own, comes one byte every 50 ms.
+        let mut env = vec![
+            ("MODEL_URI", "models:/bike-demand@champion".to_owned()),
+            ("MODEL_DOWNLOAD_TIMEOUT", "2".to_owned()),
+        ];
+        if variable == "MLFLOW_TEST_PROXY_URI" {
+            let relay = common::relay::damaging_relay(port, common::relay::Fault::Trickle(20_000));
+            env.push(("MLFLOW_TRACKING_URI", relay));
+        } else {
+            let s3_port: u16 = std::env::var("AWS_ENDPOINT_URL")
+                .expect("scripts/test.sh sets AWS_ENDPOINT_URL")
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let relay =
+                common::relay::damaging_relay(s3_port, common::relay::Fault::Trickle(20_000));
+            env.push(("MLFLOW_TRACKING_URI", uri.clone()));
+            env.push(("AWS_ENDPOINT_URL", relay));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let cache = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let output = invoke_cached(b"{}", &env, cache.path());
+        let error = cold_start_error(&output);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{variable}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.contains("model.onnx did not arrive within 2 s (MODEL_DOWNLOAD_TIMEOUT)"),
+            "{variable}: {error}"
+        );
+        // No partial copy is left behind.
+        assert_eq!(
+            std::fs::read_dir(cache.path()).unwrap().count(),
+            0,
+            "{variable}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
-//! A TCP relay on 127.0.0.1 to a local server that damages one answer: it flips a byte, or
-//! cuts the connection, at a given offset of what the server sends back on a connection. The
-//! server behind it is real; only the bytes in transit are changed, as a faulty network would.
+//! A TCP relay on 127.0.0.1 to a local server that damages one answer: it flips a byte, cuts
+//! the connection, or slows to a trickle, at a given offset of what the server sends back on
+//! a connection. The server behind it is real; only the bytes in transit are changed or
+//! delayed, as a faulty network would.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,6 +13,9 @@ pub enum Fault {
     Flip(usize),
     /// The connection is closed at the offset.
     Cut(usize),
+    /// From the offset on, one byte is sent every 50 ms: never slow enough for a read to
+    /// time out, and a file of a few KiB takes minutes.
+    Trickle(usize),
 }
 
 /// Relays connections to `127.0.0.1:target_port` with `fault` applied to every connection's
@@ -48,6 +52,20 @@ fn pump(mut from: TcpStream, mut to: TcpStream, fault: Option<Fault>) {
                 chunk[at - offset] = !chunk[at - offset];
             }
             Some(Fault::Cut(at)) if offset + read > at => end = at.saturating_sub(offset),
+            Some(Fault::Trickle(at)) if offset + read > at => {
+                let fast = at.saturating_sub(offset);
+                if to.write_all(&chunk[..fast]).is_err() {
+                    break;
+                }
+                for byte in &chunk[fast..] {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if to.write_all(std::slice::from_ref(byte)).is_err() {
+                        return;
+                    }
+                }
+                offset += read;
+                continue;
+            }
             _ => {}
         }
         if to.write_all(&chunk[..end]).is_err() || end < read {
