@@ -111,7 +111,12 @@ def test_moving_the_alias_promotes_the_next_due_invocation_and_an_outage_keeps_i
     figures(f"registry: the invocation that promoted version 2 spent "
             f"{batches[-1]['refresh_ms']:.1f} ms on the refresh, {batches[-1]['total_ms']:.1f} ms "
             f"in all (50 records)")
-    assert any(line.get("message", "").startswith("model promoted") for line in log_lines(stack))
+    promotion = [line for line in log_lines(stack)
+                 if line.get("message", "").startswith("model promoted")]
+    assert len(promotion) == 1, promotion
+    # Version 1's cached copy is removed once version 2 serves; version 2's stays.
+    removed = [line for line in log_lines(stack) if line.get("message") == "cached model removed"]
+    assert len(removed) == 1 and removed[0]["model_uri"] != promotion[0]["location"], removed
 
     # The tracking server goes away: every invocation is still answered, by version 2.
     script("scripts/local/mlflow.sh", "stop", env=tracking["env"])
