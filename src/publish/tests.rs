@@ -1,12 +1,11 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 #[path = "../../tests/common/in_process.rs"]
 mod in_process;
-use in_process::{answer, error_answer, kinesis};
+use in_process::{answer, answering, connection_reset, error_answer, kinesis};
 
 use super::*;
 
@@ -113,16 +112,22 @@ async fn entry_that_keeps_failing_is_returned_after_bounded_attempts() {
 
 #[tokio::test]
 async fn failed_call_is_retried_then_reported_whole() {
-    let rule =
-        mock!(Client::put_records).then_error(|| PutRecordsError::unhandled("connection reset"));
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = answering(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Err(connection_reset())
+    });
     let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
     let report = Publisher::new(client, "out", NO_BACKOFF)
         .publish(&events(&data), later())
         .await;
     assert_eq!(report.published, 0);
     assert_eq!(report.failed, [0, 1, 2]);
-    assert_eq!(rule.num_calls(), NO_BACKOFF.max_attempts as usize);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        NO_BACKOFF.max_attempts as usize
+    );
 }
 
 /// The sizes of the calls a queue of `events` makes when every call is accepted at once.
@@ -274,9 +279,12 @@ async fn no_resend_starts_past_the_deadline() {
 
 #[tokio::test]
 async fn a_call_the_service_answers_with_an_error_is_sent_once_per_attempt_not_again_by_the_sdk() {
-    let rule = mock!(Client::put_records)
-        .then_http_response(|| HttpResponse::new(500u16.try_into().unwrap(), "{}".into()));
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let client = answering(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Ok(HttpResponse::new(500u16.try_into().unwrap(), "{}".into()))
+    });
     let data: Vec<Vec<u8>> = vec![b"x".to_vec()];
     let report = Publisher::new(client, "out", NO_BACKOFF)
         .publish(&events(&data), later())
@@ -284,7 +292,7 @@ async fn a_call_the_service_answers_with_an_error_is_sent_once_per_attempt_not_a
     assert_eq!(report.failed, [0]);
     assert_eq!(report.calls, NO_BACKOFF.max_attempts as usize);
     assert_eq!(
-        rule.num_calls(),
+        requests.load(Ordering::Relaxed),
         report.calls,
         "HTTP requests = calls counted"
     );
@@ -292,13 +300,11 @@ async fn a_call_the_service_answers_with_an_error_is_sent_once_per_attempt_not_a
 
 #[tokio::test]
 async fn entries_an_answer_leaves_out_are_failed_with_a_reason() {
-    let rule = mock!(Client::put_records).then_output(|| {
-        PutRecordsOutput::builder()
-            .set_records(Some(Vec::new()))
-            .build()
-            .unwrap()
+    // A successful answer with no results at all.
+    let client = answering(|_| {
+        let body = r#"{"FailedRecordCount":0,"Records":[]}"#;
+        Ok(HttpResponse::new(200u16.try_into().unwrap(), body.into()))
     });
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
     let data: Vec<Vec<u8>> = (0..3).map(|_| b"x".to_vec()).collect();
     let report = Publisher::new(client, "out", NO_BACKOFF)
         .publish(&events(&data), later())
@@ -455,21 +461,19 @@ proptest::proptest! {
 
 #[tokio::test]
 async fn a_stream_that_does_not_exist_is_not_called_again() {
-    use aws_sdk_kinesis::types::error::ResourceNotFoundException;
-    let rule = mock!(Client::put_records).then_error(|| {
-        PutRecordsError::ResourceNotFoundException(
-            ResourceNotFoundException::builder()
-                .message("Stream out not found")
-                .build(),
-        )
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = answering(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        let body = r#"{"__type":"ResourceNotFoundException","message":"Stream out not found"}"#;
+        Ok(HttpResponse::new(400u16.try_into().unwrap(), body.into()))
     });
-    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[&rule]);
     let data: Vec<Vec<u8>> = (0..1200).map(|_| b"x".to_vec()).collect();
     let report = Publisher::new(client, "out", RetryPolicy::default())
         .with_concurrency(1)
         .publish(&events(&data), later())
         .await;
-    assert_eq!(rule.num_calls(), 1);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
     assert_eq!(report.failed.len(), 1200);
     assert!(report.last_error.unwrap().contains("not found"));
 }

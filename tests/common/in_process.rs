@@ -11,6 +11,7 @@ use aws_sdk_kinesis::config::http::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
+use aws_smithy_runtime_api::client::result::ConnectorError;
 
 /// One entry of a `PutRecords` request, as it came in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,10 @@ pub struct Entry {
 /// call goes through the SDK's whole pipeline (serialization, signing, the publisher's own
 /// body, deserialization) with no server.
 #[derive(Clone)]
-struct InProcess(Arc<dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync>);
+struct InProcess(Arc<Respond>);
+
+/// How an [`InProcess`] client answers a request.
+type Respond = dyn Fn(&HttpRequest) -> Result<HttpResponse, ConnectorError> + Send + Sync;
 
 impl std::fmt::Debug for InProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +38,7 @@ impl std::fmt::Debug for InProcess {
 
 impl HttpConnector for InProcess {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        HttpConnectorFuture::ready(Ok((self.0)(&request)))
+        HttpConnectorFuture::ready((self.0)(&request))
     }
 }
 
@@ -67,8 +71,16 @@ pub fn kinesis(answer: impl Fn(Vec<Entry>) -> HttpResponse + Send + Sync + 'stat
                 }
             })
             .collect();
-        answer(keys)
+        Ok(answer(keys))
     };
+    answering(respond)
+}
+
+/// A Kinesis client whose every request `respond` answers: with an HTTP response, or with
+/// the error of a connection that failed.
+pub fn answering(
+    respond: impl Fn(&HttpRequest) -> Result<HttpResponse, ConnectorError> + Send + Sync + 'static,
+) -> Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
@@ -97,6 +109,13 @@ pub fn answer(results: &[Option<&str>]) -> HttpResponse {
     let failed = results.iter().filter(|result| result.is_some()).count();
     let body = serde_json::json!({"FailedRecordCount": failed, "Records": records});
     HttpResponse::new(200u16.try_into().unwrap(), body.to_string().into())
+}
+
+/// The error of a connection the peer reset before it answered.
+pub fn connection_reset() -> ConnectorError {
+    ConnectorError::io(Box::new(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    )))
 }
 
 /// An error answer of `type_` with `status`.
