@@ -226,7 +226,7 @@ impl MlModel {
             return Err(ArtifactError::Invalid {
                 uri: uri.to_owned(),
                 detail: format!(
-                    "onnx flavor `data: {onnx_data}` must be a file inside the model directory"
+                    "onnx flavor `data: {onnx_data:?}` must be a file inside the model directory"
                 ),
             });
         }
@@ -238,10 +238,13 @@ impl MlModel {
     }
 }
 
-/// Whether `path` names a file inside a model directory (relative, no `..`), as data files
-/// and ONNX external-data locations must.
+/// Whether `path` names a file inside a model directory (relative, no `..`, no control
+/// character, not the name of the cache's own manifest), as data files and ONNX external-data
+/// locations must.
 pub fn is_inside_directory(path: &str) -> bool {
     !path.is_empty()
+        && !path.chars().any(char::is_control)
+        && Path::new(path).file_name() != Some(crate::download::MANIFEST_FILE.as_ref())
         && Path::new(path).components().all(|part| {
             matches!(
                 part,
@@ -891,8 +894,18 @@ signature:
         for inside in ["model.onnx", "data/weights.bin", "./model.onnx"] {
             assert!(is_inside_directory(inside), "{inside}");
         }
-        for outside in ["", "/etc/passwd", "../model.onnx", "data/../../x"] {
-            assert!(!is_inside_directory(outside), "{outside}");
+        for outside in [
+            "",
+            "/etc/passwd",
+            "../model.onnx",
+            "data/../../x",
+            "model.onnx\nforged",
+            "w\u{0}.bin",
+            "data/w\r.bin",
+            ".bike-prediction-download.json",
+            "data/.bike-prediction-download.json",
+        ] {
+            assert!(!is_inside_directory(outside), "{outside:?}");
         }
     }
 

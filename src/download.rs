@@ -209,7 +209,14 @@ pub trait Store {
     /// Starts reading `file`, a path relative to the model directory; a file that does not
     /// exist is [`ArtifactError::NotFound`].
     fn open(&self, file: &str) -> impl Future<Output = Result<StoredFile, ArtifactError>>;
+
+    /// Refuses a file that arrived whole (`MLmodel`, the ONNX graph; files whose text
+    /// messages may quote) if it holds what must not be quoted; says why.
+    fn vet(&self, _file: &str, _bytes: &[u8]) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
+
 /// The bytes of the files of the cached copy of the model at `uri` in `cache_dir`, if there
 /// is one.
 pub fn cached_bytes(cache_dir: &Path, uri: &str) -> Option<u64> {
@@ -392,7 +399,9 @@ impl<S: Store> Fetch<'_, S> {
     async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
         let started = std::time::Instant::now();
         let partial = Partial(partial_dir(local));
-        // A leftover from a process that died mid-download is incomplete by construction.
+        // A leftover from a process that died mid-download is incomplete by construction:
+        // this process's, and any other's that is no longer running.
+        remove_abandoned_partials(local.parent().unwrap_or(Path::new(".")));
         if partial.0.exists() {
             std::fs::remove_dir_all(&partial.0)
                 .map_err(|error| self.cache_error(&partial.0, error))?;
@@ -425,14 +434,15 @@ impl<S: Store> Fetch<'_, S> {
         };
         self.download(dir, MLMODEL_FILE, &mut manifest).await?;
         let mlmodel = self.read(dir, MLMODEL_FILE)?;
+        self.vet(MLMODEL_FILE, &mlmodel)?;
         let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel), self.uri())?;
         self.download(dir, &mlmodel.onnx_data, &mut manifest)
             .await?;
         // Read back to find the external data files, and freed before the model is loaded.
-        let external = artifact::external_data_files(
-            &self.read(dir, &mlmodel.onnx_data)?,
-            &self.object_uri(&mlmodel.onnx_data),
-        )?;
+        let onnx = self.read(dir, &mlmodel.onnx_data)?;
+        self.vet(&mlmodel.onnx_data, &onnx)?;
+        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
+        drop(onnx);
         for file in &external {
             self.download(dir, file, &mut manifest).await?;
         }
@@ -440,6 +450,16 @@ impl<S: Store> Fetch<'_, S> {
         let json = serde_json::to_vec(&manifest).unwrap_or_default();
         std::fs::write(&path, json).map_err(|error| self.cache_error(&path, error))?;
         Ok(manifest)
+    }
+
+    fn vet(&self, relative: &str, bytes: &[u8]) -> Result<(), ArtifactError> {
+        self.store
+            .vet(relative, bytes)
+            .map_err(|reason| ArtifactError::Store {
+                uri: self.uri().to_owned(),
+                object: self.object_uri(relative),
+                source: reason.into(),
+            })
     }
 
     fn read(&self, dir: &Path, relative: &str) -> Result<Vec<u8>, ArtifactError> {
@@ -463,7 +483,7 @@ impl<S: Store> Fetch<'_, S> {
         let most = (relative == MLMODEL_FILE).then_some(MAX_MLMODEL_BYTES);
         if let Some(bytes) = expected {
             self.check_size(&object, bytes, most)?;
-            self.check_room(dir, &object, bytes, fetched)?;
+            self.check_room(dir, &object, bytes, bytes, fetched)?;
         }
         let path = dir.join(relative);
         let mut file = path
@@ -481,8 +501,9 @@ impl<S: Store> Fetch<'_, S> {
                 break;
             }
             if expected.is_none() {
+                // The disk has room for what came before already: only this piece is new.
                 self.check_size(&object, written, most)?;
-                self.check_room(dir, &object, written, fetched)?;
+                self.check_room(dir, &object, written, chunk.len() as u64, fetched)?;
             }
             md5.update(&chunk);
             sha256.update(&chunk);
@@ -553,12 +574,13 @@ impl<S: Store> Fetch<'_, S> {
     }
 
     /// Refuses an object of `bytes` that would take the model (`fetched` bytes so far) over
-    /// the function's memory, or that does not fit in the cache's free space.
+    /// the function's memory, or whose `unwritten` bytes do not fit in the cache's free space.
     fn check_room(
         &self,
         dir: &Path,
         object: &str,
         bytes: u64,
+        unwritten: u64,
         fetched: u64,
     ) -> Result<(), ArtifactError> {
         let too_large = |room: String, available: u64, remedy| ArtifactError::TooLarge {
@@ -579,7 +601,7 @@ impl<S: Store> Fetch<'_, S> {
             ));
         }
         match free_space(dir) {
-            Ok(free) if bytes > free => Err(too_large(
+            Ok(free) if unwritten > free => Err(too_large(
                 format!("the free space in {}", dir.display()),
                 free,
                 "ephemeral storage (EphemeralStorage) or point MODEL_CACHE_DIR elsewhere",
@@ -726,6 +748,30 @@ impl Drop for Partial {
     fn drop(&mut self) {
         if self.0.exists() {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Removes the partial downloads in `cache_dir` of processes that are no longer running (a
+/// function killed at its timeout mid-download, then started again in the same sandbox).
+fn remove_abandoned_partials(cache_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((_, pid)) = name.to_str().and_then(|name| name.rsplit_once(".partial-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<libc::pid_t>() else {
+            continue;
+        };
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -1043,5 +1089,24 @@ mod limits {
             assert!(dropped.is_err());
         });
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn partial_downloads_of_processes_no_longer_running_are_removed() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let abandoned = cache.path().join(format!("other-model.partial-{dead}"));
+        let running = cache
+            .path()
+            .join(format!("other-model.partial-{}", std::process::id()));
+        let unrelated = cache.path().join("notes.partial-x");
+        for dir in [&abandoned, &running, &unrelated] {
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+        }
+        remove_abandoned_partials(cache.path());
+        assert!(!abandoned.exists());
+        assert!(running.exists() && unrelated.exists());
     }
 }

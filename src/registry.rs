@@ -78,7 +78,15 @@ impl RegistryUri {
     /// another scheme; the error says what a `models:/` URI should be.
     pub fn parse(uri: &str) -> Option<Result<Self, &'static str>> {
         let path = uri.trim().strip_prefix("models:/")?;
-        Some(Self::parse_path(path.trim_start_matches('/')))
+        if path.starts_with('/') {
+            // `models://<profile>/...` names a Databricks profile's registry.
+            return Some(Err(
+                "models:/<name>@<alias> or models:/<name>/<version number>, with one `/`: \
+                 models://<profile>/ names a Databricks profile, which the function does not \
+                 read (set MLFLOW_TRACKING_URI to the registry's server)",
+            ));
+        }
+        Some(Self::parse_path(path))
     }
 
     /// As MLflow reads them: split at `/` first (a name holds no `/`), then, without a
@@ -134,7 +142,7 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     if name.trim().is_empty() || name == "." || name == ".." {
         return Err(
             "models:/<name>@<alias> or models:/<name>/<version number>, with the \
-                    registered model's name: it is blank",
+             registered model's name: it is blank, `.` or `..`",
         );
     }
     if name.contains(':') || name.chars().any(char::is_control) {
@@ -389,6 +397,15 @@ impl Registry {
             .get(&format!("/api/2.0/mlflow/logged-models/{id}"), &[])
             .await
             .map_err(|cause| self.error(uri, "read the logged model", cause))?;
+        if answer.model.info.model_id != model_id {
+            return Err(RegistryError::Answer {
+                uri: uri.to_string(),
+                detail: format!(
+                    "with another logged model than {model_id}: \"{}\"",
+                    http::quoted(&answer.model.info.model_id)
+                ),
+            });
+        }
         ready_artifacts(uri, answer.model.info)
     }
 
@@ -419,6 +436,17 @@ impl Registry {
             match found {
                 Ok(found) => {
                     if let Some(model) = found.models.into_iter().next() {
+                        if model.info.name != path || model.info.source_run_id != run_id {
+                            return Err(RegistryError::Answer {
+                                uri: uri.to_string(),
+                                detail: format!(
+                                    "a search for the logged model {path} of run {run_id} with \
+                                     another model: \"{}\" of run \"{}\"",
+                                    http::quoted(&model.info.name),
+                                    http::quoted(&model.info.source_run_id)
+                                ),
+                            });
+                        }
                         return ready_artifacts(uri, model.info);
                     }
                 }
@@ -461,6 +489,9 @@ struct WireVersion {
     run_id: String,
     #[serde(default)]
     status: String,
+    /// The aliases that point at it (MLflow 2.3 and later).
+    #[serde(default)]
+    aliases: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,6 +515,10 @@ struct LoggedModelInfo {
     artifact_uri: String,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    source_run_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -551,13 +586,14 @@ fn model_version(uri: &RegistryUri, wire: WireVersion) -> Result<ModelVersion, R
             http::quoted(&wire.name)
         )));
     }
+    // A version number as MLflow writes one: digits, no sign, no leading zero.
     let number = match wire.version.len() <= 20 && wire.version.bytes().all(|b| b.is_ascii_digit())
     {
         true => wire
             .version
             .parse::<u64>()
             .ok()
-            .filter(|number| *number > 0),
+            .filter(|number| *number > 0 && number.to_string() == wire.version),
         false => None,
     };
     let Some(number) = number else {
@@ -566,10 +602,21 @@ fn model_version(uri: &RegistryUri, wire: WireVersion) -> Result<ModelVersion, R
             http::quoted(&wire.version)
         )));
     };
-    if let Reference::Version(asked) = uri.reference
-        && asked != number
-    {
-        return Err(wrong(format!("with version {number}")));
+    match &uri.reference {
+        Reference::Version(asked) if *asked != number => {
+            return Err(wrong(format!("with version {number}")));
+        }
+        Reference::Alias(alias)
+            if wire
+                .aliases
+                .as_ref()
+                .is_some_and(|aliases| !aliases.contains(alias)) =>
+        {
+            return Err(wrong(format!(
+                "with version {number}, which the alias does not point at"
+            )));
+        }
+        _ => {}
     }
     if !wire.run_id.is_empty() && !is_run_id(&wire.run_id) {
         return Err(wrong(format!(
@@ -649,20 +696,48 @@ fn join(base: &str, path: &str) -> String {
     }
 }
 
+/// Why a location with a `.` or `..` segment is refused.
+const STEPS_OUT: &str = "has a `.` or `..` segment: a model directory is named without steps \
+                         through the store";
+
+/// Whether a path has a `.` or `..` segment, as they are or percent-encoded.
+fn steps_out(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// Whether `bucket` is an S3 bucket name: 3 to 63 lowercase letters, digits, `.` and `-`,
+/// starting and ending with a letter or digit.
+fn is_bucket_name(bucket: &str) -> bool {
+    let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (3..=63).contains(&bucket.len())
+        && edge(bucket.bytes().next())
+        && edge(bucket.bytes().last())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
 /// The location of an artifact URI the tracking server gave, or why the function cannot
 /// read it.
 fn parse_location(uri: &str, server: &TrackingServer) -> Result<Location, &'static str> {
     if let Some(path) = uri.strip_prefix("s3://") {
         return match path.split_once('/') {
             Some((bucket, prefix))
-                if !bucket.is_empty() && !prefix.trim_matches('/').is_empty() =>
+                if is_bucket_name(bucket) && !prefix.trim_matches('/').is_empty() =>
             {
+                let prefix = prefix.trim_matches('/');
+                if steps_out(prefix) {
+                    return Err(STEPS_OUT);
+                }
                 Ok(Location::S3 {
                     bucket: bucket.into(),
-                    prefix: prefix.trim_matches('/').into(),
+                    prefix: prefix.into(),
                 })
             }
-            _ => Err("is not an s3://bucket/prefix location"),
+            _ => Err("is not an s3://bucket/prefix location with a valid bucket name"),
         };
     }
     if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
@@ -680,6 +755,9 @@ fn parse_location(uri: &str, server: &TrackingServer) -> Result<Location, &'stat
             None => rest,
         };
         let path = path.trim_matches('/');
+        if steps_out(path) {
+            return Err(STEPS_OUT);
+        }
         if path.is_empty() {
             return Err("is the root of the artifact store, not a model directory");
         }
@@ -761,6 +839,8 @@ mod tests {
     #[test]
     fn names_and_aliases_mlflow_would_refuse_are_refused() {
         for text in [
+            "models://profile/bike@champion",
+            "models:///bike/1",
             "models:/ @champion",
             "models:/\t/3",
             "models:/./3",
@@ -805,6 +885,7 @@ mod tests {
             source: "models:/m-1".into(),
             run_id: "a81fa200efe24b57a91bd9a484678af4".into(),
             status: "READY".into(),
+            aliases: None,
         };
         let alias = uri("models:/bike@champion");
         let fourth = uri("models:/bike/4");
@@ -928,6 +1009,7 @@ mod tests {
             source: "models:/m-1".into(),
             run_id: String::new(),
             status: status.into(),
+            aliases: None,
         };
         let error = model_version(&uri("models:/m/4"), wire("PENDING_REGISTRATION")).unwrap_err();
         assert_eq!(
@@ -951,6 +1033,8 @@ mod tests {
             model_id: "m-2".into(),
             artifact_uri: "s3://b/p".into(),
             status: "LOGGED_MODEL_PENDING".into(),
+            name: "model".into(),
+            source_run_id: String::new(),
         };
         let error = ready_artifacts(&champion, pending).unwrap_err().to_string();
         assert!(
@@ -1043,9 +1127,70 @@ mod tests {
             ("gs://bucket/1/x", "does not read"),
             ("s3://bucket", "s3://bucket/prefix"),
             ("mlflow-artifacts:/", "root"),
+            ("mlflow-artifacts:/../../../etc", "`..`"),
+            ("mlflow-artifacts:/1/%2e%2E/x", "`..`"),
+            ("mlflow-artifacts:/1/./x", "`.`"),
+            ("s3://bucket/../../etc", "`..`"),
+            ("s3://bucket/1/%2E/x", "`..`"),
+            ("s3://evil.example.com:80/p", "valid bucket name"),
+            ("s3://my@bucket/p", "valid bucket name"),
+            ("s3://Bucket/p", "valid bucket name"),
+            ("s3://ab/p", "valid bucket name"),
+            ("s3://-bucket/p", "valid bucket name"),
         ] {
             let error = parse_location(location, &server()).unwrap_err();
             assert!(error.contains(expected), "{location}: {error}");
         }
+        for readable in [
+            "s3://my-bucket.v2/1/abc/artifacts",
+            "mlflow-artifacts:/1/a..b/x",
+        ] {
+            assert!(parse_location(readable, &server()).is_ok(), "{readable}");
+        }
+    }
+
+    #[test]
+    fn a_logged_models_search_answer_names_each_model_and_its_run() {
+        // What the search's caller compares with the name and run it searched for.
+        let answer: SearchAnswer = fixture(include_bytes!(
+            "../tests/fixtures/mlflow/logged-models-search.json"
+        ));
+        let info = &answer.models[0].info;
+        assert_eq!(info.name, "model");
+        assert_eq!(info.source_run_id, "a81fa200efe24b57a91bd9a484678af4");
+    }
+
+    #[test]
+    fn a_version_is_answered_in_mlflow_s_own_form_and_the_alias_points_at_it() {
+        let wire = |version: &str, aliases: Option<Vec<String>>| WireVersion {
+            name: "bike".into(),
+            version: version.into(),
+            source: "models:/m-1".into(),
+            run_id: String::new(),
+            status: "READY".into(),
+            aliases,
+        };
+        let champion = uri("models:/bike@champion");
+        for version in ["01", "0001", "00"] {
+            assert!(
+                model_version(&uri("models:/bike/1"), wire(version, None)).is_err(),
+                "{version}"
+            );
+            assert!(
+                model_version(&champion, wire(version, None)).is_err(),
+                "{version}"
+            );
+        }
+        let other = Some(vec!["challenger".to_owned()]);
+        let error = model_version(&champion, wire("3", other))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("which the alias does not point at"),
+            "{error}"
+        );
+        assert!(model_version(&champion, wire("3", Some(vec!["champion".into()]))).is_ok());
+        // A server that does not list aliases is taken at its word.
+        assert!(model_version(&champion, wire("3", None)).is_ok());
     }
 }

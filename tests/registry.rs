@@ -312,3 +312,73 @@ fn a_model_that_trickles_in_stops_the_cold_start_at_the_download_deadline() {
         );
     }
 }
+
+/// A tracking server on 127.0.0.1 that answers every request `200` with `answer`, in which
+/// `{auth}` is replaced by the request's `Authorization` header as JSON escapes it: a server
+/// quoting the credentials back. Lives until the test process ends.
+fn echoing_server(answer: &'static str) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorization = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) && line != "\r\n" {
+                if let Some(value) = line.strip_prefix("authorization: ") {
+                    authorization = value.trim().to_owned();
+                }
+                line.clear();
+            }
+            let escaped = serde_json::to_string(&authorization).unwrap();
+            let body = answer.replace("{auth}", escaped.trim_matches('"'));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_quoting_the_credentials_back_in_its_answers_never_gets_them_logged() {
+    let answers = [
+        r#"{"model_version": {"name": "{auth}", "version": "1", "source": "models:/m-1", "status": "READY"}}"#,
+        r#"{"model_version": {"name": "bike-demand", "version": "1", "source": "models:/m-1", "status": "{auth}"}}"#,
+        r#"{"model_version": {"name": "bike-demand", "version": "1", "source": "s3://b/{auth}", "run_id": "{auth}"}}"#,
+        r#"{"model_version": "{auth}"}"#,
+    ];
+    // A token and a password with characters JSON and Rust escape.
+    let credentials: [&[(&str, &str)]; 2] = [
+        &[("MLFLOW_TRACKING_TOKEN", r#"tok"en\SECRET42"#)],
+        &[
+            ("MLFLOW_TRACKING_USERNAME", "alice"),
+            ("MLFLOW_TRACKING_PASSWORD", r#"pa"ss\SECRET42"#),
+        ],
+    ];
+    for answer in answers {
+        let server = echoing_server(answer);
+        for credentials in credentials {
+            let mut env = vec![
+                ("MODEL_URI", "models:/bike-demand@champion"),
+                ("MLFLOW_TRACKING_URI", server.as_str()),
+                ("RUST_LOG", "trace"),
+            ];
+            env.extend_from_slice(credentials);
+            let output = invoke(b"{}", &env);
+            let error = cold_start_error(&output);
+            assert!(
+                error.contains("the answer holds the credentials sent to the server"),
+                "{answer}: {error}"
+            );
+            let logs = String::from_utf8_lossy(&output.stderr);
+            for secret in ["SECRET42", "YWxpY2U6"] {
+                assert!(!logs.contains(secret), "{answer}: {logs}");
+            }
+        }
+    }
+}

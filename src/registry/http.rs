@@ -67,8 +67,19 @@ impl Credentials {
                 vec![format!("Basic {encoded}"), encoded, pair, password.clone()]
             }
         };
+        // As JSON writes them in a string, and as Rust's `{:?}` (serde's messages) does.
+        let escaped: Vec<String> = secrets
+            .iter()
+            .flat_map(|secret| {
+                let json = serde_json::to_string(secret).unwrap_or_default();
+                let debug = format!("{secret:?}");
+                [json, debug].map(|quoted| quoted.trim_matches('"').to_owned())
+            })
+            .collect();
+        secrets.extend(escaped);
         secrets.retain(|secret| !secret.is_empty());
         secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
         secrets
     }
 
@@ -185,7 +196,7 @@ pub enum CallError {
 /// What an operator should check after a status that is not the registry's answer.
 fn hint(status: u16) -> &'static str {
     match status {
-        300..=399 => {
+        301 | 302 | 303 | 307 | 308 => {
             " (the server redirects, and the function follows no redirect: set \
              MLFLOW_TRACKING_URI to the address it redirects to, often its https:// one)"
         }
@@ -227,6 +238,10 @@ fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> CallError {
         None => CallError::Body(error),
     }
 }
+
+/// Why an answer that holds the credentials sent is not used.
+pub const QUOTES_CREDENTIALS: &str =
+    "the answer holds the credentials sent to the server, so nothing of it is used";
 
 /// Characters of an error body's message kept in a message (an HTML page from a proxy, or
 /// an MLflow message).
@@ -360,6 +375,15 @@ impl Http {
         &self.server
     }
 
+    /// Whether `bytes` (an answer, a file) hold the credentials sent, as they are or escaped.
+    /// A server that quotes them back in what it serves would have them logged with it, so
+    /// nothing of such an answer is used.
+    pub fn quotes_credentials(&self, bytes: &[u8]) -> bool {
+        self.secrets
+            .iter()
+            .any(|secret| memchr::memmem::find(bytes, secret.as_bytes()).is_some())
+    }
+
     /// The timeout of each call.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -407,6 +431,9 @@ impl Http {
                     .await
                     .map_err(body_error)?
                     .to_bytes();
+                if status.is_success() && self.quotes_credentials(&bytes) {
+                    return Err(CallError::Unexpected(QUOTES_CREDENTIALS.to_owned()));
+                }
                 read_answer(status, &bytes, &self.secrets)
             })
             .await
@@ -423,9 +450,29 @@ impl Http {
         }
     }
 
-    /// `GET path` for a file: the response once its head has arrived with a success status
-    /// (within the timeout); its body is read by the caller.
+    /// `GET path` for a file: the response once its head has arrived with status 200 (within
+    /// the timeout); its body is read by the caller. A failure that may pass is tried again
+    /// as a REST call is.
     pub async fn get_file(
+        &self,
+        path: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, CallError> {
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut attempt = 1;
+        loop {
+            match self.get_file_once(path).await {
+                Err(error) if error.may_pass() && attempt < self.attempts => {
+                    tracing::debug!(path, attempt, %error, "artifact download failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn get_file_once(
         &self,
         path: &str,
     ) -> Result<http::Response<hyper::body::Incoming>, CallError> {
@@ -434,7 +481,8 @@ impl Http {
             .await
             .map_err(|_| CallError::Timeout(self.timeout))?
             .map_err(CallError::Unreachable)?;
-        if response.status().is_success() {
+        // Only 200 is the whole file: a 206 is a part of it, a 204 nothing.
+        if response.status() == StatusCode::OK {
             return Ok(response);
         }
         let status = response.status();
@@ -446,6 +494,12 @@ impl Http {
         .map_err(|_| CallError::Timeout(self.timeout))?
         .map_err(body_error)?
         .to_bytes();
+        if status.is_success() {
+            return Err(CallError::Unexpected(format!(
+                "HTTP {} instead of 200 with the whole file",
+                status.as_u16()
+            )));
+        }
         Err(status_error(status, &body, &self.secrets))
     }
 
@@ -669,6 +723,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_answer_or_file_holding_the_credentials_is_recognised_as_they_are_or_escaped() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let token = Credentials::Token(r#"ab"cd\SECRET"#.into());
+        let basic = Credentials::Basic {
+            username: "alice".into(),
+            password: r#"Tr0ub4dor\&3"x"#.into(),
+        };
+        for credentials in [token, basic] {
+            let http = Http::new(
+                server("http://127.0.0.1:1"),
+                &credentials,
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            let header = credentials.header().unwrap();
+            let secret = match &credentials {
+                Credentials::Token(token) => token.clone(),
+                Credentials::Basic { password, .. } => password.clone(),
+                Credentials::None => unreachable!(),
+            };
+            let json = serde_json::to_string(&secret).unwrap();
+            for body in [
+                format!(r#"{{"model_version": {{"name": {json}}}}}"#),
+                format!("flavors: [{secret}]"),
+                format!("{:?}", secret),
+                format!(r#"{{"a": "{}"}}"#, header.to_str().unwrap()),
+            ] {
+                assert!(http.quotes_credentials(body.as_bytes()), "{body}");
+            }
+            assert!(!http.quotes_credentials(br#"{"model_version": {"name": "bike"}}"#));
+            // Errors quoting the escaped forms are scrubbed too.
+            let error = status_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    r#"{{"message": "bad {}"}}"#,
+                    format!("{secret:?}").trim_matches('"')
+                )
+                .as_bytes(),
+                &credentials.secrets(),
+            )
+            .to_string();
+            assert!(
+                !error.contains("SECRET") && !error.contains("Tr0ub4dor"),
+                "{error}"
+            );
+        }
+        let none = Http::new(
+            server("http://127.0.0.1:1"),
+            &Credentials::None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!none.quotes_credentials(b"anything at all"));
     }
 
     #[test]

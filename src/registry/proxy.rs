@@ -61,6 +61,15 @@ impl Store for ProxyModel<'_> {
         &self.uri
     }
 
+    fn vet(&self, _file: &str, bytes: &[u8]) -> Result<(), &'static str> {
+        // Their parse errors quote them: a file that holds the credentials would have them
+        // logged.
+        match self.http.quotes_credentials(bytes) {
+            true => Err(super::http::QUOTES_CREDENTIALS),
+            false => Ok(()),
+        }
+    }
+
     async fn open(&self, file: &str) -> Result<StoredFile, ArtifactError> {
         let object = format!("{}/{file}", self.uri);
         let response =
