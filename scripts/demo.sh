@@ -8,4 +8,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 event=${1:-events/sample.json}
 bash scripts/setup-ort.sh >/dev/null
 echo "event: $event" >&2
-RUST_LOG=${RUST_LOG:-warn} cargo run --release --locked --quiet -- invoke --event "$event" | python3 -m json.tool
+RUST_LOG=${RUST_LOG:-warn} cargo run --locked --quiet -- invoke --event "$event" | python3 -m json.tool

@@ -5,7 +5,7 @@
 #     -> bike-prediction under the Lambda emulator (model from S3) -> Kinesis output stream
 #     -> data_out.sh
 #
-# Installs what it needs (idempotent), builds the function, starts the local services and the
+# Installs what it needs (idempotent), builds the function (the dev build), starts the local services and the
 # emulator, puts N records on the input stream, feeds them to the function, prints the
 # prediction events read back from the output stream on stdout (one JSON per line), and stops
 # everything it started, also on failure. Progress goes to stderr.
@@ -25,21 +25,40 @@ export MODEL_BUCKET=${MODEL_BUCKET:-bike-prediction-models}
 aws=$root/.venv/tools/bin/aws
 python=$root/.venv/tools/bin/python
 
+started=$SECONDS
 step() { echo "pipeline: $*" >&2; }
+# Runs a stage and then says how long it took: `timed LABEL COMMAND...`.
+timed() {
+  local label=$1 start=$SECONDS
+  shift
+  "$@"
+  step "$label: $((SECONDS - start)) s"
+}
 
 # This run's own servers and state directory, stopped and cleaned up when the script exits.
 # shellcheck source=scripts/local/own-stack.sh
 source scripts/local/own-stack.sh
 own_local_stack pipeline
 
-step "setup: ONNX Runtime, tools, release build"
-bash scripts/setup-ort.sh >/dev/null
-bash scripts/local/setup-tools.sh
-cargo build --release --locked
+# The Python tools install while the function builds; the build takes the cores, the
+# installs mostly wait on downloads.
+step "setup: ONNX Runtime and the local tools (in the background), the build"
+setup_start=$SECONDS
+install_tools() {
+  timed "ONNX Runtime" bash scripts/setup-ort.sh >/dev/null
+  timed "local tools (.venv/tools)" bash scripts/local/setup-tools.sh
+}
+install_tools &
+tools=$!
+# The dev profile: the build `cargo test` (the README's second command) reuses, with the
+# dependencies the Lambda image optimises left unoptimised (docs/BUILD.md).
+timed "build" cargo build --locked --bin bike-prediction
+wait "$tools"
+step "setup: $((SECONDS - setup_start)) s"
 RUN_ID=${RUN_ID:-$("$python" -m bike_local.mlflow_layout run-id)}
 export RUN_ID
 
-bash scripts/local/services.sh start
+timed "local AWS services" bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
 
 step "streams $INPUT_STREAM, $OUTPUT_STREAM"
@@ -68,3 +87,4 @@ tail -n 1 "$LOCAL_STATE_DIR/poller.log" >&2
 
 step "prediction events on $OUTPUT_STREAM:"
 bash scripts/data_out.sh
+step "done in $((SECONDS - started)) s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The end-to-end tests (tests/e2e): the local services, the Lambda emulator, the release
-# binary and the poller, all real, on this machine. Installs what they need first (idempotent), builds the
-# release binary, then runs pytest; extra arguments go to pytest (e.g. -k bad_record).
+# The end-to-end tests (tests/e2e): the local services, the Lambda emulator, the function's
+# binary and the poller, all real, on this machine. Installs what they need first (idempotent),
+# builds the binary (the dev build `cargo test` makes too; FUNCTION_BINARY picks another), then
+# runs pytest; extra arguments go to pytest (e.g. -k bad_record).
 # Exit status: pytest's, except that "no tests collected" (5) fails like any other failure.
 set -euo pipefail
 
@@ -9,7 +10,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
-cargo build --release --locked --quiet
+if [[ -z ${FUNCTION_BINARY:-} ]]; then
+  cargo build --locked --quiet --bin bike-prediction
+  export FUNCTION_BINARY=$root/target/debug/bike-prediction
+fi
 
 status=0
 # No .pytest_cache or __pycache__ left in the tree.

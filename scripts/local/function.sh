@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the built function (target/release/bike-prediction) as Lambda would, on this machine:
+# Runs the built function (FUNCTION_BINARY, default target/debug/bike-prediction: the build the
+# README's commands and `cargo test` share) as Lambda would, on this machine:
 # `cargo lambda watch --only-lambda-apis` serves the Lambda Runtime API and the invoke endpoint,
 # and our binary, started here with the Lambda environment, polls it for invocations.
 #
@@ -11,13 +12,14 @@
 #   status  exit 0 if both run
 # The function gets the caller's environment: its configuration (MODEL_BUCKET, RUN_ID,
 # OUTPUT_STREAM, TEST_RUN, ...) and the AWS settings (eval "$(scripts/local/services.sh env)").
-# Environment: LAMBDA_PORT (default: a free port), FUNCTION_START_TIMEOUT (seconds, default 60),
+# Environment: FUNCTION_BINARY (default target/debug/bike-prediction; the load run sets
+# target/release/bike-prediction), LAMBDA_PORT (default: a free port), FUNCTION_START_TIMEOUT (seconds, default 60),
 # LOCAL_STATE_DIR (default .cache/local; logs are emulator.log and function.log there).
 set -euo pipefail
 # shellcheck source=scripts/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-binary=$root/target/release/bike-prediction
+binary=${FUNCTION_BINARY:-$root/target/debug/bike-prediction}
 # With --only-lambda-apis, cargo-lambda serves one function named `_` (its default function):
 # the invoke URL names it, and the Runtime API for it lives under /.rt (both in cargo-lambda's
 # docs/commands/watch.md and printed by the emulator at start).
@@ -31,7 +33,7 @@ stop() {
 case ${1:-} in
   start)
     stop
-    [[ -x $binary ]] || { echo "function: $binary missing: cargo build --release --locked" >&2; exit 1; }
+    [[ -x $binary ]] || { echo "function: $binary missing: cargo build --locked" >&2; exit 1; }
     bash "$root/scripts/local/setup-tools.sh"
     port=${LAMBDA_PORT:-$(free_port)}
     # The emulator logs at debug level the first time a function polls for work: that line

@@ -4,8 +4,9 @@
 # bike_local (tools/), editable: its mlflow_registry module starts the server and registers the
 # models the registry tests serve.
 #
-# Idempotent and quiet, like setup-tools.sh (which calls it): when nothing changed this returns
-# at once and prints nothing. Progress goes to stderr.
+# Idempotent and quiet, like setup-tools.sh: when nothing changed this returns at once and
+# prints nothing. Progress goes to stderr. scripts/local/mlflow.sh runs it before it starts a
+# server; the pipeline needs no MLflow.
 # Usage: scripts/local/setup-mlflow.sh      (then use .venv/mlflow/bin/{mlflow,python})
 set -euo pipefail
 

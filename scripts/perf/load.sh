@@ -21,7 +21,8 @@
 #
 # Usage: scripts/perf/load.sh [N]          (default 100000)
 # Environment: SHARDS (default 4, both streams), BATCH_SIZE (10000), DELIVERY_TIMEOUT (seconds
-# for the poller, default 1200), RUN_ID (default the one the local tools lay the bundled model out under).
+# for the poller, default 1200), RUN_ID (default the one the local tools lay the bundled model out under),
+# FUNCTION_BINARY (default: the release build, made first).
 # Starts its own local services and function, in its own state directory, and stops them on
 # exit, also on failure (then the logs stay in that directory). The poller processes one batch
 # at a time, as one function instance would: Lambda runs one instance per shard in parallel.
@@ -45,7 +46,12 @@ since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.3f", end - start 
 
 bash scripts/setup-ort.sh >/dev/null
 bash scripts/local/setup-tools.sh
-cargo build --release --locked --quiet
+# The function as the image builds it, unless FUNCTION_BINARY names another build (the e2e
+# tests give theirs).
+if [[ -z ${FUNCTION_BINARY:-} ]]; then
+  cargo build --release --locked --quiet
+  export FUNCTION_BINARY=$root/target/release/bike-prediction
+fi
 RUN_ID=${RUN_ID:-$("$python" -m bike_local.mlflow_layout run-id)}
 export RUN_ID
 

@@ -5,6 +5,7 @@ servers; boto3 only sets up and reads the streams and the bucket.
 """
 
 import json
+import os
 import pathlib
 import queue
 import socket
@@ -22,7 +23,8 @@ from bike_local.producer import put_all
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv/tools/bin/python"
 MODEL_DIR = ROOT / "models/bike-demand"
-BINARY = ROOT / "target/release/bike-prediction"
+# The function's binary: scripts/local/e2e.sh builds it and says which.
+BINARY = pathlib.Path(os.environ.get("FUNCTION_BINARY", ROOT / "target/debug/bike-prediction"))
 
 
 def script(path: str, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:

@@ -30,6 +30,7 @@ import urllib.request
 
 import pytest
 from bike_local import lambda_env
+from stack import BINARY
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CARGO_LAMBDA = ROOT / ".venv/tools/bin/cargo-lambda"
@@ -80,7 +81,8 @@ def layout(tmp_path_factory) -> pathlib.Path:
     layout = tmp_path_factory.mktemp("image") / "root"
     subprocess.run(
         ["bash", str(ROOT / "scripts/image-layout.sh"), str(layout)],
-        env={**os.environ, "BUNDLE_MODEL": "true"}, cwd=ROOT, check=True, timeout=1800,
+        env={**os.environ, "BUNDLE_MODEL": "true", "BINARY": str(BINARY)}, cwd=ROOT, check=True,
+        timeout=1800,
     )
     return layout
 
