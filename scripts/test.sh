@@ -17,13 +17,6 @@ started=$SECONDS
 
 bash scripts/setup-ort.sh >/dev/null
 timed "local tools" bash scripts/local/setup-tools.sh
-# MLflow, for the registry tests, installs while the tests build; the build takes the cores,
-# the install mostly waits on downloads. The build is the dev profile's, on the dependencies
-# scripts/pipeline.sh built.
-timed "MLflow (.venv/mlflow)" bash scripts/local/setup-mlflow.sh &
-mlflow_setup=$!
-timed "build" cargo test --locked --all-targets --no-run
-wait "$mlflow_setup"
 
 # Our own local services (moto for S3, the Kinesis stand-in, MLflow tracking servers), stopped
 # on exit; the tests only ever talk to them.
@@ -31,16 +24,33 @@ export LOCAL_STATE_DIR=${LOCAL_STATE_DIR:-$PWD/.cache/test-services}
 trap 'bash scripts/local/mlflow.sh stop; bash scripts/local/services.sh stop' EXIT
 timed "local AWS services" bash scripts/local/services.sh start
 eval "$(bash scripts/local/services.sh env)"
-# Real MLflow tracking servers with the two models registered, for tests/registry.rs.
-timed "MLflow tracking servers" bash scripts/local/mlflow.sh start
+# Real MLflow tracking servers with the two models registered, for tests/registry.rs: MLflow
+# installs and the servers start while the tests build (the build takes the cores; the
+# install mostly waits on downloads, a server on its imports). The build is the dev
+# profile's, on the dependencies scripts/pipeline.sh built.
+# The e2e tests' server (they move its alias and stop it) starts here too.
+export MLFLOW_SERVERS="proxy s3 e2e"
+timed "MLflow (install, tracking servers)" bash scripts/local/mlflow.sh start &
+mlflow_start=$!
+timed "build" cargo test --locked --all-targets --no-run
+wait "$mlflow_start"
 eval "$(bash scripts/local/mlflow.sh env)"
 
 timed "cargo test" cargo test --locked --all-targets "$@"
 
-# The Kinesis stand-in's own tests, against the server it runs.
-timed "tools tests" env PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest -p no:cacheprovider -q tools/tests
-
-# End to end, through the real pieces: the local services, the Lambda emulator, the function's
-# binary (the dev build cargo test made), the poller.
+# The Kinesis stand-in's own tests, against the server it runs, while the end-to-end tests
+# run, through the real pieces: their own local services, the Lambda emulator, the
+# function's binary (the dev build cargo test made), the poller. The tools tests print once
+# the e2e tests are done.
+tools_log=$LOCAL_STATE_DIR/tools-tests.log
+(
+  timed "tools tests" env PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest -p no:cacheprovider \
+    -q tools/tests
+) >"$tools_log" 2>&1 &
+tools_tests=$!
 timed "e2e tests" bash scripts/local/e2e.sh
+tools_status=0
+wait "$tools_tests" || tools_status=$?
+cat "$tools_log" >&2
+[[ $tools_status == 0 ]] || exit "$tools_status"
 step "all tests passed in $((SECONDS - started)) s"

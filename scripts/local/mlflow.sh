@@ -3,6 +3,7 @@
 # store and the two models registered (bike_local.mlflow_registry: models/bike-demand as
 # version 1 and models/bike-linear as version 2 of `bike-demand`, alias `champion` -> 1):
 #   mlflow-proxy  `--serve-artifacts`: artifacts behind the server's proxy (mlflow-artifacts:)
+#   mlflow-e2e    the same, for the end-to-end tests, which move its alias and stop it
 #   mlflow-s3     `--default-artifact-root s3://mlflow-<random>/artifacts` on the local S3
 #                 (scripts/local/services.sh must run, and its `env` be in the environment)
 #
@@ -23,12 +24,15 @@ servers=${MLFLOW_SERVERS:-proxy s3}
 case ${1:-} in
   start)
     bash "$root/scripts/local/setup-mlflow.sh"
+    # Every server is started first, then each is waited for and registered, the
+    # registrations side by side: a server spends most of its start importing.
+    starting=()
     for kind in $servers; do
       name=mlflow-$kind
       running_pid "$name" >/dev/null && continue
       rm -rf "${state:?}/$name"
       case $kind in
-        proxy) where=(--serve-artifacts) ;;
+        proxy | e2e) where=(--serve-artifacts) ;;
         s3)
           [[ -n ${AWS_ENDPOINT_URL:-} ]] ||
             { echo "mlflow: the s3 server needs the local S3: eval \"\$(scripts/local/services.sh env)\"" >&2; exit 1; }
@@ -36,11 +40,17 @@ case ${1:-} in
           "$tools/python" -c 'import boto3, sys; boto3.client("s3").create_bucket(Bucket=sys.argv[1])' "$bucket"
           where=(--s3-root "s3://$bucket/artifacts")
           ;;
-        *) echo "mlflow: MLFLOW_SERVERS holds proxy and s3, not $kind" >&2; exit 2 ;;
+        *) echo "mlflow: MLFLOW_SERVERS holds proxy, s3 and e2e, not $kind" >&2; exit 2 ;;
       esac
       port=$(free_port)
       start_background "$name" "$mlflow_python" -m bike_local.mlflow_registry serve \
         --port "$port" --state "$state/$name" "${where[@]}"
+      echo "$port" >"$state/$name.port"
+      starting+=("$name")
+    done
+    registering=()
+    for name in "${starting[@]}"; do
+      port=$(<"$state/$name.port")
       # The server imports for a while before it listens.
       for _ in $(seq 1200); do
         port_open "$port" && break
@@ -50,15 +60,19 @@ case ${1:-} in
       if ! port_open "$port"; then
         echo "mlflow: $name did not start; its log ($state/$name.log):" >&2
         tail -n 20 "$state/$name.log" >&2
-        stop_background "$name"
+        for other in "${starting[@]}"; do stop_background "$other"; done
         exit 1
       fi
-      echo "$port" >"$state/$name.port"
       "$mlflow_python" -m bike_local.mlflow_registry register \
         --tracking-uri "http://127.0.0.1:$port" --name bike-demand >"$state/$name.registered" \
-        2>>"$state/$name.log" ||
+        2>>"$state/$name.log" &
+      registering+=("$!:$name")
+    done
+    for job in "${registering[@]}"; do
+      name=${job#*:}
+      wait "${job%%:*}" ||
         { echo "mlflow: registering the models in $name failed; see $state/$name.log" >&2; exit 1; }
-      echo "mlflow: $name on http://127.0.0.1:$port, bike-demand 1 and 2 registered" >&2
+      echo "mlflow: $name on http://127.0.0.1:$(<"$state/$name.port"), bike-demand 1 and 2 registered" >&2
     done
     ;;
   stop)

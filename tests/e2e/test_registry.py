@@ -8,6 +8,7 @@ The last test moves the alias and then stops the tracking server: it runs last i
 """
 
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -23,7 +24,17 @@ CHAMPION = "models:/bike-demand@champion"
 
 @pytest.fixture(scope="module")
 def tracking(aws_env, tmp_path_factory):
-    """A tracking server of this module's own (the last test stops it); its URI."""
+    """A tracking server of this module's own (the last test stops it); its URI. The test
+    command starts it while the tests build (MLFLOW_TEST_E2E_URI); run alone, the module
+    starts it."""
+    if "MLFLOW_TEST_E2E_URI" in os.environ:
+        env = {**aws_env, "LOCAL_STATE_DIR": os.environ["LOCAL_STATE_DIR"],
+               "MLFLOW_SERVERS": "e2e"}
+        try:
+            yield {"uri": os.environ["MLFLOW_TEST_E2E_URI"], "env": env}
+        finally:
+            script("scripts/local/mlflow.sh", "stop", env=env, check=False)
+        return
     env = {**aws_env, "LOCAL_STATE_DIR": str(tmp_path_factory.mktemp("mlflow")),
            "MLFLOW_SERVERS": "proxy"}
     script("scripts/local/mlflow.sh", "start", env=env)
