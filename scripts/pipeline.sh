@@ -50,10 +50,15 @@ install_tools() {
 }
 install_tools &
 tools=$!
+# MLflow is for the test command (the README's second), not for the pipeline: it installs
+# here, beside the rest, in time the build leaves, so that the tests find it in place.
+timed "MLflow, for the tests (.venv/mlflow)" bash scripts/local/setup-mlflow.sh &
+mlflow=$!
 # The dev profile: the build `cargo test` (the README's second command) reuses, with the
 # dependencies the Lambda image optimises left unoptimised (docs/BUILD.md).
 timed "build" cargo build --locked --bin bike-prediction
 wait "$tools"
+wait "$mlflow"
 step "setup: $((SECONDS - setup_start)) s"
 RUN_ID=${RUN_ID:-$("$python" -m bike_local.mlflow_layout run-id)}
 export RUN_ID

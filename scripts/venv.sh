@@ -2,10 +2,8 @@
 # Python virtualenvs of the project's tools (sourced, not run): lint.sh (.venv/lint) and
 # local/setup-tools.sh (.venv/tools).
 #
-# `ensure_venv NAME REQUIREMENTS [--no-compile] [--project DIR] CHECK...` makes .venv/NAME hold
-# exactly the pins of REQUIREMENTS (with --no-compile, without compiling their bytecode at
-# install: the few modules a process imports are compiled then), and with --project the
-# Python project in DIR installed editable (its
+# `ensure_venv NAME REQUIREMENTS [--project DIR] CHECK...` makes .venv/NAME hold exactly the
+# pins of REQUIREMENTS, and with --project the Python project in DIR installed editable (its
 # files are used where they are, so changing them needs no reinstall; it is built without
 # build isolation, so its build backend must be pinned in REQUIREMENTS). It returns at once
 # when the venv's stamp holds the hash of REQUIREMENTS (and of DIR/pyproject.toml); otherwise
@@ -16,11 +14,7 @@
 ensure_venv() {
   local name=$1 requirements=$2
   shift 2
-  local project= compile=()
-  if [[ ${1:-} == --no-compile ]]; then
-    compile=(--no-compile)
-    shift
-  fi
+  local project=
   if [[ ${1:-} == --project ]]; then
     project=$2
     shift 2
@@ -43,7 +37,7 @@ ensure_venv() {
       python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-      ${compile[@]+"${compile[@]}"} -r "$requirements" >&2
+      -r "$requirements" >&2
     if [[ -n $project ]]; then
       "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
         --no-build-isolation --editable "$project" >&2

@@ -13,6 +13,5 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/venv.sh
 source "$root/scripts/venv.sh"
-# Most of MLflow is never imported here: its bytecode is not compiled at install.
-ensure_venv mlflow "$root/scripts/local/mlflow-requirements.txt" --no-compile --project "$root/tools" \
+ensure_venv mlflow "$root/scripts/local/mlflow-requirements.txt" --project "$root/tools" \
   -c 'import boto3, mlflow.onnx, mlflow.server, onnx, sqlalchemy, bike_local.mlflow_layout'
