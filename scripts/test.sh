@@ -30,12 +30,15 @@ eval "$(bash scripts/local/services.sh env)"
 # profile's, on the dependencies scripts/pipeline.sh built.
 # The e2e tests' server (they move its alias and stop it) starts here too.
 export MLFLOW_SERVERS="proxy s3 e2e"
-timed "MLflow (install, tracking servers)" bash scripts/local/mlflow.sh start &
+# At a lower priority: the build is what the next step waits for.
+timed "MLflow (install, tracking servers)" nice -n 10 bash scripts/local/mlflow.sh start &
 mlflow_start=$!
 timed "build" cargo test --locked --all-targets --no-run
 wait "$mlflow_start"
 eval "$(bash scripts/local/mlflow.sh env)"
 
+# Most integration tests wait on the local servers rather than compute: four at a time.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 timed "cargo test" cargo test --locked --all-targets "$@"
 
 # The Kinesis stand-in's own tests, against the server it runs, while the end-to-end tests
@@ -48,7 +51,7 @@ tools_log=$LOCAL_STATE_DIR/tools-tests.log
     -q tools/tests
 ) >"$tools_log" 2>&1 &
 tools_tests=$!
-timed "e2e tests" bash scripts/local/e2e.sh
+timed "e2e tests" bash scripts/local/e2e.sh --durations=8
 tools_status=0
 wait "$tools_tests" || tools_status=$?
 cat "$tools_log" >&2
