@@ -31,15 +31,17 @@ eval "$(bash scripts/local/services.sh env)"
 # The e2e tests' server (they move its alias and stop it) starts here too.
 export MLFLOW_SERVERS="proxy s3 e2e"
 # At a lower priority: the build is what the next step waits for.
-timed "MLflow (install, tracking servers)" nice -n 10 bash scripts/local/mlflow.sh start &
+timed "MLflow (install, tracking servers)" nice -n 19 bash scripts/local/mlflow.sh start &
 mlflow_start=$!
-timed "build" cargo test --locked --all-targets --no-run
+# The library, the binary and the integration tests; the benches and examples are built (and
+# each bench run once) by CI (.ci/run).
+timed "build" cargo test --locked --lib --bins --tests --no-run
 wait "$mlflow_start"
 eval "$(bash scripts/local/mlflow.sh env)"
 
 # Most integration tests wait on the local servers rather than compute: four at a time.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-timed "cargo test" cargo test --locked --all-targets "$@"
+timed "cargo test" cargo test --locked --lib --bins --tests "$@"
 
 # The Kinesis stand-in's own tests, against the server it runs, while the end-to-end tests
 # run, through the real pieces: their own local services, the Lambda emulator, the

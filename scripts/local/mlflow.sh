@@ -76,18 +76,23 @@ case ${1:-} in
     done
     ;;
   stop)
+    # A server leads a process group of its own (uvicorn and its job runners): all of it.
+    # Every server is told to stop first, then each is waited for (5 s at most) and killed.
+    groups=()
     for kind in $servers; do
-      # The server leads a process group of its own (uvicorn and its job runners): all of it.
       if pid=$(running_pid "mlflow-$kind"); then
         kill -TERM -- "-$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-          kill -0 -- "-$pid" 2>/dev/null || break
-          sleep 0.1
-        done
-        kill -KILL -- "-$pid" 2>/dev/null || true
+        groups+=("$pid")
       fi
-      stop_background "mlflow-$kind"
     done
+    for pid in ${groups[@]+"${groups[@]}"}; do
+      for _ in $(seq 50); do
+        kill -0 -- "-$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    for kind in $servers; do stop_background "mlflow-$kind"; done
     ;;
   env)
     for kind in $servers; do
