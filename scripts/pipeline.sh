@@ -26,14 +26,9 @@ aws=$root/.venv/tools/bin/aws
 python=$root/.venv/tools/bin/python
 
 started=$SECONDS
-step() { echo "pipeline: $*" >&2; }
-# Runs a stage and then says how long it took: `timed LABEL COMMAND...`.
-timed() {
-  local label=$1 start=$SECONDS
-  shift
-  "$@"
-  step "$label: $((SECONDS - start)) s"
-}
+STAGES=pipeline
+# shellcheck source=scripts/stages.sh
+source scripts/stages.sh
 
 # This run's own servers and state directory, stopped and cleaned up when the script exits.
 # shellcheck source=scripts/local/own-stack.sh

@@ -5,14 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { echo "test: $*" >&2; }
-# Runs a stage and then says how long it took: `timed LABEL COMMAND...`.
-timed() {
-  local label=$1 start=$SECONDS
-  shift
-  "$@"
-  step "$label: $((SECONDS - start)) s"
-}
+STAGES=test
+# shellcheck source=scripts/stages.sh
+source scripts/stages.sh
 started=$SECONDS
 
 bash scripts/setup-ort.sh >/dev/null

@@ -415,11 +415,9 @@ impl Http {
         query: &[(&str, &str)],
         body: Option<String>,
     ) -> Result<T, CallError> {
-        let mut delay = FIRST_RETRY_DELAY;
-        let mut attempt = 1;
-        loop {
+        self.retrying(path, || async {
             let request = self.request(method.clone(), path, query, body.clone());
-            let answer = tokio::time::timeout(self.timeout, async {
+            tokio::time::timeout(self.timeout, async {
                 let response = self
                     .client
                     .request(request)
@@ -437,13 +435,27 @@ impl Http {
                 read_answer(status, &bytes, &self.secrets)
             })
             .await
-            .unwrap_or(Err(CallError::Timeout(self.timeout)));
-            match answer {
-                Err(error) if error.may_pass() && attempt < self.attempts => {
-                    tracing::debug!(path, attempt, %error, "tracking server call failed; retrying");
+            .unwrap_or(Err(CallError::Timeout(self.timeout)))
+        })
+        .await
+    }
+
+    /// `attempt()` until it succeeds, fails in a way that will not pass, or has been tried
+    /// [`ATTEMPTS`] times (once after [`Self::single_attempt`]), the pause doubling each time.
+    async fn retrying<T, F: Future<Output = Result<T, CallError>>>(
+        &self,
+        path: &str,
+        attempt: impl Fn() -> F,
+    ) -> Result<T, CallError> {
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut tried = 1;
+        loop {
+            match attempt().await {
+                Err(error) if error.may_pass() && tried < self.attempts => {
+                    tracing::debug!(path, attempt = tried, %error, "tracking server call failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
-                    attempt += 1;
+                    tried += 1;
                 }
                 answer => return answer,
             }
@@ -457,19 +469,7 @@ impl Http {
         &self,
         path: &str,
     ) -> Result<http::Response<hyper::body::Incoming>, CallError> {
-        let mut delay = FIRST_RETRY_DELAY;
-        let mut attempt = 1;
-        loop {
-            match self.get_file_once(path).await {
-                Err(error) if error.may_pass() && attempt < self.attempts => {
-                    tracing::debug!(path, attempt, %error, "artifact download failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                answer => return answer,
-            }
-        }
+        self.retrying(path, || self.get_file_once(path)).await
     }
 
     async fn get_file_once(
