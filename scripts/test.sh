@@ -25,8 +25,11 @@ eval "$(bash scripts/local/services.sh env)"
 # profile's, on the dependencies scripts/pipeline.sh built.
 # The e2e tests' server (they move its alias and stop it) starts here too.
 export MLFLOW_SERVERS="proxy s3 e2e"
-# At a lower priority: the build is what the next step waits for.
-timed "MLflow (install, tracking servers)" nice -n 19 bash scripts/local/mlflow.sh start &
+# The servers at the lowest priority: the build is what the next step waits for.
+{
+  timed "MLflow install" bash scripts/local/setup-mlflow.sh
+  timed "MLflow tracking servers" nice -n 19 bash scripts/local/mlflow.sh start
+} &
 mlflow_start=$!
 # The library, the binary and the integration tests; the benches and examples are built (and
 # each bench run once) by CI (.ci/run).
