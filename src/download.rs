@@ -182,7 +182,11 @@ pub async fn fetch_from(
     cache_dir: &Path,
     limits: Limits,
 ) -> Result<ModelArtifact, ArtifactError> {
-    let source = Fetch { store, limits };
+    let source = Fetch {
+        store,
+        limits,
+        memory: limits.memory.room(),
+    };
     let uri = store.uri();
     let local = cache_dir.join(cache_key(uri));
     match Manifest::read(&local) {
@@ -389,6 +393,9 @@ impl Store for S3Model<'_> {
 struct Fetch<'a, S> {
     store: &'a S,
     limits: Limits,
+    /// The bytes the model may take in memory, and what they are (`limits.memory`, worked
+    /// out once rather than for every piece of a file).
+    memory: Option<(u64, String)>,
 }
 
 impl<S: Store> Fetch<'_, S> {
@@ -591,12 +598,12 @@ impl<S: Store> Fetch<'_, S> {
             available,
             remedy,
         };
-        if let Some((memory, what)) = self.limits.memory.room()
-            && fetched.saturating_add(bytes) > memory
+        if let Some((memory, what)) = &self.memory
+            && fetched.saturating_add(bytes) > *memory
         {
             return Err(too_large(
                 format!("{what}, {fetched} bytes of the model fetched before it)"),
-                memory,
+                *memory,
                 "memory (MemorySize)",
             ));
         }
