@@ -189,6 +189,9 @@ pub async fn fetch_from(
     };
     let uri = store.uri();
     let local = cache_dir.join(cache_key(uri));
+    // Partial copies of processes no longer running (killed mid-download) go, whether this
+    // model is cached or not.
+    remove_abandoned_partials(cache_dir);
     match Manifest::read(&local) {
         Some(manifest) if manifest.describes(&local, uri) => {
             tracing::info!(model_uri = %uri, cache = %local.display(), "model found in the local cache");
@@ -406,9 +409,8 @@ impl<S: Store> Fetch<'_, S> {
     async fn download_to(&self, local: &Path) -> Result<(), ArtifactError> {
         let started = std::time::Instant::now();
         let partial = Partial(partial_dir(local));
-        // A leftover from a process that died mid-download is incomplete by construction:
-        // this process's, and any other's that is no longer running.
-        remove_abandoned_partials(local.parent().unwrap_or(Path::new(".")));
+        // A leftover of this process's is incomplete by construction (other processes' went
+        // in `fetch_from`).
         if partial.0.exists() {
             std::fs::remove_dir_all(&partial.0)
                 .map_err(|error| self.cache_error(&partial.0, error))?;
@@ -443,13 +445,26 @@ impl<S: Store> Fetch<'_, S> {
         let mlmodel = self.read(dir, MLMODEL_FILE)?;
         self.vet(MLMODEL_FILE, &mlmodel)?;
         let mlmodel = MlModel::parse(&String::from_utf8_lossy(&mlmodel), self.uri())?;
+        // YAML can spell a name with escapes: the file name is checked as read, too.
+        self.vet(MLMODEL_FILE, mlmodel.onnx_data.as_bytes())?;
         self.download(dir, &mlmodel.onnx_data, &mut manifest)
             .await?;
         // Read back to find the external data files, and freed before the model is loaded.
         let onnx = self.read(dir, &mlmodel.onnx_data)?;
         self.vet(&mlmodel.onnx_data, &onnx)?;
-        let external = artifact::external_data_files(&onnx, &self.object_uri(&mlmodel.onnx_data))?;
+        let object = self.object_uri(&mlmodel.onnx_data);
+        let external = artifact::external_data_files(&onnx, &object)?;
         drop(onnx);
+        // A location naming a file already fetched would fetch it again over the one checked.
+        if let Some(own) = external
+            .iter()
+            .find(|file| same_path(file, &mlmodel.onnx_data) || same_path(file, MLMODEL_FILE))
+        {
+            return Err(ArtifactError::NotOnnx {
+                object,
+                detail: format!("external data location {own:?} is a file of the model itself"),
+            });
+        }
         for file in &external {
             self.download(dir, file, &mut manifest).await?;
         }
@@ -735,6 +750,18 @@ fn free_space(dir: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
 }
 
+/// Whether two relative paths inside a model directory name the same file (`./a` is `a`).
+fn same_path(a: &str, b: &str) -> bool {
+    let parts = |path: &str| -> Vec<String> {
+        Path::new(path)
+            .components()
+            .filter(|part| !matches!(part, std::path::Component::CurDir))
+            .map(|part| part.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    };
+    parts(a) == parts(b)
+}
+
 /// Bytes of physical memory, `None` if the system does not say.
 fn physical_memory() -> Option<u64> {
     // SAFETY: `sysconf` only reads the system's configuration.
@@ -899,6 +926,15 @@ mod tests {
         assert!(what.starts_with("this machine's memory"), "{what}");
         // A reservation larger than the memory leaves no room rather than wrapping.
         assert_eq!(limit.reserving(u64::MAX).room().unwrap().0, 0);
+    }
+
+    #[test]
+    fn paths_naming_the_same_file_of_a_model_are_recognised() {
+        assert!(same_path("model.onnx", "./model.onnx"));
+        assert!(same_path("data/./w.bin", "data/w.bin"));
+        assert!(same_path("./MLmodel", MLMODEL_FILE));
+        assert!(!same_path("data/model.onnx", "model.onnx"));
+        assert!(!same_path("model.onnx.data", "model.onnx"));
     }
 
     #[test]

@@ -421,6 +421,15 @@ impl Registry {
             .await
             .map_err(|cause| self.error(uri, "read the run of its source", cause))?;
         let info = answer.run.info;
+        if info.run_id != run_id {
+            return Err(RegistryError::Answer {
+                uri: uri.to_string(),
+                detail: format!(
+                    "for the run {run_id} with the run \"{}\"",
+                    http::quoted(&info.run_id)
+                ),
+            });
+        }
         // MLflow 3 keeps a model logged in a run as a logged model of that name, outside the
         // run's artifacts; a logged model's name has no `/` and no quote.
         if !path.is_empty() && !path.contains(['/', '\'', '\\']) {
@@ -541,6 +550,8 @@ struct Run {
 struct RunInfo {
     artifact_uri: String,
     experiment_id: String,
+    #[serde(default)]
+    run_id: String,
 }
 
 /// Longest URI or identifier taken from an answer: MLflow's columns for them are shorter.
@@ -606,11 +617,12 @@ fn model_version(uri: &RegistryUri, wire: WireVersion) -> Result<ModelVersion, R
         Reference::Version(asked) if *asked != number => {
             return Err(wrong(format!("with version {number}")));
         }
+        // The alias endpoint (MLflow 2.3 and later) lists the version's aliases.
         Reference::Alias(alias)
-            if wire
+            if !wire
                 .aliases
                 .as_ref()
-                .is_some_and(|aliases| !aliases.contains(alias)) =>
+                .is_some_and(|aliases| aliases.contains(alias)) =>
         {
             return Err(wrong(format!(
                 "with version {number}, which the alias does not point at"
@@ -885,7 +897,7 @@ mod tests {
             source: "models:/m-1".into(),
             run_id: "a81fa200efe24b57a91bd9a484678af4".into(),
             status: "READY".into(),
-            aliases: None,
+            aliases: Some(vec!["champion".into()]),
         };
         let alias = uri("models:/bike@champion");
         let fourth = uri("models:/bike/4");
@@ -1190,7 +1202,7 @@ mod tests {
             "{error}"
         );
         assert!(model_version(&champion, wire("3", Some(vec!["champion".into()]))).is_ok());
-        // A server that does not list aliases is taken at its word.
-        assert!(model_version(&champion, wire("3", None)).is_ok());
+        // The alias endpoint lists the aliases: an answer without them is not its answer.
+        assert!(model_version(&champion, wire("3", None)).is_err());
     }
 }

@@ -239,6 +239,18 @@ fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> CallError {
     }
 }
 
+/// Whether a string of `value` (a key or a value, at any depth) is one `holds` finds.
+fn json_strings_hold(value: &serde_json::Value, holds: &impl Fn(&[u8]) -> bool) -> bool {
+    match value {
+        serde_json::Value::String(text) => holds(text.as_bytes()),
+        serde_json::Value::Array(items) => items.iter().any(|item| json_strings_hold(item, holds)),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(key, item)| holds(key.as_bytes()) || json_strings_hold(item, holds)),
+        _ => false,
+    }
+}
+
 /// Why an answer that holds the credentials sent is not used.
 pub const QUOTES_CREDENTIALS: &str =
     "the answer holds the credentials sent to the server, so nothing of it is used";
@@ -379,9 +391,15 @@ impl Http {
     /// A server that quotes them back in what it serves would have them logged with it, so
     /// nothing of such an answer is used.
     pub fn quotes_credentials(&self, bytes: &[u8]) -> bool {
-        self.secrets
-            .iter()
-            .any(|secret| memchr::memmem::find(bytes, secret.as_bytes()).is_some())
+        let holds = |bytes: &[u8]| {
+            self.secrets
+                .iter()
+                .any(|secret| memchr::memmem::find(bytes, secret.as_bytes()).is_some())
+        };
+        // JSON may also spell them with `\u` escapes: its strings are checked decoded.
+        holds(bytes)
+            || serde_json::from_slice::<serde_json::Value>(bytes)
+                .is_ok_and(|value| json_strings_hold(&value, &holds))
     }
 
     /// The timeout of each call.
@@ -750,8 +768,13 @@ mod tests {
                 Credentials::None => unreachable!(),
             };
             let json = serde_json::to_string(&secret).unwrap();
+            let unicode_escaped: String = secret
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect();
             for body in [
                 format!(r#"{{"model_version": {{"name": {json}}}}}"#),
+                format!(r#"{{"model_version": {{"status": "{unicode_escaped}"}}}}"#),
                 format!("flavors: [{secret}]"),
                 format!("{:?}", secret),
                 format!(r#"{{"a": "{}"}}"#, header.to_str().unwrap()),
