@@ -37,23 +37,37 @@ timed "build" cargo test --locked --lib --bins --tests --no-run
 wait "$mlflow_start"
 eval "$(bash scripts/local/mlflow.sh env)"
 
+# The Rust tests, the end-to-end tests and the Kinesis stand-in's own tests run side by side:
+# all three mostly wait on local servers rather than compute. The end-to-end tests go through
+# the real pieces: their own local services, the Lambda emulator, the function's binary (the
+# dev build cargo test made), the poller. The other two print when they are done.
+logs=$LOCAL_STATE_DIR/logs
+mkdir -p "$logs"
+declare -A jobs
+# `beside NAME COMMAND...` starts COMMAND in the background, its output kept for `report NAME`.
+beside() {
+  local name=$1
+  shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  jobs[$name]=$!
+}
+# `report NAME` waits for NAME's job, prints its output, and fails as the job did.
+report() {
+  local status=0
+  wait "${jobs[$1]}" || status=$?
+  cat "$logs/$1.log" >&2
+  [[ $status == 0 ]] || step "$1 tests failed (exit status $status)"
+  return "$status"
+}
+beside e2e timed "e2e tests" bash scripts/local/e2e.sh --durations=8
+beside tools timed "tools tests" env PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest \
+  -p no:cacheprovider -q tools/tests
+
 # Most integration tests wait on the local servers rather than compute: four at a time.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-timed "cargo test" cargo test --locked --lib --bins --tests "$@"
-
-# The Kinesis stand-in's own tests, against the server it runs, while the end-to-end tests
-# run, through the real pieces: their own local services, the Lambda emulator, the
-# function's binary (the dev build cargo test made), the poller. The tools tests print once
-# the e2e tests are done.
-tools_log=$LOCAL_STATE_DIR/tools-tests.log
-(
-  timed "tools tests" env PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/pytest -p no:cacheprovider \
-    -q tools/tests
-) >"$tools_log" 2>&1 &
-tools_tests=$!
-timed "e2e tests" bash scripts/local/e2e.sh --durations=8
-tools_status=0
-wait "$tools_tests" || tools_status=$?
-cat "$tools_log" >&2
-[[ $tools_status == 0 ]] || exit "$tools_status"
+status=0
+timed "cargo test" cargo test --locked --lib --bins --tests "$@" || status=$?
+report e2e || status=1
+report tools || status=1
+[[ $status == 0 ]] || exit "$status"
 step "all tests passed in $((SECONDS - started)) s"

@@ -13,4 +13,4 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/venv.sh
 source "$root/scripts/venv.sh"
 ensure_venv tools "$root/scripts/local/requirements.txt" --project "$root/tools" \
-  -c 'import awscli, aws_kinesis_agg.aggregator, boto3, flask, flask_cors, moto, pytest, bike_local.kinesis_server'
+  -c 'import awscli, aws_kinesis_agg.aggregator, boto3, flask, flask_cors, moto, pytest, xdist, bike_local.kinesis_server'

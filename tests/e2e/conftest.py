@@ -6,7 +6,9 @@ bucket (random names) and its own function instance under the Lambda emulator, s
 the test. Run through scripts/local/e2e.sh, which installs the tools and builds the binary.
 
 Figures a test measures (duplicates after an outage, records/s) are printed in an "e2e figures"
-section at the end of the run, where a passing test's output would otherwise be hidden.
+section at the end of the run, where a passing test's output would otherwise be hidden. They
+travel in the test's report, so they reach the summary from pytest-xdist's workers too
+(scripts/local/e2e.sh runs two test files at a time).
 """
 
 import os
@@ -17,6 +19,7 @@ import pytest
 from stack import ROOT, Stack, script
 
 FIGURES: list[str] = []
+FIGURE = "e2e figure"
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +54,15 @@ def stack(aws_env, tmp_path):
 
 
 @pytest.fixture
-def figures():
+def figures(request):
     """`figures(line)` adds a line to the "e2e figures" section of the run's summary."""
-    return FIGURES.append
+    return lambda line: request.node.user_properties.append((FIGURE, line))
+
+
+def pytest_runtest_logreport(report):
+    # Every phase's report carries the properties recorded so far: the teardown's has them all.
+    if report.when == "teardown":
+        FIGURES.extend(value for name, value in report.user_properties if name == FIGURE)
 
 
 def pytest_terminal_summary(terminalreporter):

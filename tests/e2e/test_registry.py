@@ -4,7 +4,8 @@ models/bike-demand and 2 = models/bike-linear registered with the real client, a
 `champion` -> 1), the function started by scripts/local/function.sh with TEST_RUN, each
 invocation POSTed to the emulator's invoke endpoint.
 
-The last test moves the alias and then stops the tracking server: it runs last in this file.
+The last test moves the alias and then stops the tracking server: it runs last in this file
+(scripts/local/e2e.sh runs each file's tests in order, in one process).
 """
 
 import json
