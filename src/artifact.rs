@@ -296,13 +296,26 @@ impl OnnxGraph {
         self.graph.class_labels(output)
     }
 
+    /// Whether the model keeps any tensor in an external file.
+    pub fn has_external_data(&self) -> bool {
+        let mut external = Vec::new();
+        self.graph.collect_external_files(&mut external);
+        !external.is_empty()
+    }
+
+    /// Whether the model's graph has a tree-ensemble node.
+    pub fn has_tree_ensembles(&self) -> bool {
+        self.graph
+            .node
+            .iter()
+            .any(|node| node.op_type.starts_with("TreeEnsemble"))
+    }
+
     /// The ZipMap node writing a graph output of the model, if there is one and the model
     /// keeps no tensors in external files (it is then loaded from memory, where relative file
     /// names would not resolve).
     pub fn zipmap(&self) -> Option<ZipMap> {
-        let mut external = Vec::new();
-        self.graph.collect_external_files(&mut external);
-        if !external.is_empty() {
+        if self.has_external_data() {
             return None;
         }
         let is_output = |name: &str| self.graph.output.iter().any(|value| value.name == name);

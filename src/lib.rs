@@ -63,3 +63,4 @@ pub mod registry;
 pub mod source;
 pub mod startup;
 pub mod telemetry;
+pub mod trees;

@@ -14,8 +14,9 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use thiserror::Error;
 
-use crate::artifact::{self, ArtifactError, ModelArtifact, OnnxGraph};
+use crate::artifact::{self, ArtifactError, ModelArtifact, OnnxGraph, ZipMap};
 use crate::inputs::{Buffer, ElementType, GraphInput, InputLayout, Inputs};
+use crate::trees::{self, TreeKernel};
 
 pub use outputs::{
     Label, Labels, OutputLayout, Prediction, Predictions, Probabilities, ProbabilityForm, Values,
@@ -153,44 +154,52 @@ impl OnnxRuntime {
         artifact: ModelArtifact,
         threads: usize,
     ) -> Result<Model, ModelError> {
+        self.load_model_with(artifact, threads, TreeKernel::Native)
+    }
+
+    /// [`Self::load_model_threaded`], with the model's tree ensembles on `trees`'s kernel
+    /// ([`crate::trees`]) where it reproduces ONNX Runtime's.
+    pub fn load_model_with(
+        &self,
+        artifact: ModelArtifact,
+        threads: usize,
+        trees: TreeKernel,
+    ) -> Result<Model, ModelError> {
         // An unreadable file is reported by ONNX Runtime below, with its own message.
         let onnx = std::fs::read(&artifact.onnx_path).ok();
         let object = artifact.onnx_path.display().to_string();
         let onnx_graph = onnx.as_deref().map(|onnx| OnnxGraph::parse(onnx, &object));
-        let mut zipmap = onnx_graph
+        let zipmap = onnx_graph
             .as_ref()
             .and_then(|graph| graph.as_ref().ok()?.zipmap());
-        let builder = || {
-            Session::builder(&self.environment)
-                .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
-                // As many threads as the function has CPUs (`crate::config::cpus`): more would
-                // only contend for them.
-                .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
-                .and_then(|b| Ok(b.with_inter_threads(1)?))
-                .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
-                // The session's messages below warnings are not even formatted.
-                .and_then(|b| Ok(b.with_log_level(ort::logging::LogLevel::Warning)?))
-        };
-        let with_probabilities = match (&onnx, &zipmap) {
-            (Some(onnx), Some(zipmap)) => {
-                let bytes = artifact::with_float_output(onnx, &zipmap.probabilities);
-                builder()
-                    .and_then(|mut builder| builder.commit_from_memory(&bytes))
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "reading the ZipMap's probabilities as maps");
-                    })
-                    .ok()
-            }
+        let prepared = match (trees, &onnx, &onnx_graph) {
+            (TreeKernel::Native, Some(onnx), Some(Ok(graph))) => self.prepare_trees(onnx, graph),
             _ => None,
         };
-        if with_probabilities.is_none() {
-            zipmap = None;
-        }
-        let session = match with_probabilities {
-            Some(session) => Ok(session),
-            None => builder().and_then(|mut builder| builder.commit_from_file(&artifact.onnx_path)),
-        }
-        .map_err(|source| ModelError::Session {
+        let mut native_trees = 0;
+        let built = match prepared {
+            Some(prepared) => {
+                native_trees = prepared.nodes();
+                self.build_session(
+                    &artifact,
+                    Some(&prepared.onnx),
+                    zipmap.clone(),
+                    threads,
+                    Some(&prepared),
+                )
+                .or_else(|error| {
+                    native_trees = 0;
+                    tracing::warn!(
+                        error = %crate::handler::error_chain(&error),
+                        "the model with its tree ensembles rewritten does not load; \
+                         leaving them to ONNX Runtime"
+                    );
+                    self.build_session(&artifact, onnx.as_deref(), zipmap, threads, None)
+                })
+            }
+            None => self.build_session(&artifact, onnx.as_deref(), zipmap, threads, None),
+        };
+        let (session, zipmap) = built.map_err(|source| ModelError::Session {
             uri: artifact.uri.clone(),
             path: artifact.onnx_path.clone(),
             source,
@@ -224,11 +233,79 @@ impl OnnxRuntime {
         }
         Ok(Model {
             session: Mutex::new(session),
+            native_trees,
             inputs,
             outputs,
             artifact,
             _environment: self.environment.clone(),
         })
+    }
+
+    /// The model with its tree ensembles rewritten to the service's kernel, logging what
+    /// happened to each; `None` if none was.
+    fn prepare_trees(&self, onnx: &[u8], graph: &OnnxGraph) -> Option<trees::Prepared> {
+        if graph.has_external_data() {
+            if graph.has_tree_ensembles() {
+                tracing::info!(
+                    reason = "the model keeps tensors in external files",
+                    "tree ensembles left to ONNX Runtime"
+                );
+            }
+            return None;
+        }
+        let (prepared, outcomes) = trees::prepare(onnx, &self.environment);
+        for (node, outcome) in outcomes {
+            match outcome {
+                trees::Outcome::Native => {
+                    tracing::info!(node, "tree ensemble runs on the service's kernel")
+                }
+                trees::Outcome::Left(reason) => {
+                    tracing::info!(node, reason, "tree ensemble left to ONNX Runtime")
+                }
+            }
+        }
+        prepared
+    }
+
+    /// A session for the model: `onnx` (its bytes, when read) else the file, with the operator
+    /// of `trees`'s rewritten nodes. With a ZipMap, the session also outputs the tensor of probabilities it
+    /// reads; the ZipMap is returned when that worked.
+    fn build_session(
+        &self,
+        artifact: &ModelArtifact,
+        onnx: Option<&[u8]>,
+        zipmap: Option<ZipMap>,
+        threads: usize,
+        trees: Option<&trees::Prepared>,
+    ) -> ort::Result<(Session, Option<ZipMap>)> {
+        let builder = || {
+            let builder = Session::builder(&self.environment)
+                .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
+                // As many threads as the function has CPUs (`crate::config::cpus`): more would
+                // only contend for them.
+                .and_then(|b| Ok(b.with_intra_threads(threads.max(1))?))
+                .and_then(|b| Ok(b.with_inter_threads(1)?))
+                .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
+                // The session's messages below warnings are not even formatted.
+                .and_then(|b| Ok(b.with_log_level(ort::logging::LogLevel::Warning)?))?;
+            match trees {
+                Some(trees) => Ok(builder.with_operators(trees.domain()?)?),
+                None => Ok(builder),
+            }
+        };
+        if let (Some(onnx), Some(zipmap)) = (onnx, zipmap) {
+            let bytes = artifact::with_float_output(onnx, &zipmap.probabilities);
+            match builder().and_then(|mut builder| builder.commit_from_memory(&bytes)) {
+                Ok(session) => return Ok((session, Some(zipmap))),
+                Err(error) => tracing::warn!(%error, "reading the ZipMap's probabilities as maps"),
+            }
+        }
+        let session = match (onnx, trees) {
+            // The rewritten model exists only in memory.
+            (Some(onnx), Some(_)) => builder()?.commit_from_memory(onnx)?,
+            _ => builder()?.commit_from_file(&artifact.onnx_path)?,
+        };
+        Ok((session, None))
     }
 }
 
@@ -263,6 +340,8 @@ pub type RowsPredicted = (std::ops::Range<usize>, Result<Predictions, InferenceE
 pub struct Model {
     // `Session::run` takes `&mut self`; the lock is held only around that synchronous call.
     session: Mutex<Session>,
+    /// Tree-ensemble nodes running on the service's kernel ([`crate::trees`]).
+    native_trees: usize,
     inputs: InputLayout,
     outputs: OutputLayout,
     artifact: ModelArtifact,
@@ -285,6 +364,12 @@ impl Model {
     /// tensor signature).
     pub fn columns(&self) -> &[String] {
         self.inputs.names()
+    }
+
+    /// How many of the model's tree-ensemble nodes run on the service's kernel
+    /// ([`crate::trees`]); the others run on ONNX Runtime's.
+    pub fn native_tree_ensembles(&self) -> usize {
+        self.native_trees
     }
 
     /// Where the model was loaded from.

@@ -1,0 +1,140 @@
+//! Tree ensembles evaluated by the service's own kernel, inside ONNX Runtime.
+//!
+//! At load, [`prepare`] finds the model's `TreeEnsembleRegressor` nodes, compiles each one's
+//! attributes into flat arrays ([`ensemble`]), checks the compiled ensemble against ONNX
+//! Runtime's own kernel on a probe batch ([`probe`]), and rewrites the node into a
+//! [`DOMAIN`]`:TreeEnsemble` node that ONNX Runtime runs through a custom operator
+//! ([`operator`]). The rest of the graph (preprocessing, post-processing) stays ONNX
+//! Runtime's; only the node's bytes change in the model ([`graph`]).
+//!
+//! Why a custom operator rather than evaluating the trees outside ONNX Runtime: the models
+//! users log put preprocessing before the trees (column selection, one-hot encoding, scaling)
+//! and sometimes casts or a ZipMap after, and ONNX Runtime keeps running all of it unchanged.
+//!
+//! A node the kernel does not reproduce exactly (an attribute or mode it does not support,
+//! anything ONNX Runtime would refuse, or a probe that differs) is left to ONNX Runtime, with
+//! a log line saying why. `TREE_KERNEL=onnxruntime` leaves them all.
+
+pub mod ensemble;
+mod graph;
+mod operator;
+mod probe;
+
+use std::sync::Arc;
+
+use ort::environment::Environment;
+use ort::operator::OperatorDomain;
+
+use ensemble::Ensemble;
+
+/// The custom operator domain of the rewritten nodes.
+pub const DOMAIN: &str = "bike_prediction.trees";
+
+/// Which kernel runs a model's tree ensembles (`TREE_KERNEL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TreeKernel {
+    /// The service's own (`native`, the default), where it reproduces ONNX Runtime's.
+    #[default]
+    Native,
+    /// ONNX Runtime's (`onnxruntime`).
+    OnnxRuntime,
+}
+
+/// A model whose tree nodes run on the service's kernel.
+pub struct Prepared {
+    /// The rewritten model.
+    pub onnx: Vec<u8>,
+    ensembles: Arc<[Ensemble]>,
+}
+
+impl Prepared {
+    /// The operator the rewritten nodes name, to register with each session built from
+    /// [`Self::onnx`].
+    pub fn domain(&self) -> ort::Result<OperatorDomain> {
+        OperatorDomain::new(DOMAIN)?.add(operator::TreeOperator {
+            ensembles: self.ensembles.clone(),
+        })
+    }
+
+    /// How many nodes were rewritten.
+    pub fn nodes(&self) -> usize {
+        self.ensembles.len()
+    }
+}
+
+/// What happened to one tree node at load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It runs on the service's kernel.
+    Native,
+    /// It is left to ONNX Runtime, for this reason.
+    Left(String),
+}
+
+/// The model with its tree nodes rewritten to the service's kernel, and what happened to each
+/// tree node (by name); `None` for the model when no node was rewritten.
+pub fn prepare(
+    onnx: &[u8],
+    environment: &Environment,
+) -> (Option<Prepared>, Vec<(String, Outcome)>) {
+    let versions = graph::versions(onnx);
+    let mut ensembles = Vec::new();
+    let mut outcomes = Vec::new();
+    let rewritten = graph::map_nodes(onnx, |bytes| {
+        let node = graph::decode_node(bytes)?;
+        if node.domain != "ai.onnx.ml" {
+            return None;
+        }
+        let compiled = match node.op_type.as_str() {
+            "TreeEnsembleRegressor" => node.tree_attributes().and_then(|a| Ensemble::regressor(&a)),
+            "TreeEnsembleClassifier" | "TreeEnsemble" => {
+                Err(format!("{} nodes are not supported yet", node.op_type))
+            }
+            _ => return None,
+        };
+        let checked = compiled.and_then(|ensemble| {
+            if node.input.len() != 1 || node.output.len() != 1 {
+                return Err("the node does not have one input and one output".to_owned());
+            }
+            probe::probe(&ensemble, bytes, &node, &versions, environment)?;
+            Ok(ensemble)
+        });
+        match checked {
+            Ok(ensemble) => {
+                let index = ensembles.len() as i64;
+                ensembles.push(ensemble);
+                outcomes.push((node.name.clone(), Outcome::Native));
+                Some(graph::node(
+                    &node.name,
+                    &node.input,
+                    &node.output,
+                    (DOMAIN, operator::OP_TYPE),
+                    (operator::ENSEMBLE_ATTRIBUTE, index),
+                ))
+            }
+            Err(reason) => {
+                outcomes.push((node.name.clone(), Outcome::Left(reason)));
+                None
+            }
+        }
+    });
+    let (Some(mut onnx), false) = (rewritten, ensembles.is_empty()) else {
+        return (None, outcomes);
+    };
+    onnx.extend(graph::import_domain(DOMAIN));
+    let prepared = Prepared {
+        onnx,
+        ensembles: Arc::from(ensembles),
+    };
+    match prepared.domain() {
+        Ok(_) => (Some(prepared), outcomes),
+        Err(error) => {
+            let reason = format!("the custom operator cannot be registered: {error}");
+            let outcomes = outcomes
+                .into_iter()
+                .map(|(name, _)| (name, Outcome::Left(reason.clone())))
+                .collect();
+            (None, outcomes)
+        }
+    }
+}

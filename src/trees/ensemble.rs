@@ -1,0 +1,757 @@
+//! One tree ensemble, compiled from the attributes of an ONNX-ML `TreeEnsembleRegressor` node
+//! into flat arrays, and its evaluation over a batch of rows.
+//!
+//! The semantics are ONNX Runtime's (its CPU kernel is the reference the probe compares with):
+//!
+//! - Trees are taken in the order their first node appears in the attributes; that node is the
+//!   tree's root.
+//! - A node sends a row to its true child when `x CMP threshold` holds (`CMP` from the node's
+//!   mode), or when `x` is NaN and the node's `nodes_missing_value_tracks_true` is 1.
+//! - Thresholds, leaf weights and base values are compared and summed in the threshold type:
+//!   `f32`, or `f64` when the model gives any of them as `*_as_tensor` attributes. A row's score
+//!   is summed tree by tree, in tree order.
+//! - With one target, a leaf counts its first weight (by node, then attribute order) whatever
+//!   target that weight names; with several, every weight goes to its target.
+//! - The base value is added after aggregation: with one target, `base_values[0]` when there is
+//!   exactly one; with several, `base_values[j]` when there is one per target.
+//!
+//! Anything ONNX Runtime would refuse at load, or that this evaluator does not reproduce, is
+//! refused here with the reason, and the node is left to ONNX Runtime.
+
+// Every index into the node and attribute arrays is checked when an ensemble is compiled
+// (attribute lengths, children, features below the width) and `predict` is given rows of at
+// least that width; it runs under `catch_unwind` (`super::operator`, `super::probe`).
+#![allow(clippy::indexing_slicing, clippy::needless_range_loop)]
+
+use std::collections::HashMap;
+
+/// Why an ensemble is left to ONNX Runtime.
+pub type Refusal = String;
+
+/// How the leaves a row reaches are combined into its score (`aggregate_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// The sum of the leaves' weights.
+    Sum,
+    /// Their mean over the trees.
+    Average,
+    /// The smallest.
+    Min,
+    /// The largest.
+    Max,
+}
+
+/// A node's comparison (`nodes_modes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `x <= threshold`.
+    Leq,
+    /// `x < threshold`.
+    Lt,
+    /// `x >= threshold`.
+    Gte,
+    /// `x > threshold`.
+    Gt,
+    /// `x == threshold`.
+    Eq,
+    /// `x != threshold`.
+    Neq,
+    /// A leaf.
+    Leaf,
+}
+
+impl Mode {
+    fn parse(mode: &[u8]) -> Result<Self, Refusal> {
+        Ok(match mode {
+            b"BRANCH_LEQ" => Self::Leq,
+            b"BRANCH_LT" => Self::Lt,
+            b"BRANCH_GTE" => Self::Gte,
+            b"BRANCH_GT" => Self::Gt,
+            b"BRANCH_EQ" => Self::Eq,
+            b"BRANCH_NEQ" => Self::Neq,
+            b"LEAF" => Self::Leaf,
+            other => {
+                return Err(format!(
+                    "node mode {:?} is not supported",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+        })
+    }
+}
+
+/// The number type thresholds, weights and scores are kept and computed in.
+pub trait Threshold:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Div<Output = Self>
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
+{
+    /// Zero.
+    const ZERO: Self;
+    /// A value no number compares `<=` to: the "never true" threshold.
+    const NEVER: Self;
+    /// An input value, as ONNX Runtime converts it for the comparison.
+    fn from_input(x: f32) -> Self;
+    /// A value of an `f32` attribute.
+    fn from_f32(x: f32) -> Self;
+    /// A value of an `f64` (`*_as_tensor`) attribute; only `f64` ensembles read them.
+    fn from_f64(x: f64) -> Self;
+    /// A tree count, as a divisor.
+    fn from_count(count: usize) -> Self;
+    /// The largest value below `self` (for `x < t` as `x <= below(t)`); [`Self::NEVER`] for
+    /// -inf and NaN.
+    fn below(self) -> Self;
+    /// The score as the `f32` output holds it.
+    fn to_output(self) -> f32;
+    /// Whether this is NaN.
+    fn is_nan(self) -> bool;
+}
+
+impl Threshold for f32 {
+    const ZERO: Self = 0.0;
+    const NEVER: Self = f32::NAN;
+    fn from_input(x: f32) -> Self {
+        x
+    }
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn from_count(count: usize) -> Self {
+        count as f32
+    }
+    fn below(self) -> Self {
+        if self.is_nan() || self == f32::NEG_INFINITY {
+            Self::NEVER
+        } else {
+            self.next_down()
+        }
+    }
+    fn to_output(self) -> f32 {
+        self
+    }
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Threshold for f64 {
+    const ZERO: Self = 0.0;
+    const NEVER: Self = f64::NAN;
+    fn from_input(x: f32) -> Self {
+        f64::from(x)
+    }
+    fn from_f32(x: f32) -> Self {
+        f64::from(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn from_count(count: usize) -> Self {
+        count as f64
+    }
+    fn below(self) -> Self {
+        if self.is_nan() || self == f64::NEG_INFINITY {
+            Self::NEVER
+        } else {
+            self.next_down()
+        }
+    }
+    fn to_output(self) -> f32 {
+        self as f32
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// The attributes of a tree-ensemble node, as read from the model (`*_as_tensor` values in
+/// the `_f64` fields).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    /// `aggregate_function` (default `SUM`).
+    pub aggregate_function: Option<Vec<u8>>,
+    /// `post_transform` (default `NONE`).
+    pub post_transform: Option<Vec<u8>>,
+    /// `n_targets`.
+    pub n_targets: Option<i64>,
+    /// `base_values`.
+    pub base_values: Vec<f32>,
+    /// `base_values_as_tensor`.
+    pub base_values_f64: Vec<f64>,
+    /// `nodes_treeids`.
+    pub nodes_treeids: Vec<i64>,
+    /// `nodes_nodeids`.
+    pub nodes_nodeids: Vec<i64>,
+    /// `nodes_featureids`.
+    pub nodes_featureids: Vec<i64>,
+    /// `nodes_modes`.
+    pub nodes_modes: Vec<Vec<u8>>,
+    /// `nodes_values`.
+    pub nodes_values: Vec<f32>,
+    /// `nodes_values_as_tensor`.
+    pub nodes_values_f64: Vec<f64>,
+    /// `nodes_truenodeids`.
+    pub nodes_truenodeids: Vec<i64>,
+    /// `nodes_falsenodeids`.
+    pub nodes_falsenodeids: Vec<i64>,
+    /// `nodes_missing_value_tracks_true`.
+    pub nodes_missing_value_tracks_true: Vec<i64>,
+    /// `target_treeids`.
+    pub target_treeids: Vec<i64>,
+    /// `target_nodeids`.
+    pub target_nodeids: Vec<i64>,
+    /// `target_ids`.
+    pub target_ids: Vec<i64>,
+    /// `target_weights`.
+    pub target_weights: Vec<f32>,
+    /// `target_weights_as_tensor`.
+    pub target_weights_f64: Vec<f64>,
+    /// Whether any `*_as_tensor` attribute is present (thresholds are then `f64`).
+    pub as_tensor: bool,
+}
+
+/// A compiled ensemble in either threshold type.
+#[derive(Debug)]
+pub enum Ensemble {
+    /// Thresholds and weights in `f32`.
+    F32(Compiled<f32>),
+    /// Thresholds and weights in `f64`.
+    F64(Compiled<f64>),
+}
+
+impl Ensemble {
+    /// Compiles a regressor's attributes, or says why the node is left to ONNX Runtime.
+    pub fn regressor(attributes: &Attributes) -> Result<Self, Refusal> {
+        match attributes.as_tensor {
+            false => Compiled::new(attributes).map(Self::F32),
+            true => Compiled::new(attributes).map(Self::F64),
+        }
+    }
+
+    /// Columns each input row must have.
+    pub fn width(&self) -> usize {
+        match self {
+            Self::F32(c) => c.width,
+            Self::F64(c) => c.width,
+        }
+    }
+
+    /// Scores per row.
+    pub fn targets(&self) -> usize {
+        match self {
+            Self::F32(c) => c.targets,
+            Self::F64(c) => c.targets,
+        }
+    }
+
+    /// Trees.
+    pub fn trees(&self) -> usize {
+        match self {
+            Self::F32(c) => c.trees.len(),
+            Self::F64(c) => c.trees.len(),
+        }
+    }
+
+    /// The distinct thresholds of each input column, as `f64`, sorted (for the probe).
+    pub fn thresholds(&self) -> Vec<Vec<f64>> {
+        match self {
+            Self::F32(c) => c.thresholds(f64::from),
+            Self::F64(c) => c.thresholds(|t| t),
+        }
+    }
+
+    /// Scores `rows` rows of `x` (row-major, `stride` columns each, `stride >=` [`Self::width`])
+    /// into `out` (`rows * targets` values, row-major).
+    pub fn predict(&self, x: &[f32], stride: usize, out: &mut [f32]) {
+        match self {
+            Self::F32(c) => c.predict(x, stride, out),
+            Self::F64(c) => c.predict(x, stride, out),
+        }
+    }
+}
+
+/// One node of the flat layout. Inner nodes send a row to `children[1]` when the comparison
+/// holds and to `children[0]` otherwise; a leaf is its own two children, so a descent can run
+/// a fixed number of steps, and its `value` is its (first) weight.
+#[derive(Debug, Clone, Copy)]
+struct Node<T> {
+    value: T,
+    feature: u32,
+    children: [u32; 2],
+}
+
+/// The rule of one node as the model states it, for rows with a NaN.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    mode: Mode,
+    missing_true: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tree {
+    root: u32,
+    /// The longest path from the root to a leaf, in steps.
+    depth: u32,
+}
+
+/// An ensemble in threshold type `T`.
+#[derive(Debug)]
+pub struct Compiled<T> {
+    /// Nodes as the model states them (thresholds and modes unchanged).
+    nodes: Vec<Node<T>>,
+    rules: Vec<Rule>,
+    /// The same nodes for rows without NaN, every comparison turned into `x <= t` (children
+    /// swapped, `x < t` as `x <= below(t)`); `None` when a mode has no such form (`==`, `!=`).
+    leq: Option<Vec<Node<T>>>,
+    /// Each leaf's weights, `(target, weight)`, by node (empty for inner nodes); used with
+    /// several targets.
+    weights: Vec<Vec<(u32, T)>>,
+    trees: Vec<Tree>,
+    targets: usize,
+    width: usize,
+    aggregate: Aggregate,
+    /// The base value of each target, when it is added.
+    base: Option<Vec<T>>,
+}
+
+/// Rows evaluated together against one tree: their descents are independent, so the CPU
+/// overlaps them.
+const BLOCK: usize = 8;
+
+impl<T: Threshold> Compiled<T> {
+    fn new(a: &Attributes) -> Result<Self, Refusal> {
+        // Each value list as a tensor (`f64`) if given so, else as floats.
+        let in_t = |floats: &[f32], doubles: &[f64]| -> Vec<T> {
+            match doubles.is_empty() {
+                true => floats.iter().map(|&v| T::from_f32(v)).collect(),
+                false => doubles.iter().map(|&v| T::from_f64(v)).collect(),
+            }
+        };
+        let values = in_t(&a.nodes_values, &a.nodes_values_f64);
+        let target_weights = in_t(&a.target_weights, &a.target_weights_f64);
+        let base = in_t(&a.base_values, &a.base_values_f64);
+        let aggregate = match a.aggregate_function.as_deref().unwrap_or(b"SUM") {
+            b"SUM" => Aggregate::Sum,
+            b"AVERAGE" => Aggregate::Average,
+            b"MIN" => Aggregate::Min,
+            b"MAX" => Aggregate::Max,
+            other => {
+                return Err(format!(
+                    "aggregate_function {:?} is not supported",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+        };
+        match a.post_transform.as_deref().unwrap_or(b"NONE") {
+            b"NONE" => {}
+            other => {
+                return Err(format!(
+                    "post_transform {:?} of a regressor is not supported",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+        }
+        let targets = match a.n_targets {
+            Some(n) if n > 0 => usize::try_from(n).map_err(|_| "n_targets is too large")?,
+            _ => return Err("n_targets must be positive".to_owned()),
+        };
+        let n = a.nodes_treeids.len();
+        if n == 0 {
+            return Err("the ensemble has no nodes".to_owned());
+        }
+        let same = [
+            a.nodes_nodeids.len(),
+            a.nodes_featureids.len(),
+            a.nodes_modes.len(),
+            a.nodes_truenodeids.len(),
+            a.nodes_falsenodeids.len(),
+            values.len(),
+        ];
+        if same.iter().any(|&len| len != n) {
+            return Err("the nodes_* attributes differ in length".to_owned());
+        }
+        if (!a.nodes_values.is_empty() && !a.nodes_values_f64.is_empty())
+            || (!a.base_values.is_empty() && !a.base_values_f64.is_empty())
+            || (!a.target_weights.is_empty() && !a.target_weights_f64.is_empty())
+        {
+            return Err("an attribute is given both as floats and as a tensor".to_owned());
+        }
+        if a.target_ids.len() != a.target_nodeids.len()
+            || a.target_treeids.len() != a.target_nodeids.len()
+            || target_weights.len() != a.target_nodeids.len()
+        {
+            return Err("the target_* attributes differ in length".to_owned());
+        }
+        let id = |value: i64, what: &str| -> Result<i32, Refusal> {
+            i32::try_from(value).map_err(|_| format!("{what} {value} is out of range"))
+        };
+
+        // Index every node by (tree, node) id.
+        let mut index: HashMap<(i32, i32), u32> = HashMap::with_capacity(n);
+        let mut nodes = Vec::with_capacity(n);
+        let mut rules = Vec::with_capacity(n);
+        let mut width = 0usize;
+        for i in 0..n {
+            let key = (
+                id(a.nodes_treeids[i], "tree id")?,
+                id(a.nodes_nodeids[i], "node id")?,
+            );
+            if index.insert(key, i as u32).is_some() {
+                return Err(format!("node {} of tree {} is given twice", key.1, key.0));
+            }
+            let feature = id(a.nodes_featureids[i], "feature id")?;
+            let feature = u32::try_from(feature).map_err(|_| "a feature id is negative")?;
+            width = width.max(feature as usize + 1);
+            let mode = Mode::parse(&a.nodes_modes[i])?;
+            let missing_true = a.nodes_missing_value_tracks_true.get(i) == Some(&1);
+            nodes.push(Node {
+                value: values[i],
+                feature,
+                children: [i as u32; 2],
+            });
+            rules.push(Rule { mode, missing_true });
+        }
+        for i in 0..n {
+            if rules[i].mode == Mode::Leaf {
+                continue;
+            }
+            let tree = a.nodes_treeids[i] as i32;
+            let child = |target: i64, which: &str| -> Result<u32, Refusal> {
+                if target < 0 || target >= n as i64 {
+                    return Err(format!("a {which} id {target} is out of range"));
+                }
+                match index.get(&(tree, target as i32)) {
+                    Some(&j) if j as usize == i => Err(format!("a node is its own {which}")),
+                    Some(&j) => Ok(j),
+                    None => Err(format!(
+                        "the {which} {target} of tree {tree} does not exist"
+                    )),
+                }
+            };
+            nodes[i].children = [
+                child(a.nodes_falsenodeids[i], "false node")?,
+                child(a.nodes_truenodeids[i], "true node")?,
+            ];
+        }
+
+        // Leaf weights, by (tree, node) id and then attribute order.
+        let mut order: Vec<usize> = (0..a.target_nodeids.len()).collect();
+        order.sort_by_key(|&i| (a.target_treeids[i], a.target_nodeids[i], i));
+        let mut weights: Vec<Vec<(u32, T)>> = vec![Vec::new(); n];
+        for i in order {
+            let key = (
+                id(a.target_treeids[i], "target tree id")?,
+                id(a.target_nodeids[i], "target node id")?,
+            );
+            let Some(&node) = index.get(&key) else {
+                return Err(format!(
+                    "a weight names node {} of tree {}, which does not exist",
+                    key.1, key.0
+                ));
+            };
+            let node = node as usize;
+            if rules[node].mode != Mode::Leaf {
+                // ONNX Runtime ignores weights on inner nodes.
+                continue;
+            }
+            let weight = target_weights[i];
+            let target = a.target_ids[i];
+            if targets > 1 && !(0..targets as i64).contains(&target) {
+                return Err(format!("target id {target} is out of range"));
+            }
+            if weights[node].is_empty() {
+                nodes[node].value = weight;
+            }
+            weights[node].push((target.max(0) as u32, weight));
+        }
+        if let Some(leaf) = (0..n).find(|&i| rules[i].mode == Mode::Leaf && weights[i].is_empty()) {
+            return Err(format!(
+                "leaf {} of tree {} has no weight",
+                a.nodes_nodeids[leaf], a.nodes_treeids[leaf]
+            ));
+        }
+
+        // A tree starts wherever the tree id changes from the node before.
+        let mut trees = Vec::new();
+        let mut depths: Vec<Option<u32>> = vec![None; n];
+        for i in 0..n {
+            if i == 0 || a.nodes_treeids[i] != a.nodes_treeids[i - 1] {
+                let depth = depth_from(i, &nodes, &rules, &mut depths)?;
+                trees.push(Tree {
+                    root: i as u32,
+                    depth,
+                });
+            }
+        }
+
+        let leq = leq_form(&nodes, &rules);
+        let base = match targets {
+            1 => (base.len() == 1).then_some(base),
+            _ => (base.len() == targets).then_some(base),
+        };
+        Ok(Self {
+            nodes,
+            rules,
+            leq,
+            weights,
+            trees,
+            targets,
+            width,
+            aggregate,
+            base,
+        })
+    }
+
+    fn thresholds(&self, to_f64: impl Fn(T) -> f64) -> Vec<Vec<f64>> {
+        let mut columns = vec![Vec::new(); self.width];
+        for (node, rule) in self.nodes.iter().zip(&self.rules) {
+            if rule.mode != Mode::Leaf {
+                columns[node.feature as usize].push(to_f64(node.value));
+            }
+        }
+        for column in &mut columns {
+            column.sort_by(f64::total_cmp);
+            column.dedup_by(|a, b| a.total_cmp(b).is_eq());
+        }
+        columns
+    }
+
+    /// See [`Ensemble::predict`].
+    fn predict(&self, x: &[f32], stride: usize, out: &mut [f32]) {
+        let rows = out.len() / self.targets;
+        debug_assert!(stride >= self.width && x.len() >= rows * stride);
+        let mut row = 0;
+        while row < rows {
+            let block = BLOCK.min(rows - row);
+            let x = &x[row * stride..(row + block) * stride];
+            let out = &mut out[row * self.targets..(row + block) * self.targets];
+            match &self.leq {
+                Some(leq) if block == BLOCK && !has_nan(x, stride, self.width) => {
+                    let leaves = |tree: &Tree, leaves: &mut [u32; BLOCK]| {
+                        descend_block(leq, tree, x, stride, leaves)
+                    };
+                    self.aggregate_block(leaves, out);
+                }
+                _ => {
+                    for r in 0..block {
+                        let x = &x[r * stride..(r + 1) * stride];
+                        let out = &mut out[r * self.targets..(r + 1) * self.targets];
+                        let leaves = |tree: &Tree, leaves: &mut [u32; 1]| {
+                            leaves[0] = self.descend_exact(tree, x)
+                        };
+                        self.aggregate_block(leaves, out);
+                    }
+                }
+            }
+            row += block;
+        }
+    }
+
+    /// The leaf row `x` reaches in `tree`, by the nodes' own rules.
+    fn descend_exact(&self, tree: &Tree, x: &[f32]) -> u32 {
+        let mut at = tree.root as usize;
+        loop {
+            let rule = self.rules[at];
+            let node = &self.nodes[at];
+            if rule.mode == Mode::Leaf {
+                return at as u32;
+            }
+            let v = T::from_input(x[node.feature as usize]);
+            let t = node.value;
+            let holds = match rule.mode {
+                Mode::Leq => v <= t,
+                Mode::Lt => v < t,
+                Mode::Gte => v >= t,
+                Mode::Gt => v > t,
+                Mode::Eq => v == t,
+                Mode::Neq => v != t,
+                Mode::Leaf => false,
+            } || (rule.missing_true && v.is_nan());
+            at = node.children[usize::from(holds)] as usize;
+        }
+    }
+
+    /// Aggregates the leaves `R` rows reach in every tree (`leaves(tree, &mut leaf_of_row)`)
+    /// into their outputs `out` (`R * targets` values).
+    fn aggregate_block<const R: usize>(
+        &self,
+        mut leaves: impl FnMut(&Tree, &mut [u32; R]),
+        out: &mut [f32],
+    ) {
+        let mut reached = [0u32; R];
+        if self.targets == 1 {
+            let mut score = [T::ZERO; R];
+            let mut first = true;
+            for tree in &self.trees {
+                leaves(tree, &mut reached);
+                for r in 0..R {
+                    let w = self.nodes[reached[r] as usize].value;
+                    score[r] = match self.aggregate {
+                        Aggregate::Sum | Aggregate::Average => score[r] + w,
+                        Aggregate::Min => match first || w < score[r] {
+                            true => w,
+                            false => score[r],
+                        },
+                        Aggregate::Max => match first || w > score[r] {
+                            true => w,
+                            false => score[r],
+                        },
+                    };
+                }
+                first = false;
+            }
+            let origin = self.base.as_ref().map_or(T::ZERO, |b| b[0]);
+            for r in 0..R {
+                let score = match self.aggregate {
+                    Aggregate::Average => score[r] / T::from_count(self.trees.len()) + origin,
+                    _ => score[r] + origin,
+                };
+                out[r] = score.to_output();
+            }
+            return;
+        }
+        let targets = self.targets;
+        let mut scores = vec![(T::ZERO, false); R * targets];
+        for tree in &self.trees {
+            leaves(tree, &mut reached);
+            for r in 0..R {
+                let scores = &mut scores[r * targets..(r + 1) * targets];
+                for &(target, w) in &self.weights[reached[r] as usize] {
+                    let (score, has) = &mut scores[target as usize];
+                    *score = match self.aggregate {
+                        Aggregate::Sum | Aggregate::Average => *score + w,
+                        Aggregate::Min => match !*has || w < *score {
+                            true => w,
+                            false => *score,
+                        },
+                        Aggregate::Max => match !*has || w > *score {
+                            true => w,
+                            false => *score,
+                        },
+                    };
+                    *has = true;
+                }
+            }
+        }
+        let trees = T::from_count(self.trees.len());
+        for (j, &(score, has)) in scores.iter().enumerate() {
+            let base = self.base.as_ref().map(|b| b[j % targets]);
+            let value = match self.aggregate {
+                Aggregate::Sum => base.map_or(score, |b| score + b),
+                Aggregate::Average => base.map_or(score / trees, |b| score / trees + b),
+                Aggregate::Min | Aggregate::Max => {
+                    let score = if has { score } else { T::ZERO };
+                    base.unwrap_or(T::ZERO) + score
+                }
+            };
+            out[j] = value.to_output();
+        }
+    }
+}
+
+/// Whether any of the first `width` columns of the rows of `x` is NaN.
+fn has_nan(x: &[f32], stride: usize, width: usize) -> bool {
+    x.chunks_exact(stride)
+        .any(|row| row[..width].iter().any(|v| v.is_nan()))
+}
+
+/// The leaves the [`BLOCK`] rows of `x` (none with a NaN) reach in `tree`, in the `x <= t`
+/// form: each step moves every row one level down (a leaf stays where it is), with no branch
+/// on the data.
+#[inline]
+fn descend_block<T: Threshold>(
+    nodes: &[Node<T>],
+    tree: &Tree,
+    x: &[f32],
+    stride: usize,
+    at: &mut [u32; BLOCK],
+) {
+    *at = [tree.root; BLOCK];
+    for _ in 0..tree.depth {
+        for r in 0..BLOCK {
+            let node = &nodes[at[r] as usize];
+            let v = T::from_input(x[r * stride + node.feature as usize]);
+            at[r] = node.children[usize::from(v <= node.value)];
+        }
+    }
+}
+
+/// The nodes in the `x <= t` form, for rows without NaN; `None` if a mode has none.
+fn leq_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<Node<T>>> {
+    nodes
+        .iter()
+        .zip(rules)
+        .map(|(node, rule)| {
+            let [no, yes] = node.children;
+            let t = node.value;
+            let (value, children) = match rule.mode {
+                Mode::Leaf => (t, node.children),
+                // A NaN threshold compares false whatever the mode below: always `no`.
+                _ if t.is_nan() => (t, [no, no]),
+                Mode::Leq => (t, [no, yes]),
+                // x > t is !(x <= t).
+                Mode::Gt => (t, [yes, no]),
+                // x < t is x <= below(t).
+                Mode::Lt => (t.below(), [no, yes]),
+                // x >= t is !(x < t).
+                Mode::Gte => (t.below(), [yes, no]),
+                Mode::Eq | Mode::Neq => return None,
+            };
+            Some(Node {
+                value,
+                feature: node.feature,
+                children,
+            })
+        })
+        .collect()
+}
+
+/// The depth of the tree under node `at`, memoised in `depths`; refuses a cycle.
+fn depth_from<T>(
+    at: usize,
+    nodes: &[Node<T>],
+    rules: &[Rule],
+    depths: &mut [Option<u32>],
+) -> Result<u32, Refusal> {
+    // An explicit stack: a degenerate tree can be thousands of levels deep.
+    let mut stack = vec![(at, false)];
+    let mut visiting = vec![false; nodes.len()];
+    while let Some((i, expanded)) = stack.pop() {
+        if depths[i].is_some() {
+            continue;
+        }
+        if rules[i].mode == Mode::Leaf {
+            depths[i] = Some(0);
+            continue;
+        }
+        let [no, yes] = nodes[i].children.map(|c| c as usize);
+        if expanded {
+            visiting[i] = false;
+            let below = depths[no].unwrap_or(0).max(depths[yes].unwrap_or(0));
+            depths[i] = Some(below + 1);
+            continue;
+        }
+        if visiting[i] {
+            return Err("a tree has a cycle".to_owned());
+        }
+        visiting[i] = true;
+        stack.push((i, true));
+        for child in [no, yes] {
+            if depths[child].is_none() {
+                if visiting[child] {
+                    return Err("a tree has a cycle".to_owned());
+                }
+                stack.push((child, false));
+            }
+        }
+    }
+    depths[at].ok_or_else(|| "a tree has a cycle".to_owned())
+}

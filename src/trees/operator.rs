@@ -1,0 +1,105 @@
+//! The compiled ensembles as an ONNX Runtime custom operator: `TreeEnsemble` in the
+//! [`super::DOMAIN`] domain, whose `ensemble` attribute picks one of the session's ensembles.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use ort::operator::{
+    ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
+};
+use ort::value::TensorElementType;
+
+use super::ensemble::Ensemble;
+
+/// The operator's name in the domain.
+pub const OP_TYPE: &str = "TreeEnsemble";
+/// The attribute holding the index of the node's ensemble.
+pub const ENSEMBLE_ATTRIBUTE: &str = "ensemble";
+
+/// The operator, holding every ensemble of one model.
+pub struct TreeOperator {
+    pub(super) ensembles: Arc<[Ensemble]>,
+}
+
+impl Operator for TreeOperator {
+    type Kernel<'attr> = TreeKernel;
+
+    fn name(&self) -> &str {
+        OP_TYPE
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [OperatorInput::required(TensorElementType::Float32)]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<TreeKernel> {
+        let index = context
+            .get::<i64>(ENSEMBLE_ATTRIBUTE)
+            .and_then(|index| usize::try_from(index).ok())
+            .filter(|&index| index < self.ensembles.len())
+            .ok_or_else(|| ort::Error::new("TreeEnsemble: no ensemble of that index"))?;
+        Ok(TreeKernel {
+            ensembles: self.ensembles.clone(),
+            index,
+        })
+    }
+}
+
+/// One node's kernel.
+pub struct TreeKernel {
+    ensembles: Arc<[Ensemble]>,
+    index: usize,
+}
+
+impl Kernel for TreeKernel {
+    fn compute(&mut self, context: &ComputeContext) -> ort::Result<()> {
+        // A panic must not unwind into ONNX Runtime's C++ frames.
+        catch_unwind(AssertUnwindSafe(|| self.run(context)))
+            .unwrap_or_else(|_| Err(ort::Error::new("TreeEnsemble: the kernel failed")))
+    }
+}
+
+impl TreeKernel {
+    fn run(&self, context: &ComputeContext) -> ort::Result<()> {
+        let Some(ensemble) = self.ensembles.get(self.index) else {
+            return Err(ort::Error::new("TreeEnsemble: no ensemble of that index"));
+        };
+        let input = context
+            .input(0)?
+            .ok_or_else(|| ort::Error::new("TreeEnsemble: no input"))?;
+        let (shape, x) = input.try_extract_tensor::<f32>()?;
+        // As ONNX Runtime's kernel: a 1-D input is one row.
+        let (rows, stride) = match **shape {
+            [columns] => (1, columns),
+            [rows, columns] => (rows, columns),
+            _ => {
+                return Err(ort::Error::new(
+                    "TreeEnsemble only works on 1D, 2D tensors.",
+                ));
+            }
+        };
+        let (Ok(rows), Ok(stride)) = (usize::try_from(rows), usize::try_from(stride)) else {
+            return Err(ort::Error::new("TreeEnsemble: negative dimension"));
+        };
+        if stride < ensemble.width() {
+            return Err(ort::Error::new(format!(
+                "One path in the graph requests feature {} but input tensor has {stride} features.",
+                ensemble.width() - 1
+            )));
+        }
+        let targets = ensemble.targets();
+        let mut output = context
+            .output(0, [rows, targets])?
+            .ok_or_else(|| ort::Error::new("TreeEnsemble: no output"))?;
+        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+        if x.len() < rows * stride || out.len() != rows * targets {
+            return Err(ort::Error::new("TreeEnsemble: tensor sizes do not match"));
+        }
+        ensemble.predict(x, stride, out);
+        Ok(())
+    }
+}
