@@ -16,7 +16,8 @@
 //!          `publish-kpl` the same with the events packed for a stream of four shards)
 //!   MODEL  bike-demand | bike-linear  (handler only; default bike-linear)
 //! Environment: LATENCY_MS, for `publish` and `publish-kpl`: the server answers each call
-//! after that many milliseconds (default 0).
+//! after that many milliseconds (default 0). TREE_KERNEL=onnxruntime runs the model's tree
+//! ensembles on ONNX Runtime's kernel instead of the service's (as the function's variable).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -132,7 +133,11 @@ fn main() {
             let tokio = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("a tokio runtime");
-            let handler = Handler::new(common::load_model(model), model, "run");
+            let kernel = match std::env::var("TREE_KERNEL").as_deref() {
+                Ok("onnxruntime") => bike_prediction::trees::TreeKernel::OnnxRuntime,
+                _ => bike_prediction::trees::TreeKernel::Native,
+            };
+            let handler = Handler::new(common::load_model_with(model, 1, kernel), model, "run");
             Stage::Handler(Box::new(handler), tokio)
         }
         "publish" | "publish-kpl" => {

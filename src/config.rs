@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::publish::{DEFAULT_PUBLISH_CONCURRENCY, MAX_PUBLISH_CONCURRENCY};
 use crate::registry::http::{Credentials, TrackingServer};
 use crate::registry::{self, RegistryUri};
+use crate::trees::TreeKernel;
 
 /// Model directory used when `MODEL_URI` is not set: the bundled model, relative to the
 /// working directory (the repository root locally, `/var/task` in the Lambda image).
@@ -98,6 +99,8 @@ pub struct Config {
     pub output_aggregation: bool,
     /// Threads of one inference (`INFERENCE_THREADS`, else [`cpus`]).
     pub inference_threads: usize,
+    /// Which kernel runs the model's tree ensembles (`TREE_KERNEL`).
+    pub tree_kernel: TreeKernel,
     /// Longest publishing may take in one invocation (`PUBLISH_BUDGET_SECONDS`); `None`: until
     /// the invocation's deadline, or [`crate::handler::DEFAULT_PUBLISH_BUDGET`] without one.
     pub publish_budget: Option<Duration>,
@@ -239,6 +242,10 @@ impl Config {
                 Some(value) => parse_aggregation(value)?,
                 None => false,
             },
+            tree_kernel: match get("TREE_KERNEL") {
+                Some(value) => parse_tree_kernel(value)?,
+                None => TreeKernel::default(),
+            },
             inference_threads: match get("INFERENCE_THREADS") {
                 Some(value) => parse_count(
                     "INFERENCE_THREADS",
@@ -297,6 +304,20 @@ fn parse_aggregation(value: String) -> Result<bool, ConfigError> {
             variable: "OUTPUT_AGGREGATION",
             value,
             expected: "kpl (KPL aggregated records) or none",
+        }),
+    }
+}
+
+/// Parses `TREE_KERNEL`: `native` (the service's own, where it reproduces ONNX Runtime's) or
+/// `onnxruntime`.
+fn parse_tree_kernel(value: String) -> Result<TreeKernel, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "native" => Ok(TreeKernel::Native),
+        "onnxruntime" => Ok(TreeKernel::OnnxRuntime),
+        _ => Err(ConfigError::Invalid {
+            variable: "TREE_KERNEL",
+            value,
+            expected: "native (the service's tree kernel) or onnxruntime",
         }),
     }
 }
@@ -835,6 +856,19 @@ mod tests {
         assert!(!aggregation("none").unwrap().output_aggregation);
         let error = aggregation("gzip").unwrap_err().to_string();
         assert!(error.starts_with("OUTPUT_AGGREGATION="), "{error}");
+    }
+
+    #[test]
+    fn tree_kernel_is_native_or_onnxruntime() {
+        let kernel = |value| config(&[("TREE_KERNEL", value)]);
+        assert_eq!(config(&[]).unwrap().tree_kernel, TreeKernel::Native);
+        assert_eq!(kernel("native").unwrap().tree_kernel, TreeKernel::Native);
+        assert_eq!(
+            kernel(" OnnxRuntime ").unwrap().tree_kernel,
+            TreeKernel::OnnxRuntime
+        );
+        let error = kernel("onnx").unwrap_err().to_string();
+        assert!(error.starts_with("TREE_KERNEL=\"onnx\""), "{error}");
     }
 
     #[test]

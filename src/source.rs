@@ -58,6 +58,8 @@ pub struct ModelSource {
     download_timeout: std::time::Duration,
     ort_library: PathBuf,
     threads: usize,
+    /// Which kernel runs the tree ensembles (`TREE_KERNEL`).
+    tree_kernel: crate::trees::TreeKernel,
     /// ONNX Runtime, loaded with the first model: one environment per process.
     runtime: std::sync::Arc<std::sync::OnceLock<OnnxRuntime>>,
     registry: Option<Registry>,
@@ -81,6 +83,7 @@ impl ModelSource {
             download_timeout: config.model_download_timeout,
             ort_library: config.ort_library.clone(),
             threads: config.inference_threads,
+            tree_kernel: config.tree_kernel,
             runtime: std::sync::Arc::default(),
             registry,
             s3: OnceCell::new(),
@@ -216,6 +219,7 @@ impl ModelSource {
     async fn build(&self, artifact: ModelArtifact) -> Result<Model, ModelError> {
         let library = self.ort_library.clone();
         let threads = self.threads;
+        let tree_kernel = self.tree_kernel;
         let runtime = self.runtime.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let runtime = match runtime.get() {
@@ -225,7 +229,7 @@ impl ModelSource {
                     runtime.get_or_init(|| loaded)
                 }
             };
-            runtime.load_model_threaded(artifact, threads)
+            runtime.load_model_with(artifact, threads, tree_kernel)
         })
         .await;
         match loaded {

@@ -142,6 +142,7 @@ pub async fn start(config: &Config, publish: bool) -> Result<Handler, StartupErr
         dead_letter_stream = handler.dead_letter_publisher().map(Publisher::stream),
         publish_concurrency = config.publish_concurrency,
         inference_threads = config.inference_threads,
+        native_tree_ensembles = model.native_tree_ensembles(),
         output_aggregation = if config.output_aggregation { "kpl" } else { "none" },
         startup_ms = started.elapsed().as_secs_f64() * 1e3,
         "ready"

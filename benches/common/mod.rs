@@ -89,9 +89,19 @@ pub fn load_model(name: &str) -> Model {
 
 /// Loads the model `models/<name>` into the shared runtime, inferring on `threads` threads.
 pub fn load_model_threaded(name: &str, threads: usize) -> Model {
+    load_model_with(name, threads, bike_prediction::trees::TreeKernel::Native)
+}
+
+/// Loads the model `models/<name>` into the shared runtime, inferring on `threads` threads,
+/// its tree ensembles on `kernel`.
+pub fn load_model_with(
+    name: &str,
+    threads: usize,
+    kernel: bike_prediction::trees::TreeKernel,
+) -> Model {
     let artifact = ModelArtifact::read_dir(&model_dir(name)).expect("a bundled model directory");
     runtime()
-        .load_model_threaded(artifact, threads)
+        .load_model_with(artifact, threads, kernel)
         .expect("the bundled model loads")
 }
 

@@ -298,6 +298,10 @@ struct Rule {
 #[derive(Debug, Clone, Copy)]
 struct Tree {
     root: u32,
+    /// The root's byte offset in the fast layout.
+    fast_root: u32,
+    /// Where the tree is in the perfect layout, when it has one ([`Perfect`]).
+    perfect: Option<PerfectTree>,
     /// The longest path from the root to a leaf, in steps.
     depth: u32,
 }
@@ -308,9 +312,11 @@ pub struct Compiled<T> {
     /// Nodes as the model states them (thresholds and modes unchanged).
     nodes: Vec<Node<T>>,
     rules: Vec<Rule>,
-    /// The same nodes for rows without NaN, every comparison turned into `x <= t` (children
-    /// swapped, `x < t` as `x <= below(t)`); `None` when a mode has no such form (`==`, `!=`).
-    leq: Option<Vec<Node<T>>>,
+    /// The same nodes in the layout for rows without NaN ([`FastNode`]); `None` when a mode
+    /// has no `x <= t` form (`==`, `!=`).
+    fast: Option<Vec<FastNode<T>>>,
+    /// The small trees again, as complete binary trees ([`Perfect`]).
+    perfect: Perfect<T>,
     /// Each leaf's weights, `(target, weight)`, by node (empty for inner nodes); used with
     /// several targets.
     weights: Vec<Vec<(u32, T)>>,
@@ -487,12 +493,25 @@ impl<T: Threshold> Compiled<T> {
                 let depth = depth_from(i, &nodes, &rules, &mut depths)?;
                 trees.push(Tree {
                     root: i as u32,
+                    fast_root: (i * std::mem::size_of::<FastNode<T>>()) as u32,
+                    perfect: None,
                     depth,
                 });
             }
         }
 
-        let leq = leq_form(&nodes, &rules);
+        let fast = fast_form(&nodes, &rules);
+        let mut perfect = Perfect {
+            thresholds: Vec::new(),
+            columns: Vec::new(),
+            values: Vec::new(),
+            nodes: Vec::new(),
+        };
+        if let Some(fast) = &fast {
+            for tree in &mut trees {
+                tree.perfect = perfect.add(fast, tree);
+            }
+        }
         let base = match targets {
             1 => (base.len() == 1).then_some(base),
             _ => (base.len() == targets).then_some(base),
@@ -500,7 +519,8 @@ impl<T: Threshold> Compiled<T> {
         Ok(Self {
             nodes,
             rules,
-            leq,
+            fast,
+            perfect,
             weights,
             trees,
             targets,
@@ -526,33 +546,80 @@ impl<T: Threshold> Compiled<T> {
 
     /// See [`Ensemble::predict`].
     fn predict(&self, x: &[f32], stride: usize, out: &mut [f32]) {
-        let rows = out.len() / self.targets;
+        let targets = self.targets;
+        let rows = out.len() / targets;
         debug_assert!(stride >= self.width && x.len() >= rows * stride);
-        let mut row = 0;
-        while row < rows {
-            let block = BLOCK.min(rows - row);
-            let x = &x[row * stride..(row + block) * stride];
-            let out = &mut out[row * self.targets..(row + block) * self.targets];
-            match &self.leq {
-                Some(leq) if block == BLOCK && !has_nan(x, stride, self.width) => {
-                    let leaves = |tree: &Tree, leaves: &mut [u32; BLOCK]| {
-                        descend_block(leq, tree, x, stride, leaves)
-                    };
-                    self.aggregate_block(leaves, out);
+        // One block of rows, transposed: column `f` of row `r` at `f * BLOCK + r`.
+        let mut block = vec![0.0f32; self.width * BLOCK];
+        let mut block_out = vec![0.0f32; BLOCK * targets];
+        let mut scores = vec![(T::ZERO, false); BLOCK * targets];
+        for start in (0..rows).step_by(BLOCK) {
+            let count = BLOCK.min(rows - start);
+            let x = &x[start * stride..(start + count) * stride];
+            let out = &mut out[start * targets..(start + count) * targets];
+            match &self.fast {
+                Some(fast) if transpose(x, stride, self.width, &mut block) => {
+                    if targets == 1 {
+                        let score =
+                            match self.aggregate {
+                                Aggregate::Sum | Aggregate::Average => {
+                                    self.fold(fast, &block, |score, w, _| score + w)
+                                }
+                                Aggregate::Min => self.fold(fast, &block, |score, w, first| {
+                                    if first || w < score { w } else { score }
+                                }),
+                                Aggregate::Max => self.fold(fast, &block, |score, w, first| {
+                                    if first || w > score { w } else { score }
+                                }),
+                            };
+                        for (out, score) in block_out.iter_mut().zip(score) {
+                            *out = self.finish(score);
+                        }
+                    } else {
+                        scores.fill((T::ZERO, false));
+                        for tree in &self.trees {
+                            let leaves = self.leaves_block(fast, tree, &block);
+                            for (r, leaf) in leaves.into_iter().enumerate() {
+                                let scores = &mut scores[r * targets..(r + 1) * targets];
+                                self.add_weights(leaf as usize, scores);
+                            }
+                        }
+                        self.finish_targets(&scores, &mut block_out);
+                    }
+                    out.copy_from_slice(&block_out[..count * targets]);
                 }
                 _ => {
-                    for r in 0..block {
-                        let x = &x[r * stride..(r + 1) * stride];
-                        let out = &mut out[r * self.targets..(r + 1) * self.targets];
-                        let leaves = |tree: &Tree, leaves: &mut [u32; 1]| {
-                            leaves[0] = self.descend_exact(tree, x)
-                        };
-                        self.aggregate_block(leaves, out);
+                    for (r, out) in out.chunks_exact_mut(targets).enumerate() {
+                        self.predict_row(&x[r * stride..(r + 1) * stride], &mut scores, out);
                     }
                 }
             }
-            row += block;
         }
+    }
+
+    /// One row by the nodes' own rules (a row with a NaN, or an ensemble with `==` or `!=`
+    /// nodes); `scores` is scratch of at least `targets` values.
+    fn predict_row(&self, x: &[f32], scores: &mut [(T, bool)], out: &mut [f32]) {
+        if self.targets == 1 {
+            let mut score = T::ZERO;
+            for (t, tree) in self.trees.iter().enumerate() {
+                let w = self.nodes[self.descend_exact(tree, x) as usize].value;
+                score = match self.aggregate {
+                    Aggregate::Sum | Aggregate::Average => score + w,
+                    Aggregate::Min if t == 0 || w < score => w,
+                    Aggregate::Max if t == 0 || w > score => w,
+                    Aggregate::Min | Aggregate::Max => score,
+                };
+            }
+            out[0] = self.finish(score);
+            return;
+        }
+        let scores = &mut scores[..self.targets];
+        scores.fill((T::ZERO, false));
+        for tree in &self.trees {
+            self.add_weights(self.descend_exact(tree, x) as usize, scores);
+        }
+        self.finish_targets(scores, out);
     }
 
     /// The leaf row `x` reaches in `tree`, by the nodes' own rules.
@@ -579,71 +646,73 @@ impl<T: Threshold> Compiled<T> {
         }
     }
 
-    /// Aggregates the leaves `R` rows reach in every tree (`leaves(tree, &mut leaf_of_row)`)
-    /// into their outputs `out` (`R * targets` values).
-    fn aggregate_block<const R: usize>(
+    /// The scores of one target for the [`BLOCK`] rows of `block`: each tree's leaf weight
+    /// folded in, tree by tree (`fold(score, weight, first tree)`).
+    #[inline(always)]
+    fn fold(
         &self,
-        mut leaves: impl FnMut(&Tree, &mut [u32; R]),
-        out: &mut [f32],
-    ) {
-        let mut reached = [0u32; R];
-        if self.targets == 1 {
-            let mut score = [T::ZERO; R];
-            let mut first = true;
-            for tree in &self.trees {
-                leaves(tree, &mut reached);
-                for r in 0..R {
-                    let w = self.nodes[reached[r] as usize].value;
-                    score[r] = match self.aggregate {
-                        Aggregate::Sum | Aggregate::Average => score[r] + w,
-                        Aggregate::Min => match first || w < score[r] {
-                            true => w,
-                            false => score[r],
-                        },
-                        Aggregate::Max => match first || w > score[r] {
-                            true => w,
-                            false => score[r],
-                        },
-                    };
-                }
-                first = false;
-            }
-            let origin = self.base.as_ref().map_or(T::ZERO, |b| b[0]);
-            for r in 0..R {
-                let score = match self.aggregate {
-                    Aggregate::Average => score[r] / T::from_count(self.trees.len()) + origin,
-                    _ => score[r] + origin,
-                };
-                out[r] = score.to_output();
-            }
-            return;
-        }
-        let targets = self.targets;
-        let mut scores = vec![(T::ZERO, false); R * targets];
-        for tree in &self.trees {
-            leaves(tree, &mut reached);
-            for r in 0..R {
-                let scores = &mut scores[r * targets..(r + 1) * targets];
-                for &(target, w) in &self.weights[reached[r] as usize] {
-                    let (score, has) = &mut scores[target as usize];
-                    *score = match self.aggregate {
-                        Aggregate::Sum | Aggregate::Average => *score + w,
-                        Aggregate::Min => match !*has || w < *score {
-                            true => w,
-                            false => *score,
-                        },
-                        Aggregate::Max => match !*has || w > *score {
-                            true => w,
-                            false => *score,
-                        },
-                    };
-                    *has = true;
-                }
+        fast: &[FastNode<T>],
+        block: &[f32],
+        fold: impl Fn(T, T, bool) -> T,
+    ) -> [T; BLOCK] {
+        let mut score = [T::ZERO; BLOCK];
+        for (t, tree) in self.trees.iter().enumerate() {
+            let weights = match &tree.perfect {
+                Some(perfect) => self.perfect.leaves(perfect, block, |p, leaf| {
+                    // SAFETY: `leaf` is one of the tree's leaf slots (`Perfect::leaves`).
+                    unsafe { *p.values.get_unchecked(leaf) }
+                }),
+                None => descend_block(fast, tree, block).map(|offset| {
+                    // SAFETY: a leaf offset is a node's (`fast_form`).
+                    unsafe { node_at(fast, offset) }.value
+                }),
+            };
+            for r in 0..BLOCK {
+                score[r] = fold(score[r], weights[r], t == 0);
             }
         }
+        score
+    }
+
+    /// The leaves (node indices) the [`BLOCK`] rows of `block` reach in `tree`.
+    fn leaves_block(&self, fast: &[FastNode<T>], tree: &Tree, block: &[f32]) -> [u32; BLOCK] {
+        match &tree.perfect {
+            Some(perfect) => self.perfect.leaves(perfect, block, |p, leaf| p.nodes[leaf]),
+            None => descend_block(fast, tree, block)
+                .map(|offset| offset / std::mem::size_of::<FastNode<T>>() as u32),
+        }
+    }
+
+    /// Adds the weights of `leaf` (a node index) to a row's `scores`, one per target.
+    fn add_weights(&self, leaf: usize, scores: &mut [(T, bool)]) {
+        for &(target, w) in &self.weights[leaf] {
+            let (score, has) = &mut scores[target as usize];
+            *score = match self.aggregate {
+                Aggregate::Sum | Aggregate::Average => *score + w,
+                Aggregate::Min if !*has || w < *score => w,
+                Aggregate::Max if !*has || w > *score => w,
+                Aggregate::Min | Aggregate::Max => *score,
+            };
+            *has = true;
+        }
+    }
+
+    /// A one-target score, aggregated over the trees, as the output holds it.
+    fn finish(&self, score: T) -> f32 {
+        let origin = self.base.as_ref().map_or(T::ZERO, |b| b[0]);
+        match self.aggregate {
+            Aggregate::Average => score / T::from_count(self.trees.len()) + origin,
+            _ => score + origin,
+        }
+        .to_output()
+    }
+
+    /// Rows of several targets' scores (`(score, whether a leaf gave one)`), as the output
+    /// holds them.
+    fn finish_targets(&self, scores: &[(T, bool)], out: &mut [f32]) {
         let trees = T::from_count(self.trees.len());
-        for (j, &(score, has)) in scores.iter().enumerate() {
-            let base = self.base.as_ref().map(|b| b[j % targets]);
+        for (j, (&(score, has), out)) in scores.iter().zip(out).enumerate() {
+            let base = self.base.as_ref().map(|b| b[j % self.targets]);
             let value = match self.aggregate {
                 Aggregate::Sum => base.map_or(score, |b| score + b),
                 Aggregate::Average => base.map_or(score / trees, |b| score / trees + b),
@@ -652,47 +721,212 @@ impl<T: Threshold> Compiled<T> {
                     base.unwrap_or(T::ZERO) + score
                 }
             };
-            out[j] = value.to_output();
+            *out = value.to_output();
         }
     }
 }
 
-/// Whether any of the first `width` columns of the rows of `x` is NaN.
-fn has_nan(x: &[f32], stride: usize, width: usize) -> bool {
-    x.chunks_exact(stride)
-        .any(|row| row[..width].iter().any(|v| v.is_nan()))
+/// One node of the fast layout: every comparison as `x <= value` (children swapped, `x < t`
+/// as `x <= below(t)`), children as byte offsets into the layout, the column as its offset in
+/// a transposed block, so that one step of a descent is a few instructions.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct FastNode<T> {
+    value: T,
+    /// `feature * BLOCK`.
+    column: u32,
+    /// Byte offsets of the children: `[x > value, x <= value]`; a leaf's are its own.
+    children: [u32; 2],
 }
 
-/// The leaves the [`BLOCK`] rows of `x` (none with a NaN) reach in `tree`, in the `x <= t`
-/// form: each step moves every row one level down (a leaf stays where it is), with no branch
-/// on the data.
-#[inline]
-fn descend_block<T: Threshold>(
-    nodes: &[Node<T>],
-    tree: &Tree,
-    x: &[f32],
-    stride: usize,
-    at: &mut [u32; BLOCK],
-) {
-    *at = [tree.root; BLOCK];
+/// The node at byte `offset` of `fast`.
+///
+/// # Safety
+/// `offset` must be `i * size_of::<FastNode<T>>()` for some `i < fast.len()`.
+#[inline(always)]
+unsafe fn node_at<T>(fast: &[FastNode<T>], offset: u32) -> &FastNode<T> {
+    debug_assert!((offset as usize) < std::mem::size_of_val(fast));
+    // SAFETY: by the caller, inside `fast` and aligned like its elements.
+    unsafe {
+        &*fast
+            .as_ptr()
+            .cast::<u8>()
+            .add(offset as usize)
+            .cast::<FastNode<T>>()
+    }
+}
+
+/// Transposes the rows of `x` (`stride` apart, the first `width` columns) into `block`,
+/// repeating the first row where there are fewer than [`BLOCK`]; `false` (and `block` partly
+/// written) if a value is NaN.
+fn transpose(x: &[f32], stride: usize, width: usize, block: &mut [f32]) -> bool {
+    let rows = x.len() / stride;
+    let mut nan = false;
+    for r in 0..BLOCK {
+        let row = &x[(if r < rows { r } else { 0 }) * stride..][..width];
+        for (f, &v) in row.iter().enumerate() {
+            nan |= v.is_nan();
+            block[f * BLOCK + r] = v;
+        }
+    }
+    !nan
+}
+
+/// The leaves (byte offsets) the [`BLOCK`] rows of the transposed `block` reach in `tree`:
+/// each step moves every row one level down (a leaf stays where it is), with no branch on the
+/// data, so the CPU overlaps the rows' descents.
+#[inline(always)]
+fn descend_block<T: Threshold>(fast: &[FastNode<T>], tree: &Tree, block: &[f32]) -> [u32; BLOCK] {
+    debug_assert!(block.len() >= BLOCK);
+    let mut at = [tree.fast_root; BLOCK];
     for _ in 0..tree.depth {
         for r in 0..BLOCK {
-            let node = &nodes[at[r] as usize];
-            let v = T::from_input(x[r * stride + node.feature as usize]);
-            at[r] = node.children[usize::from(v <= node.value)];
+            // SAFETY: roots and children are node offsets (`fast_form`); a node's column is
+            // below `width * BLOCK`, the length of `block` (`Compiled::predict`).
+            unsafe {
+                let node = node_at(fast, at[r]);
+                let v = T::from_input(*block.get_unchecked(node.column as usize + r));
+                at[r] = *node.children.get_unchecked(usize::from(v <= node.value));
+            }
         }
+    }
+    at
+}
+
+/// Small trees laid out as complete binary trees of their depth, level by level: a row at
+/// slot `i` goes to `2i + 1` or, when `x <= threshold`, to `2i + 2`, so a step needs no child
+/// to be loaded. A leaf above the last level is padded with nodes that always go to `2i + 1`
+/// (a NaN threshold) down to copies of itself.
+#[derive(Debug)]
+struct Perfect<T> {
+    /// The inner slots' thresholds, in the fast layout's `x <= t` form.
+    thresholds: Vec<T>,
+    /// The inner slots' columns in a transposed block (`feature * BLOCK`).
+    columns: Vec<u32>,
+    /// The leaf slots' (first) weights.
+    values: Vec<T>,
+    /// The leaf slots' nodes (for their weights with several targets).
+    nodes: Vec<u32>,
+}
+
+/// One tree's place in [`Perfect`].
+#[derive(Debug, Clone, Copy)]
+struct PerfectTree {
+    /// Its first inner slot.
+    inner: usize,
+    /// Its first leaf slot.
+    leaves: usize,
+    depth: u32,
+}
+
+/// The deepest tree given the perfect layout, and how much larger than the tree its padded
+/// layout may be.
+const PERFECT_DEPTH: u32 = 8;
+const PERFECT_GROWTH: usize = 4;
+
+impl<T: Threshold> Perfect<T> {
+    /// Adds `tree` when it is small enough, and says where; `None` leaves it to the fast
+    /// layout.
+    fn add(&mut self, fast: &[FastNode<T>], tree: &Tree) -> Option<PerfectTree> {
+        let size = std::mem::size_of::<FastNode<T>>() as u32;
+        if tree.depth > PERFECT_DEPTH {
+            return None;
+        }
+        let slots = 1usize << tree.depth;
+        let reachable = count_reachable(fast, tree.fast_root / size);
+        if slots > PERFECT_GROWTH * reachable + 2 {
+            return None;
+        }
+        let place = PerfectTree {
+            inner: self.thresholds.len(),
+            leaves: self.values.len(),
+            depth: tree.depth,
+        };
+        // Level by level, each slot's node (a leaf repeats down its padding).
+        let mut level = vec![tree.fast_root / size];
+        for _ in 0..tree.depth {
+            let mut next = Vec::with_capacity(level.len() * 2);
+            for &node in &level {
+                let n = &fast[node as usize];
+                if n.children == [node * size; 2] {
+                    // A leaf: always to 2i + 1, and itself on both sides.
+                    self.thresholds.push(T::NEVER);
+                    self.columns.push(0);
+                    next.extend([node, node]);
+                } else {
+                    self.thresholds.push(n.value);
+                    self.columns.push(n.column);
+                    next.extend(n.children.map(|offset| offset / size));
+                }
+            }
+            level = next;
+        }
+        for node in level {
+            self.values.push(fast[node as usize].value);
+            self.nodes.push(node);
+        }
+        Some(place)
+    }
+
+    /// What `leaf(self, slot)` gives for the leaf slot each of the [`BLOCK`] rows of `block`
+    /// reaches in `tree`.
+    #[inline(always)]
+    fn leaves<V: Copy>(
+        &self,
+        tree: &PerfectTree,
+        block: &[f32],
+        leaf: impl Fn(&Self, usize) -> V,
+    ) -> [V; BLOCK] {
+        let thresholds = &self.thresholds[tree.inner..];
+        let columns = &self.columns[tree.inner..];
+        let mut at = [0usize; BLOCK];
+        for _ in 0..tree.depth {
+            for r in 0..BLOCK {
+                // SAFETY: before the last level a slot is below 2^depth - 1, the tree's inner
+                // slots; columns are below `width * BLOCK`, the length of `block`.
+                unsafe {
+                    let i = at[r];
+                    let v =
+                        T::from_input(*block.get_unchecked(*columns.get_unchecked(i) as usize + r));
+                    at[r] = 2 * i + 1 + usize::from(v <= *thresholds.get_unchecked(i));
+                }
+            }
+        }
+        let first_leaf = (1usize << tree.depth) - 1;
+        at.map(|slot| leaf(self, tree.leaves + slot - first_leaf))
     }
 }
 
-/// The nodes in the `x <= t` form, for rows without NaN; `None` if a mode has none.
-fn leq_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<Node<T>>> {
+/// The nodes reachable from `root` (an index into `fast`), a tree's size.
+fn count_reachable<T>(fast: &[FastNode<T>], root: u32) -> usize {
+    let size = std::mem::size_of::<FastNode<T>>() as u32;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if seen.insert(node) {
+            for child in fast[node as usize].children {
+                if child / size != node {
+                    stack.push(child / size);
+                }
+            }
+        }
+    }
+    seen.len()
+}
+
+/// The fast layout of `nodes`; `None` if a mode has no `x <= t` form (`==`, `!=`) or the
+/// ensemble is too large for `u32` offsets.
+fn fast_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<FastNode<T>>> {
+    let size = std::mem::size_of::<FastNode<T>>();
+    u32::try_from(nodes.len().checked_mul(size)?).ok()?;
+    let offset = |index: u32| index * size as u32;
     nodes
         .iter()
         .zip(rules)
         .map(|(node, rule)| {
             let [no, yes] = node.children;
             let t = node.value;
-            let (value, children) = match rule.mode {
+            let (value, [no, yes]) = match rule.mode {
                 Mode::Leaf => (t, node.children),
                 // A NaN threshold compares false whatever the mode below: always `no`.
                 _ if t.is_nan() => (t, [no, no]),
@@ -705,10 +939,10 @@ fn leq_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<Node<
                 Mode::Gte => (t.below(), [yes, no]),
                 Mode::Eq | Mode::Neq => return None,
             };
-            Some(Node {
+            Some(FastNode {
                 value,
-                feature: node.feature,
-                children,
+                column: node.feature.checked_mul(BLOCK as u32)?,
+                children: [offset(no), offset(yes)],
             })
         })
         .collect()
