@@ -139,6 +139,11 @@ impl OnnxRuntime {
         Ok(Self { environment })
     }
 
+    /// The ONNX Runtime environment sessions are built in.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
     /// Builds a session for the model in `artifact`, running each inference on one thread,
     /// and checks that the service can fill its input from the signature's columns and read
     /// one prediction per row from its output.

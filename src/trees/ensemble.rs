@@ -10,10 +10,11 @@
 //! - Thresholds, leaf weights and base values are compared and summed in the threshold type:
 //!   `f32`, or `f64` when the model gives any of them as `*_as_tensor` attributes. A row's score
 //!   is summed tree by tree, in tree order.
-//! - With one target, a leaf counts its first weight (by node, then attribute order) whatever
-//!   target that weight names; with several, every weight goes to its target.
+//! - With one target, a leaf counts its first weight (by node, then attribute order); with
+//!   several, every weight goes to its target.
 //! - The base value is added after aggregation: with one target, `base_values[0]` when there is
-//!   exactly one; with several, `base_values[j]` when there is one per target.
+//!   exactly one; with several, `base_values[j]` when there is one per target, to the targets a
+//!   leaf gave a weight to. A target no leaf gave a weight to is 0.
 //!
 //! Anything ONNX Runtime would refuse at load, or that this evaluator does not reproduce, is
 //! refused here with the reason, and the node is left to ONNX Runtime.
@@ -470,7 +471,7 @@ impl<T: Threshold> Compiled<T> {
             }
             let weight = target_weights[i];
             let target = a.target_ids[i];
-            if targets > 1 && !(0..targets as i64).contains(&target) {
+            if !(0..targets as i64).contains(&target) {
                 return Err(format!("target id {target} is out of range"));
             }
             if weights[node].is_empty() {
@@ -713,13 +714,13 @@ impl<T: Threshold> Compiled<T> {
         let trees = T::from_count(self.trees.len());
         for (j, (&(score, has), out)) in scores.iter().zip(out).enumerate() {
             let base = self.base.as_ref().map(|b| b[j % self.targets]);
-            let value = match self.aggregate {
-                Aggregate::Sum => base.map_or(score, |b| score + b),
-                Aggregate::Average => base.map_or(score / trees, |b| score / trees + b),
-                Aggregate::Min | Aggregate::Max => {
-                    let score = if has { score } else { T::ZERO };
-                    base.unwrap_or(T::ZERO) + score
+            // A target no leaf gave a weight to is 0, base value or not.
+            let value = match (self.aggregate, has) {
+                (_, false) => T::ZERO,
+                (Aggregate::Sum | Aggregate::Min | Aggregate::Max, true) => {
+                    base.map_or(score, |b| score + b)
                 }
+                (Aggregate::Average, true) => base.map_or(score / trees, |b| score / trees + b),
             };
             *out = value.to_output();
         }
@@ -928,7 +929,8 @@ fn fast_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<Fast
             let t = node.value;
             let (value, [no, yes]) = match rule.mode {
                 Mode::Leaf => (t, node.children),
-                // A NaN threshold compares false whatever the mode below: always `no`.
+                Mode::Eq | Mode::Neq => return None,
+                // A NaN threshold compares false in the modes below: always `no`.
                 _ if t.is_nan() => (t, [no, no]),
                 Mode::Leq => (t, [no, yes]),
                 // x > t is !(x <= t).
@@ -937,7 +939,6 @@ fn fast_form<T: Threshold>(nodes: &[Node<T>], rules: &[Rule]) -> Option<Vec<Fast
                 Mode::Lt => (t.below(), [no, yes]),
                 // x >= t is !(x < t).
                 Mode::Gte => (t.below(), [yes, no]),
-                Mode::Eq | Mode::Neq => return None,
             };
             Some(FastNode {
                 value,
