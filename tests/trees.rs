@@ -105,6 +105,10 @@ mod random_ensembles {
     ];
     const AGGREGATES: [&str; 4] = ["SUM", "AVERAGE", "MIN", "MAX"];
 
+    /// One drawn node: (mode, 6 for a leaf; feature; threshold in `VALUES`; missing value
+    /// tracks true; weights of a leaf, less one).
+    type NodeDraw = (usize, usize, usize, bool, usize);
+
     #[derive(Debug, Clone)]
     struct Spec {
         width: usize,
@@ -112,13 +116,13 @@ mod random_ensembles {
         aggregate: usize,
         base: usize,
         as_tensor: bool,
-        trees: Vec<Vec<(usize, usize, usize, bool, usize)>>,
+        trees: Vec<Vec<NodeDraw>>,
         weights: Vec<(usize, f64)>,
         rows: Vec<usize>,
     }
 
-    /// A tree as a preorder list of nodes: (mode, feature, threshold, missing_true, depth
-    /// budget): a node whose budget runs out, or whose mode draw is 6, is a leaf.
+    /// Trees as lists of node draws, laid out in preorder: a node is a leaf when its mode
+    /// draw is 6, at depth 3, or when the draws run out.
     fn spec() -> impl Strategy<Value = Spec> {
         let node = (
             0..7usize,
@@ -287,7 +291,7 @@ mod random_ensembles {
         for (tree, nodes) in spec.trees.iter().enumerate() {
             // Preorder: node i's children are laid out after it; `next` is the next free id.
             fn build(
-                nodes: &[(usize, usize, usize, bool, usize)],
+                nodes: &[NodeDraw],
                 at: &mut usize,
                 depth: usize,
                 out: &mut Vec<(usize, Option<(usize, usize)>)>,
