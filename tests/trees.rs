@@ -65,6 +65,32 @@ fn lightgbm_regressor_runs_on_the_service_kernel_and_predicts_the_same_bits() {
     );
 }
 
+/// A model whose tree node the kernel does not support (a classifier, for now) stays on ONNX
+/// Runtime's kernel, and predicts as it does with `TREE_KERNEL=onnxruntime`.
+#[test]
+fn an_unsupported_tree_node_falls_back_to_onnx_runtime() {
+    let dir = root().join("tests/fixtures/model-kinds/classifier-tensor");
+    let fallback = load(&dir, TreeKernel::Native);
+    let reference = load(&dir, TreeKernel::OnnxRuntime);
+    assert_eq!(fallback.native_tree_ensembles(), 0);
+    let width = fallback.layout().fields.len();
+    let x = rows(width, 64, &vec![40.0; width]);
+    let predict = |model: &Model| {
+        let layout = model.layout();
+        let mut inputs = layout.buffers(64);
+        for row in x.chunks(width) {
+            inputs.push_row(layout);
+            for (field, value) in row.iter().enumerate() {
+                let value = bike_prediction::inputs::Value::Float(f64::from(*value));
+                inputs.set(layout, field, value).unwrap();
+            }
+            inputs.finish_row();
+        }
+        format!("{:?}", model.predict(&inputs).unwrap())
+    };
+    assert_eq!(predict(&fallback), predict(&reference));
+}
+
 /// Random small ensembles (every mode, missing-value tracks, NaN and infinite thresholds, one
 /// to three targets, every aggregate, base values, float and double attributes), written as
 /// ONNX models of one `TreeEnsembleRegressor` node, through both kernels on rows of values
