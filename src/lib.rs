@@ -6,8 +6,9 @@
 //!
 //! At cold start, [`startup`] reads the [`config`], fetches the model ([`source`]: from a
 //! directory, from S3 with [`download`], or as a version of the MLflow Model Registry with
-//! [`registry`]), reads its `MLmodel` ([`artifact`]), loads it into ONNX Runtime and binds its
-//! inputs to the signature ([`model`], [`inputs`]), and builds the publishers ([`publish`]).
+//! [`registry`]), reads its `MLmodel` ([`artifact`]), loads it into ONNX Runtime with its tree
+//! ensembles on the service's own kernel ([`trees`]) and binds its inputs to the signature
+//! ([`model`], [`inputs`]), and builds the publishers ([`publish`]).
 //! With `MODEL_REFRESH_SECONDS`, [`promotion`] follows a registry alias at the start of
 //! invocations and swaps in the version it moves to. Then one record flows
 //! through the modules in this order:
