@@ -2,10 +2,10 @@
 //!
 //! At load, [`prepare`] finds the model's `TreeEnsembleRegressor` nodes, compiles each one's
 //! attributes into flat arrays ([`ensemble`]), checks the compiled ensemble against ONNX
-//! Runtime's own kernel on a probe batch ([`probe`]), and rewrites the node into a
+//! Runtime's own kernel on a probe batch (`probe`), and rewrites the node into a
 //! [`DOMAIN`]`:TreeEnsemble` node that ONNX Runtime runs through a custom operator
-//! ([`operator`]). The rest of the graph (preprocessing, post-processing) stays ONNX
-//! Runtime's; only the node's bytes change in the model ([`graph`]).
+//! (`operator`). The rest of the graph (preprocessing, post-processing) stays ONNX
+//! Runtime's; only the node's bytes change in the model (`graph`).
 //!
 //! Why a custom operator rather than evaluating the trees outside ONNX Runtime: the models
 //! users log put preprocessing before the trees (column selection, one-hot encoding, scaling)
