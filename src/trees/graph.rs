@@ -251,6 +251,10 @@ const DOUBLE: i32 = 11;
 /// `AttributeProto.AttributeType.INT`.
 const ATTRIBUTE_INT: i32 = 2;
 
+// These messages decode a tree-ensemble node whole, attribute values and tensors included;
+// `crate::artifact` has its own, which walk the whole graph but skip tensor contents (a model's
+// initializers can be gigabytes).
+
 /// The fields of onnx/onnx.proto's `NodeProto` the rewrite reads and writes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NodeProto {
