@@ -26,6 +26,10 @@
 
 use std::collections::HashMap;
 
+mod simd;
+#[cfg(test)]
+mod tests;
+
 /// Why an ensemble is left to ONNX Runtime.
 pub type Refusal = String;
 
@@ -327,6 +331,8 @@ pub struct Compiled<T> {
     aggregate: Aggregate,
     /// The base value of each target, when it is added.
     base: Option<Vec<T>>,
+    /// One-target blocks are scored with AVX2 ([`simd`]): `f32` thresholds on a CPU with it.
+    vector: bool,
 }
 
 /// Rows evaluated together against one tree: their descents are independent, so the CPU
@@ -512,12 +518,17 @@ impl<T: Threshold> Compiled<T> {
             for tree in &mut trees {
                 tree.perfect = perfect.add(fast, tree);
             }
+            perfect.pad();
         }
         let base = match targets {
             1 => (base.len() == 1).then_some(base),
             _ => (base.len() == targets).then_some(base),
         };
+        let vector = simd::available()
+            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && i32::try_from(width * BLOCK).is_ok();
         Ok(Self {
+            vector,
             nodes,
             rules,
             fast,
@@ -561,18 +572,7 @@ impl<T: Threshold> Compiled<T> {
             match &self.fast {
                 Some(fast) if transpose(x, stride, self.width, &mut block) => {
                     if targets == 1 {
-                        let score =
-                            match self.aggregate {
-                                Aggregate::Sum | Aggregate::Average => {
-                                    self.fold(fast, &block, |score, w, _| score + w)
-                                }
-                                Aggregate::Min => self.fold(fast, &block, |score, w, first| {
-                                    if first || w < score { w } else { score }
-                                }),
-                                Aggregate::Max => self.fold(fast, &block, |score, w, first| {
-                                    if first || w > score { w } else { score }
-                                }),
-                            };
+                        let score = self.fold_block(fast, &block);
                         for (out, score) in block_out.iter_mut().zip(score) {
                             *out = self.finish(score);
                         }
@@ -644,6 +644,39 @@ impl<T: Threshold> Compiled<T> {
                 Mode::Leaf => false,
             } || (rule.missing_true && v.is_nan());
             at = node.children[usize::from(holds)] as usize;
+        }
+    }
+
+    /// The scores of one target for the [`BLOCK`] rows of the transposed `block`, with AVX2
+    /// where [`Self::vector`] says so.
+    fn fold_block(&self, fast: &[FastNode<T>], block: &[f32]) -> [T; BLOCK] {
+        #[cfg(target_arch = "x86_64")]
+        if self.vector {
+            let any: &dyn std::any::Any = self;
+            let ensemble = any.downcast_ref::<Compiled<f32>>();
+            if let Some((ensemble, Some(fast))) = ensemble.map(|e| (e, e.fast.as_deref())) {
+                // SAFETY: `vector` is set only with AVX2, `f32` and offsets that fit an i32;
+                // `fast` is this ensemble's layout and `block` `width * BLOCK` values.
+                let scores = unsafe { simd::fold(ensemble, fast, block) };
+                return scores.map(T::from_f32);
+            }
+        }
+        match self.aggregate {
+            Aggregate::Sum | Aggregate::Average => self.fold(fast, block, |score, w, _| score + w),
+            Aggregate::Min => self.fold(
+                fast,
+                block,
+                |score, w, first| {
+                    if first || w < score { w } else { score }
+                },
+            ),
+            Aggregate::Max => self.fold(
+                fast,
+                block,
+                |score, w, first| {
+                    if first || w > score { w } else { score }
+                },
+            ),
         }
     }
 
@@ -867,6 +900,17 @@ impl<T: Threshold> Perfect<T> {
             self.nodes.push(node);
         }
         Some(place)
+    }
+
+    /// Room after the last tree for a vector load of [`BLOCK`] slots from any tree's start
+    /// ([`simd`] loads a small tree's slots whole).
+    fn pad(&mut self) {
+        for _ in 0..BLOCK {
+            self.thresholds.push(T::NEVER);
+            self.columns.push(0);
+            self.values.push(T::ZERO);
+            self.nodes.push(0);
+        }
     }
 
     /// What `leaf(self, slot)` gives for the leaf slot each of the [`BLOCK`] rows of `block`
