@@ -2,7 +2,9 @@
 //! `trees/<model>/<kernel>/N` is `Model::predict` over `N` real rows, the whole graph
 //! (preprocessing included), with the model's tree nodes on `native` (`crate::trees`) or on
 //! `onnxruntime` (`TREE_KERNEL=onnxruntime`). The models are the bundled gradient-boosting
-//! model and the tree models of `tests/fixtures/model-kinds/`.
+//! model (300 trees of depth 3) and tree models of `tests/fixtures/model-kinds/`: LightGBM
+//! (100 trees of 31 leaves), a random forest (100 trees of depth 6 at most) and XGBoost (50
+//! trees of depth 4).
 
 mod common;
 
@@ -15,9 +17,14 @@ use bike_prediction::trees::TreeKernel;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// The tree models, by name and directory under the repository.
-const MODELS: [(&str, &str); 2] = [
+const MODELS: [(&str, &str); 4] = [
     ("bike-demand", "models/bike-demand"),
-    ("lightgbm", "tests/fixtures/model-kinds/lightgbm-regressor"),
+    (
+        "lightgbm-large",
+        "tests/fixtures/model-kinds/lightgbm-large",
+    ),
+    ("random-forest", "tests/fixtures/model-kinds/random-forest"),
+    ("xgboost", "tests/fixtures/model-kinds/xgboost-regressor"),
 ];
 
 fn trees(c: &mut Criterion) {

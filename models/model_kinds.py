@@ -16,6 +16,9 @@ column, and classifiers with a ZipMap or with plain tensor outputs.
   tensor-signature      Ridge on a float32 array; signature: tensor float32 [-1, 4], no names
   optional-column       per-column float pipeline imputing hum; signature: hum not required
   xgboost-classifier    XGBClassifier, labels 0/1/2, probabilities float [N, 3]
+  lightgbm-large        LGBMRegressor of 100 trees of 31 leaves, input float [N, 4]
+  random-forest         RandomForestRegressor of 100 trees of depth 6 at most, input float [N, 4]
+  xgboost-regressor     XGBRegressor of 50 trees of depth 4, input float [N, 4]
 
 Writes, relative to the repository root:
   tests/fixtures/model-kinds/<kind>/         each model directory as mlflow.onnx.save_model
@@ -61,7 +64,7 @@ from skl2onnx.common.data_types import (
     StringTensorType,
 )
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
@@ -80,7 +83,8 @@ REFERENCE_ROWS = 200
 ONNXMLTOOLS_OPSET = 15
 """Opset of the LightGBM and XGBoost conversions: the highest onnxmltools 1.16 supports."""
 
-MAX_ONNX_BYTES = 300_000
+MAX_ONNX_BYTES = 500_000
+"""Largest model.onnx a fixture may be (the large tree models are the largest)."""
 PYFUNC_RTOL = 1e-5
 
 WEATHER_NAMES = {code: name for name, code in WEATHER_CODES.items()}
@@ -182,6 +186,88 @@ def lightgbm_regressor(frame, y, train, ref):
     )
     return Kind(
         "lightgbm-regressor",
+        tidy(onnx_model),
+        infer_signature(x.iloc[train], y[train]),
+        x.iloc[ref],
+        "regressor",
+        model,
+    )
+
+
+def lightgbm_large(frame, y, train, ref):
+    """LGBMRegressor of 100 trees of 31 leaves, LightGBM's default tree size: deep, unbalanced
+    trees."""
+    x = frame[list(FEATURES)]
+    model = lightgbm.LGBMRegressor(
+        n_estimators=100,
+        num_leaves=31,
+        random_state=SEED,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=1,
+        verbose=-1,
+    )
+    model.fit(x.iloc[train], y[train])
+    onnx_model = onnxmltools.convert_lightgbm(
+        model,
+        name="lightgbm-large",
+        initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
+        target_opset=ONNXMLTOOLS_OPSET,
+    )
+    return Kind(
+        "lightgbm-large",
+        tidy(onnx_model),
+        infer_signature(x.iloc[train], y[train]),
+        x.iloc[ref],
+        "regressor",
+        model,
+    )
+
+
+def random_forest(frame, y, train, ref):
+    """RandomForestRegressor of 100 trees of depth 6 at most, converted by skl2onnx."""
+    x = frame[list(FEATURES)].astype(np.float32)
+    model = RandomForestRegressor(
+        n_estimators=100, max_depth=6, min_samples_leaf=3, random_state=SEED, n_jobs=1
+    )
+    model.fit(x.iloc[train].to_numpy(), y[train])
+    onnx_model = skl2onnx.convert_sklearn(
+        model,
+        name="random-forest",
+        initial_types=[("input", FloatTensorType([None, len(FEATURES)]))],
+        target_opset=TARGET_OPSET,
+    )
+    return Kind(
+        "random-forest",
+        tidy(onnx_model),
+        infer_signature(x.iloc[train], y[train]),
+        x.iloc[ref],
+        "regressor",
+        model,
+    )
+
+
+def xgboost_regressor(frame, y, train, ref):
+    """XGBRegressor of 50 trees of depth 4, converted by onnxmltools."""
+    x = frame[list(FEATURES)].astype(np.float32)
+    model = xgboost.XGBRegressor(
+        n_estimators=50,
+        max_depth=4,
+        learning_rate=0.3,
+        random_state=SEED,
+        n_jobs=1,
+        tree_method="hist",
+    )
+    # Trained on the bare array: onnxmltools maps the trees' features by the names f0, f1, ...
+    model.fit(x.iloc[train].to_numpy(), y[train])
+    onnx_model = onnxmltools.convert_xgboost(
+        model,
+        name="xgboost-regressor",
+        initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
+        target_opset=ONNXMLTOOLS_OPSET,
+    )
+    return Kind(
+        "xgboost-regressor",
         tidy(onnx_model),
         infer_signature(x.iloc[train], y[train]),
         x.iloc[ref],
@@ -665,6 +751,9 @@ def main():
         tensor_signature(frame, data.y, train, ref),
         optional_column(frame, data.y, train, ref),
         xgboost_classifier(frame, levels, train, ref),
+        lightgbm_large(frame, data.y, train, ref),
+        random_forest(frame, data.y, train, ref),
+        xgboost_regressor(frame, data.y, train, ref),
     ]
 
     shutil.rmtree(OUTPUT_DIR, ignore_errors=True)

@@ -21,7 +21,7 @@ use serde::Deserialize;
 const TOLERANCE: f64 = 1e-4;
 
 /// Every kind `models/model_kinds.py` writes.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 11] = [
     "lightgbm-regressor",
     "columns-float-string",
     "columns-int-double",
@@ -30,6 +30,9 @@ const KINDS: [&str; 8] = [
     "tensor-signature",
     "optional-column",
     "xgboost-classifier",
+    "lightgbm-large",
+    "random-forest",
+    "xgboost-regressor",
 ];
 
 #[derive(Deserialize)]

@@ -57,12 +57,21 @@ fn bundled_model_runs_on_the_service_kernel_and_predicts_the_same_bits() {
     assert_same_predictions(bundled_model("bike-demand"), &[40.0, 45.0, 100.0, 5.0]);
 }
 
+/// Every regressor tree model of `tests/fixtures/model-kinds/`: LightGBM (small, and 100 trees
+/// of 31 leaves), a random forest and XGBoost.
 #[test]
-fn lightgbm_regressor_runs_on_the_service_kernel_and_predicts_the_same_bits() {
-    assert_same_predictions(
-        root().join("tests/fixtures/model-kinds/lightgbm-regressor"),
-        &[40.0, 45.0, 100.0, 5.0],
-    );
+fn tree_regressors_of_every_library_run_on_the_service_kernel_with_the_same_bits() {
+    for kind in [
+        "lightgbm-regressor",
+        "lightgbm-large",
+        "random-forest",
+        "xgboost-regressor",
+    ] {
+        assert_same_predictions(
+            root().join("tests/fixtures/model-kinds").join(kind),
+            &[40.0, 45.0, 100.0, 5.0],
+        );
+    }
 }
 
 /// A model whose tree node the kernel does not support (a classifier, for now) stays on ONNX
