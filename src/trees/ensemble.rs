@@ -902,10 +902,10 @@ impl<T: Threshold> Perfect<T> {
         Some(place)
     }
 
-    /// Room after the last tree for a vector load of [`BLOCK`] slots from any tree's start
-    /// ([`simd`] loads a small tree's slots whole).
+    /// Room after the last tree for vector loads of 32 slots from any tree's start ([`simd`]
+    /// loads a small tree's slots whole).
     fn pad(&mut self) {
-        for _ in 0..BLOCK {
+        for _ in 0..32 {
             self.thresholds.push(T::NEVER);
             self.columns.push(0);
             self.values.push(T::ZERO);

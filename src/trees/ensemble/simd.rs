@@ -1,12 +1,14 @@
 //! One-target scores of a block with AVX2: the [`BLOCK`] rows' descents of a tree are the 8
 //! lanes of one register.
 //!
-//! - A tree of depth 3 or less in the perfect layout has at most 7 inner slots and 8 leaves:
-//!   its thresholds, columns and leaf weights are each one register, read per row with a
-//!   permute. A step is then one gather (each row's value), two permutes, a compare and the
-//!   next slot. Four such trees of the same depth descend together, so that their gathers
-//!   overlap.
-//! - A deeper tree in the perfect layout gathers its thresholds and columns too.
+//! - A tree of depth 5 or less in the perfect layout has at most 31 inner slots and 32
+//!   leaves: its thresholds, columns and leaf weights are each one to four registers, read
+//!   per row with permutes (and blends between the registers). A step is then one gather (each
+//!   row's value), the table reads, a compare and the next slot. Four such trees of the same
+//!   depth descend together, so that their gathers overlap.
+//! - Deeper trees in the perfect layout gather their thresholds, columns and weights too, four
+//!   of one depth together as well; a tree in the perfect layout without three more of its
+//!   depth after it descends alone.
 //! - A tree without that layout descends as in the scalar code, its leaves loaded into a
 //!   register.
 //!
@@ -17,8 +19,44 @@ use super::{Aggregate, BLOCK, Compiled, FastNode, PerfectTree, descend_block, no
 
 /// Trees descending together.
 const GROUP: usize = 4;
-/// The deepest tree whose slots fit one register.
-const SMALL_DEPTH: u32 = 3;
+/// The deepest tree whose slots are read from registers (32 slots, four registers).
+const SMALL_DEPTH: u32 = 5;
+
+/// The value at each lane's `slot` of the table of `2^depth` values at `table` (at least 8
+/// read): from one, two or four registers up to depth 5 ([`SMALL_DEPTH`]), gathered from
+/// memory for deeper trees.
+///
+/// # Safety
+/// AVX2, and `max(2^depth, 8)` values readable at `table`; slots below `2^depth`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lookup(
+    table: *const f32,
+    depth: u32,
+    slot: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: by the caller.
+    let part =
+        |k: usize| unsafe { _mm256_permutevar8x32_ps(_mm256_loadu_ps(table.add(8 * k)), slot) };
+    // The sign bit of each lane set by its slot's bit 3 (4): which register of a pair (pairs).
+    let bit3 = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(slot));
+    let bit4 = _mm256_castsi256_ps(_mm256_slli_epi32::<27>(slot));
+    if depth > SMALL_DEPTH {
+        // SAFETY: by the caller.
+        return unsafe { _mm256_i32gather_ps::<4>(table, slot) };
+    }
+    match depth {
+        0..=3 => part(0),
+        4 => _mm256_blendv_ps(part(0), part(1), bit3),
+        _ => _mm256_blendv_ps(
+            _mm256_blendv_ps(part(0), part(1), bit3),
+            _mm256_blendv_ps(part(2), part(3), bit3),
+            bit4,
+        ),
+    }
+}
 
 /// Whether this CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
@@ -57,45 +95,42 @@ pub(super) unsafe fn fold(
         Aggregate::Min => _mm256_min_ps(weights, score),
         Aggregate::Max => _mm256_max_ps(weights, score),
     };
-    let small = |place: &Option<PerfectTree>| place.filter(|p| p.depth <= SMALL_DEPTH);
     let mut score = _mm256_setzero_ps();
     let trees = &ensemble.trees;
     let mut t = 0;
     while t < trees.len() {
-        // Four small trees of one depth, together.
+        // Four trees of one depth in the perfect layout, together.
         if let Some(group) = trees.get(t..t + GROUP) {
-            let places: [Option<PerfectTree>; GROUP] =
-                std::array::from_fn(|g| small(&group[g].perfect));
+            let places: [Option<PerfectTree>; GROUP] = std::array::from_fn(|g| group[g].perfect);
             if let [Some(a), Some(b), Some(c), Some(d)] = places
                 && [b, c, d].iter().all(|p| p.depth == a.depth)
             {
                 let places = [a, b, c, d];
-                // SAFETY: each load reads 8 values from a tree's start, inside the padded
-                // layout (`Perfect::pad`); slots stay below 8, columns below `width * BLOCK`.
+                // SAFETY: each table read is of at most 32 values from a tree's start, inside
+                // the padded layout (`Perfect::pad`), at slots below `2^depth`; columns are
+                // below `width * BLOCK`.
+                let depth = places[0].depth;
                 let weights: [__m256; GROUP] = unsafe {
-                    let thresholds: [__m256; GROUP] = std::array::from_fn(|g| {
-                        _mm256_loadu_ps(perfect.thresholds.as_ptr().add(places[g].inner))
-                    });
-                    let columns: [__m256i; GROUP] = std::array::from_fn(|g| {
-                        _mm256_loadu_si256(perfect.columns.as_ptr().add(places[g].inner).cast())
-                    });
+                    let thresholds = places.map(|p| perfect.thresholds.as_ptr().add(p.inner));
+                    let columns =
+                        places.map(|p| perfect.columns.as_ptr().add(p.inner).cast::<f32>());
                     let mut slot = [_mm256_setzero_si256(); GROUP];
-                    for _ in 0..places[0].depth {
+                    for _ in 0..depth {
                         for g in 0..GROUP {
-                            let column = _mm256_permutevar8x32_epi32(columns[g], slot[g]);
+                            let column = _mm256_castps_si256(lookup(columns[g], depth, slot[g]));
                             let offset = _mm256_add_epi32(column, lanes);
                             let x = _mm256_i32gather_ps::<4>(block.as_ptr(), offset);
-                            let threshold = _mm256_permutevar8x32_ps(thresholds[g], slot[g]);
+                            let threshold = lookup(thresholds[g], depth, slot[g]);
                             let holds =
                                 _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(x, threshold));
                             let doubled = _mm256_add_epi32(_mm256_add_epi32(slot[g], slot[g]), one);
                             slot[g] = _mm256_sub_epi32(doubled, holds);
                         }
                     }
-                    let first_leaf = _mm256_set1_epi32((1 << places[0].depth) - 1);
+                    let first_leaf = _mm256_set1_epi32((1 << depth) - 1);
                     std::array::from_fn(|g| {
-                        let values = _mm256_loadu_ps(perfect.values.as_ptr().add(places[g].leaves));
-                        _mm256_permutevar8x32_ps(values, _mm256_sub_epi32(slot[g], first_leaf))
+                        let values = perfect.values.as_ptr().add(places[g].leaves);
+                        lookup(values, depth, _mm256_sub_epi32(slot[g], first_leaf))
                     })
                 };
                 for (g, weights) in weights.into_iter().enumerate() {

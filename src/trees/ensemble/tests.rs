@@ -51,8 +51,8 @@ fn attributes() -> impl Strategy<Value = (Attributes, Vec<f32>, usize)> {
     )
         .prop_map(
             |(trees, targets, aggregate, leq_only, rows, max_depth, complete)| {
-                // Complete trees of one depth up to 3 take the vector path's groups of four.
-                let max_depth = if complete { max_depth % 4 } else { max_depth };
+                // Complete trees of one depth up to 7 take the vector path's groups of four.
+                let max_depth = if complete { max_depth % 8 } else { max_depth };
                 let mut a = Attributes {
                     n_targets: Some(targets as i64),
                     aggregate_function: Some(
