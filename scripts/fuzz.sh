@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the event decoder for a bounded time (see fuzz/README.md):
+# Fuzzes the event decoder and the tree kernel for a bounded time (see fuzz/README.md):
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]   # default: 600 s each: event, payload, typed, aggregate
+#   scripts/fuzz.sh [SECONDS] [TARGET...]   # default: 600 s each: event, payload, typed, aggregate, trees
 #
 # Runs each target in turn, one process on one core, for SECONDS. New inputs the fuzzer finds
 # go to fuzz/target/corpus/<target>; the committed seeds in fuzz/corpus/<target> are only read.
@@ -18,13 +18,16 @@ if [[ $# -gt 0 ]]; then
 fi
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(event payload typed aggregate)
+    targets=(event payload typed aggregate trees)
 fi
 
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 export RUSTC_BOOTSTRAP=1
+# The `trees` target runs ONNX Runtime's kernel beside the service's.
+export ORT_DYLIB_PATH
+ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(bash ../scripts/setup-ort.sh)}
 
 crashed=()
 for target in "${targets[@]}"; do

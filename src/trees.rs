@@ -71,6 +71,38 @@ pub enum Outcome {
     Left(String),
 }
 
+/// A model of one `TreeEnsembleRegressor` node with `attributes`, float input `X` and output
+/// `Y` (for the fuzz target and tools that try attributes through both kernels).
+pub fn regressor_model(attributes: &ensemble::Attributes) -> Vec<u8> {
+    graph::regressor_model(attributes)
+}
+
+/// Runs a single-input, single-output model (`onnx`, with `trees`'s operator registered when
+/// given) on the rows `x` of `width` columns, on one thread; its output's values.
+pub fn run(
+    onnx: &[u8],
+    trees: Option<&Prepared>,
+    environment: &Environment,
+    x: &[f32],
+    width: usize,
+) -> ort::Result<Vec<f32>> {
+    let mut builder = ort::session::Session::builder(environment)?
+        .with_intra_threads(1)?
+        .with_log_level(ort::logging::LogLevel::Fatal)?;
+    if let Some(trees) = trees {
+        builder = builder.with_operators(trees.domain()?)?;
+    }
+    let mut session = builder.commit_from_memory(onnx)?;
+    let rows = x.len().checked_div(width).unwrap_or(0);
+    let input = ort::value::TensorRef::from_array_view(([rows, width], x))?;
+    let outputs = session.run(ort::inputs![input])?;
+    let output = outputs
+        .values()
+        .next()
+        .ok_or_else(|| ort::Error::new("the model has no output"))?;
+    Ok(output.try_extract_tensor::<f32>()?.1.to_vec())
+}
+
 /// The model with its tree nodes rewritten to the service's kernel, and what happened to each
 /// tree node (by name); `None` for the model when no node was rewritten.
 pub fn prepare(

@@ -1470,3 +1470,202 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------------------------
+// Tree ensembles
+
+/// ONNX Runtime for [`check_trees`], loaded once from `ORT_DYLIB_PATH` (`scripts/fuzz.sh` sets
+/// it); `None` without it, and the ONNX Runtime half of the check is skipped.
+fn onnx_runtime() -> Option<&'static bike_prediction::model::OnnxRuntime> {
+    static RUNTIME: OnceLock<Option<bike_prediction::model::OnnxRuntime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let path = std::env::var_os("ORT_DYLIB_PATH")?;
+            bike_prediction::model::OnnxRuntime::load(std::path::Path::new(&path)).ok()
+        })
+        .as_ref()
+}
+
+/// The fuzzer's bytes, read front to back; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        let (&first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        first
+    }
+
+    /// A value: mostly one of the ones trees meet at their edges (equal, adjacent, zero of
+    /// either sign, infinite, NaN), else any four bytes.
+    fn value(&mut self) -> f32 {
+        const EDGES: [f32; 12] = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            0.1,
+            1e-45,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            3.0,
+        ];
+        let pick = self.byte();
+        match pick < 200 {
+            true => EDGES[usize::from(pick) % EDGES.len()],
+            false => f32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()]),
+        }
+    }
+}
+
+/// A `TreeEnsembleRegressor`'s attributes and rows from the fuzzer's bytes. A header byte says
+/// whether the trees are well formed (node ids in order, children inside the tree) or anything
+/// goes (duplicate ids, missing or cyclic children, negative features, unknown modes, target
+/// ids out of range), which must all be refused.
+pub fn trees_input(bytes: &[u8]) -> (bike_prediction::trees::ensemble::Attributes, Vec<f32>) {
+    let mut b = Bytes(bytes);
+    let header = b.byte();
+    let well_formed = header & 1 == 0;
+    let targets = 1 + i64::from(b.byte() % 3);
+    const AGGREGATES: [&[u8]; 5] = [b"SUM", b"AVERAGE", b"MIN", b"MAX", b"MEDIAN"];
+    const MODES: [&[u8]; 8] = [
+        b"BRANCH_LEQ",
+        b"BRANCH_LT",
+        b"BRANCH_GTE",
+        b"BRANCH_GT",
+        b"BRANCH_EQ",
+        b"BRANCH_NEQ",
+        b"LEAF",
+        b"BRANCH_MEMBER",
+    ];
+    let mut a = bike_prediction::trees::ensemble::Attributes {
+        n_targets: Some(targets),
+        aggregate_function: Some(AGGREGATES[usize::from(b.byte()) % AGGREGATES.len()].to_vec()),
+        ..Default::default()
+    };
+    let base = match b.byte() % 4 {
+        0 => 0,
+        1 => 1,
+        2 => targets as usize,
+        _ => 2,
+    };
+    a.base_values = (0..base).map(|_| b.value()).collect();
+    let trees = 1 + b.byte() % 4;
+    for tree in 0..trees {
+        // Well formed: a tree grown in preorder, each inner node's children after it. Otherwise
+        // up to 16 nodes of any ids and children.
+        let mut shape: Vec<(i64, Option<(i64, i64)>)> = Vec::new();
+        match well_formed {
+            true => grow(&mut b, &mut shape, 0),
+            false => {
+                for _ in 0..1 + b.byte() % 16 {
+                    let id = i64::from(b.byte() % 18);
+                    let children = (i64::from(b.byte() % 20) - 2, i64::from(b.byte() % 20) - 2);
+                    shape.push((id, (b.byte() % 3 != 0).then_some(children)));
+                }
+            }
+        }
+        for (node, children) in shape {
+            let shape_byte = b.byte();
+            let mode = match children {
+                None if well_formed => b"LEAF".as_slice(),
+                _ if well_formed => MODES[usize::from(shape_byte) % 6],
+                _ => MODES[usize::from(shape_byte) % MODES.len()],
+            };
+            let (no, yes) = children.unwrap_or((0, 0));
+            a.nodes_treeids.push(i64::from(tree));
+            a.nodes_nodeids.push(node);
+            a.nodes_featureids
+                .push(i64::from(b.byte() % 6) - i64::from(!well_formed));
+            a.nodes_modes.push(mode.to_vec());
+            a.nodes_values.push(b.value());
+            a.nodes_truenodeids.push(yes);
+            a.nodes_falsenodeids.push(no);
+            a.nodes_missing_value_tracks_true
+                .push(i64::from(b.byte() % 2));
+            if mode == b"LEAF" || !well_formed {
+                for _ in 0..1 + b.byte() % 2 {
+                    a.target_treeids.push(i64::from(tree));
+                    a.target_nodeids.push(node);
+                    a.target_ids
+                        .push(i64::from(b.byte()) % (targets + i64::from(!well_formed)));
+                    a.target_weights.push(b.value());
+                }
+            }
+        }
+    }
+    let rows = b.0.len().min(256);
+    let values = (0..rows).map(|_| b.value()).collect();
+    (a, values)
+}
+
+/// Grows a tree in preorder into `shape` (node ids in order; an inner node's `(false, true)`
+/// children), up to depth 5, a byte deciding each node's kind.
+fn grow(b: &mut Bytes<'_>, shape: &mut Vec<(i64, Option<(i64, i64)>)>, depth: u32) {
+    let id = shape.len() as i64;
+    shape.push((id, None));
+    if depth >= 5 || b.byte() % 3 == 0 {
+        return;
+    }
+    let no = shape.len() as i64;
+    grow(b, shape, depth + 1);
+    let yes = shape.len() as i64;
+    grow(b, shape, depth + 1);
+    if let Some(node) = shape.get_mut(id as usize) {
+        node.1 = Some((no, yes));
+    }
+}
+
+/// The target `trees`: the fuzzer's bytes as a tree ensemble and rows ([`trees_input`]).
+/// Compiled and evaluated directly, nothing may panic or hang; through ONNX Runtime (with
+/// `ORT_DYLIB_PATH`), the service's kernel is refused, never because the probe found the
+/// kernels differ, or it gives ONNX Runtime's bits on the rows.
+pub fn check_trees(bytes: &[u8]) {
+    use bike_prediction::trees::{self, Outcome, ensemble::Ensemble};
+    let (attributes, values) = trees_input(bytes);
+    let Ok(ensemble) = Ensemble::regressor(&attributes) else {
+        return;
+    };
+    let width = ensemble.width();
+    let rows = values.len() / width;
+    let x = &values[..rows * width];
+    let mut out = vec![0.0f32; rows * ensemble.targets()];
+    ensemble.predict(x, width, &mut out);
+
+    let Some(runtime) = onnx_runtime() else {
+        return;
+    };
+    let onnx = trees::regressor_model(&attributes);
+    let (prepared, outcomes) = trees::prepare(&onnx, runtime.environment());
+    let Some(prepared) = prepared else {
+        for (_, outcome) in outcomes {
+            if let Outcome::Left(reason) = outcome {
+                assert!(!reason.contains("differ"), "{reason}");
+            }
+        }
+        return;
+    };
+    if rows == 0 {
+        return;
+    }
+    let reference = trees::run(&onnx, None, runtime.environment(), x, width)
+        .expect("ONNX Runtime runs the node the probe ran");
+    let ours = trees::run(
+        &prepared.onnx,
+        Some(&prepared),
+        runtime.environment(),
+        x,
+        width,
+    )
+    .expect("the rewritten model runs");
+    assert_eq!(ours.len(), reference.len());
+    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "value {i}: {a} against ONNX Runtime's {b}"
+        );
+    }
+}

@@ -37,6 +37,11 @@ fn payload_corpus_passes_the_checks() {
 }
 
 #[test]
+fn trees_corpus_passes_the_checks() {
+    replay("trees", super::check_trees);
+}
+
+#[test]
 fn aggregate_corpus_passes_the_checks() {
     replay("aggregate", super::check_aggregate);
 }

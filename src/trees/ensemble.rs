@@ -492,11 +492,20 @@ impl<T: Threshold> Compiled<T> {
             ));
         }
 
-        // A tree starts wherever the tree id changes from the node before.
+        // A tree starts wherever the tree id changes from the node before. A tree whose nodes
+        // are not all together, or with nodes its root does not reach, is refused: converters
+        // write neither, and ONNX Runtime's handling of them is its own.
         let mut trees = Vec::new();
         let mut depths: Vec<Option<u32>> = vec![None; n];
+        let mut seen_trees = std::collections::HashSet::new();
         for i in 0..n {
             if i == 0 || a.nodes_treeids[i] != a.nodes_treeids[i - 1] {
+                if !seen_trees.insert(a.nodes_treeids[i]) {
+                    return Err(format!(
+                        "the nodes of tree {} are not all together",
+                        a.nodes_treeids[i]
+                    ));
+                }
                 let depth = depth_from(i, &nodes, &rules, &mut depths)?;
                 trees.push(Tree {
                     root: i as u32,
@@ -507,6 +516,12 @@ impl<T: Threshold> Compiled<T> {
             }
         }
 
+        if let Some(lost) = (0..n).find(|&i| depths[i].is_none()) {
+            return Err(format!(
+                "node {} of tree {} is not reached from its tree's root",
+                a.nodes_nodeids[lost], a.nodes_treeids[lost]
+            ));
+        }
         let fast = fast_form(&nodes, &rules);
         let mut perfect = Perfect {
             thresholds: Vec::new(),

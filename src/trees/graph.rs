@@ -170,6 +170,110 @@ pub fn single_node_model(versions: &[u8], node: &[u8], input: &str, outputs: &[S
     model
 }
 
+/// A model of one `TreeEnsembleRegressor` node with `attributes` (the `*_as_tensor` ones as
+/// `double` tensors), float input `X` and output `Y`, in ONNX IR 8 with the default opset 17
+/// and `ai.onnx.ml` 3.
+pub fn regressor_model(a: &Attributes) -> Vec<u8> {
+    let ints = |name: &str, ints: &[i64]| AttributeProto {
+        name: name.to_owned(),
+        r#type: ATTRIBUTE_INTS,
+        ints: ints.to_vec(),
+        ..AttributeProto::default()
+    };
+    let floats = |name: &str, floats: &[f32]| AttributeProto {
+        name: name.to_owned(),
+        r#type: ATTRIBUTE_FLOATS,
+        floats: floats.to_vec(),
+        ..AttributeProto::default()
+    };
+    let doubles = |name: &str, values: &[f64]| AttributeProto {
+        name: name.to_owned(),
+        r#type: ATTRIBUTE_TENSOR,
+        t: Some(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: DOUBLE,
+            double_data: values.to_vec(),
+            ..TensorProto::default()
+        }),
+        ..AttributeProto::default()
+    };
+    let text = |name: &str, value: &Option<Vec<u8>>| {
+        value.as_ref().map(|s| AttributeProto {
+            name: name.to_owned(),
+            r#type: ATTRIBUTE_STRING,
+            s: s.clone(),
+            ..AttributeProto::default()
+        })
+    };
+    let mut attribute: Vec<AttributeProto> = [
+        text("aggregate_function", &a.aggregate_function),
+        text("post_transform", &a.post_transform),
+        a.n_targets.map(|n| AttributeProto {
+            name: "n_targets".to_owned(),
+            r#type: ATTRIBUTE_INT,
+            i: n,
+            ..AttributeProto::default()
+        }),
+        Some(AttributeProto {
+            name: "nodes_modes".to_owned(),
+            r#type: ATTRIBUTE_STRINGS,
+            strings: a.nodes_modes.clone(),
+            ..AttributeProto::default()
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    attribute.extend([
+        ints("nodes_treeids", &a.nodes_treeids),
+        ints("nodes_nodeids", &a.nodes_nodeids),
+        ints("nodes_featureids", &a.nodes_featureids),
+        ints("nodes_truenodeids", &a.nodes_truenodeids),
+        ints("nodes_falsenodeids", &a.nodes_falsenodeids),
+        ints(
+            "nodes_missing_value_tracks_true",
+            &a.nodes_missing_value_tracks_true,
+        ),
+        ints("target_treeids", &a.target_treeids),
+        ints("target_nodeids", &a.target_nodeids),
+        ints("target_ids", &a.target_ids),
+    ]);
+    for (name, f32s, f64s) in [
+        ("nodes_values", &a.nodes_values, &a.nodes_values_f64),
+        ("target_weights", &a.target_weights, &a.target_weights_f64),
+        ("base_values", &a.base_values, &a.base_values_f64),
+    ] {
+        if !f32s.is_empty() {
+            attribute.push(floats(name, f32s));
+        }
+        if !f64s.is_empty() {
+            attribute.push(doubles(&format!("{name}_as_tensor"), f64s));
+        }
+    }
+    let node = NodeProto {
+        input: vec!["X".to_owned()],
+        output: vec!["Y".to_owned()],
+        name: "trees".to_owned(),
+        op_type: "TreeEnsembleRegressor".to_owned(),
+        domain: "ai.onnx.ml".to_owned(),
+        attribute,
+    };
+    let mut versions = Vec::new();
+    encode_varint(
+        u64::from(MODEL_IR_VERSION) << 3 | u64::from(VARINT),
+        &mut versions,
+    );
+    encode_varint(8, &mut versions);
+    for (domain, version) in [("", 17), ("ai.onnx.ml", 3)] {
+        let opset = OperatorSetIdProto {
+            domain: domain.to_owned(),
+            version,
+        };
+        put_len(&mut versions, MODEL_OPSET_IMPORT, &opset.encode_to_vec());
+    }
+    single_node_model(&versions, &node.encode_to_vec(), "X", &["Y".to_owned()])
+}
+
 /// A decoded node; `None` if the bytes are not a node.
 pub fn decode_node(bytes: &[u8]) -> Option<NodeProto> {
     NodeProto::decode(bytes).ok()
@@ -248,8 +352,13 @@ impl AttributeProto {
 const FLOAT: i32 = 1;
 /// `TensorProto.DataType.DOUBLE`.
 const DOUBLE: i32 = 11;
-/// `AttributeProto.AttributeType.INT`.
+/// `AttributeProto.AttributeType`: FLOAT, INT, STRING, TENSOR, FLOATS, INTS, STRINGS.
 const ATTRIBUTE_INT: i32 = 2;
+const ATTRIBUTE_STRING: i32 = 3;
+const ATTRIBUTE_TENSOR: i32 = 4;
+const ATTRIBUTE_FLOATS: i32 = 6;
+const ATTRIBUTE_INTS: i32 = 7;
+const ATTRIBUTE_STRINGS: i32 = 8;
 
 // These messages decode a tree-ensemble node whole, attribute values and tensors included;
 // `crate::artifact` has its own, which walk the whole graph but skip tensor contents (a model's
@@ -301,6 +410,8 @@ pub struct AttributeProto {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct TensorProto {
+    #[prost(int64, repeated, tag = "1")]
+    dims: Vec<i64>,
     #[prost(int32, tag = "2")]
     data_type: i32,
     #[prost(double, repeated, tag = "10")]

@@ -3,8 +3,6 @@
 //! with infinities and NaNs, and the outputs must be equal.
 
 use ort::environment::Environment;
-use ort::session::Session;
-use ort::value::TensorRef;
 
 use super::ensemble::Ensemble;
 use super::graph;
@@ -27,7 +25,7 @@ pub fn probe(
     let rows = x.len() / width;
     let input = node_proto.input.first().ok_or("the node has no input")?;
     let model = graph::single_node_model(versions, node, input, &node_proto.output);
-    let reference = run_alone(&model, environment, &x, [rows, width])
+    let reference = super::run(&model, None, environment, &x, width)
         .map_err(|error| format!("ONNX Runtime cannot run the node alone: {error}"))?;
     let mut ours = vec![0.0f32; rows * ensemble.targets()];
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -66,28 +64,6 @@ pub fn probe(
             i % ensemble.targets()
         )),
     }
-}
-
-/// ONNX Runtime's output 0 for `x` of `shape` through the single-node `model`.
-fn run_alone(
-    model: &[u8],
-    environment: &Environment,
-    x: &[f32],
-    shape: [usize; 2],
-) -> ort::Result<Vec<f32>> {
-    let mut session = Session::builder(environment)?
-        .with_intra_threads(1)?
-        .with_inter_threads(1)?
-        .with_log_level(ort::logging::LogLevel::Fatal)?
-        .commit_from_memory(model)?;
-    let input = TensorRef::from_array_view((shape, x))?;
-    let outputs = session.run(ort::inputs![input])?;
-    let output = outputs
-        .values()
-        .next()
-        .ok_or_else(|| ort::Error::new("the node has no output"))?;
-    let (_, values) = output.try_extract_tensor::<f32>()?;
-    Ok(values.to_vec())
 }
 
 /// The probe batch, row-major, [`Ensemble::width`] columns: a first half with finite and
