@@ -1,6 +1,7 @@
 //! Tree ensembles evaluated by the service's own kernel, inside ONNX Runtime.
 //!
-//! At load, [`prepare`] finds the model's `TreeEnsembleRegressor` nodes, compiles each one's
+//! At load, [`prepare`] finds the model's `TreeEnsembleRegressor` and `TreeEnsembleClassifier`
+//! nodes, compiles each one's
 //! attributes into flat arrays ([`ensemble`]), checks the compiled ensemble against ONNX
 //! Runtime's own kernel on a probe batch (`probe`), and rewrites the node into a
 //! [`DOMAIN`]`:TreeEnsemble` node that ONNX Runtime runs through a custom operator
@@ -51,9 +52,13 @@ impl Prepared {
     /// The operator the rewritten nodes name, to register with each session built from
     /// [`Self::onnx`].
     pub fn domain(&self) -> ort::Result<OperatorDomain> {
-        OperatorDomain::new(DOMAIN)?.add(operator::TreeOperator {
-            ensembles: self.ensembles.clone(),
-        })
+        OperatorDomain::new(DOMAIN)?
+            .add(operator::TreeOperator {
+                ensembles: self.ensembles.clone(),
+            })?
+            .add(operator::ClassifierOperator {
+                ensembles: self.ensembles.clone(),
+            })
     }
 
     /// How many nodes were rewritten.
@@ -77,15 +82,40 @@ pub fn regressor_model(attributes: &ensemble::Attributes) -> Vec<u8> {
     graph::regressor_model(attributes)
 }
 
-/// Runs a single-input, single-output model (`onnx`, with `trees`'s operator registered when
-/// given) on the rows `x` of `width` columns, on one thread; its output's values.
+/// One output of [`run`].
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A float tensor's values (a regressor's values, a classifier's scores).
+    F32(Vec<f32>),
+    /// An int64 tensor's values (a classifier's labels).
+    I64(Vec<i64>),
+}
+
+impl Output {
+    /// Whether the two are the same values, bit for bit (any NaN equal to any NaN).
+    pub fn same_bits(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::F32(a), Self::F32(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+            }
+            (Self::I64(a), Self::I64(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Runs a single-input model (`onnx`, with `trees`'s operators registered when given) on the
+/// rows `x` of `width` columns, on one thread; its outputs' values, in order.
 pub fn run(
     onnx: &[u8],
     trees: Option<&Prepared>,
     environment: &Environment,
     x: &[f32],
     width: usize,
-) -> ort::Result<Vec<f32>> {
+) -> ort::Result<Vec<Output>> {
     let mut builder = ort::session::Session::builder(environment)?
         .with_intra_threads(1)?
         .with_log_level(ort::logging::LogLevel::Fatal)?;
@@ -96,11 +126,13 @@ pub fn run(
     let rows = x.len().checked_div(width).unwrap_or(0);
     let input = ort::value::TensorRef::from_array_view(([rows, width], x))?;
     let outputs = session.run(ort::inputs![input])?;
-    let output = outputs
+    outputs
         .values()
-        .next()
-        .ok_or_else(|| ort::Error::new("the model has no output"))?;
-    Ok(output.try_extract_tensor::<f32>()?.1.to_vec())
+        .map(|value| match value.try_extract_tensor::<f32>() {
+            Ok((_, values)) => Ok(Output::F32(values.to_vec())),
+            Err(_) => Ok(Output::I64(value.try_extract_tensor::<i64>()?.1.to_vec())),
+        })
+        .collect()
 }
 
 /// The model with its tree nodes rewritten to the service's kernel, and what happened to each
@@ -117,16 +149,27 @@ pub fn prepare(
         if node.domain != "ai.onnx.ml" {
             return None;
         }
-        let compiled = match node.op_type.as_str() {
-            "TreeEnsembleRegressor" => node.tree_attributes().and_then(|a| Ensemble::regressor(&a)),
-            "TreeEnsembleClassifier" | "TreeEnsemble" => {
-                Err(format!("{} nodes are not supported yet", node.op_type))
+        let (compiled, outputs, op_type) = match node.op_type.as_str() {
+            "TreeEnsembleRegressor" | "TreeEnsembleClassifier" => {
+                let classifier = node.op_type == "TreeEnsembleClassifier";
+                let compiled = node.tree_attributes().and_then(|a| Ensemble::regressor(&a));
+                match classifier {
+                    false => (compiled, 1, operator::OP_TYPE),
+                    true => (compiled, 2, operator::CLASSIFIER_OP_TYPE),
+                }
             }
+            "TreeEnsemble" => (
+                Err("TreeEnsemble nodes (ai.onnx.ml 5) are not supported yet".to_owned()),
+                1,
+                operator::OP_TYPE,
+            ),
             _ => return None,
         };
         let checked = compiled.and_then(|ensemble| {
-            if node.input.len() != 1 || node.output.len() != 1 {
-                return Err("the node does not have one input and one output".to_owned());
+            if node.input.len() != 1 || node.output.len() != outputs {
+                return Err(format!(
+                    "the node does not have one input and {outputs} outputs"
+                ));
             }
             probe::probe(&ensemble, bytes, &node, &versions, environment)?;
             Ok(ensemble)
@@ -140,7 +183,7 @@ pub fn prepare(
                     &node.name,
                     &node.input,
                     &node.output,
-                    (DOMAIN, operator::OP_TYPE),
+                    (DOMAIN, op_type),
                     (operator::ENSEMBLE_ATTRIBUTE, index),
                 ))
             }

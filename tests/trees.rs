@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use bike_prediction::artifact::ModelArtifact;
-use bike_prediction::model::Model;
+use bike_prediction::model::{Model, Predictions};
 use bike_prediction::trees::TreeKernel;
 use common::{bundled_model, predict_rows, root, runtime};
 
@@ -74,30 +74,114 @@ fn tree_regressors_of_every_library_run_on_the_service_kernel_with_the_same_bits
     }
 }
 
-/// A model whose tree node the kernel does not support (a classifier, for now) stays on ONNX
-/// Runtime's kernel, and predicts as it does with `TREE_KERNEL=onnxruntime`.
+/// The model's predictions on `rows` rows of `x` (`width` float columns).
+fn predict_any(model: &Model, x: &[f32], width: usize) -> Predictions {
+    let layout = model.layout();
+    let mut inputs = layout.buffers(x.len() / width);
+    for row in x.chunks(width) {
+        inputs.push_row(layout);
+        for (field, value) in row.iter().enumerate() {
+            let value = bike_prediction::inputs::Value::Float(f64::from(*value));
+            inputs.set(layout, field, value).unwrap();
+        }
+        inputs.finish_row();
+    }
+    model.predict(&inputs).unwrap()
+}
+
+/// The tree classifiers of `tests/fixtures/model-kinds/` (scikit-learn's gradient boosting and
+/// XGBoost, three classes, softmax probabilities) run on the service's kernel: the same labels
+/// as ONNX Runtime's kernel, and probabilities within 1e-5 relative (the softmax's `exp` may be
+/// another implementation's).
+#[test]
+fn tree_classifiers_run_on_the_service_kernel_with_the_same_labels() {
+    for kind in ["classifier-tensor", "xgboost-classifier"] {
+        let dir = root().join("tests/fixtures/model-kinds").join(kind);
+        let native = load(&dir, TreeKernel::Native);
+        let reference = load(&dir, TreeKernel::OnnxRuntime);
+        assert_eq!(native.native_tree_ensembles(), 1, "{kind}");
+        let width = native.layout().fields.len();
+        let x = rows(width, 5_000, &[40.0, 45.0, 100.0, 5.0]);
+        let (
+            Predictions::Classes {
+                labels: ours,
+                probabilities: our_p,
+                ..
+            },
+            Predictions::Classes {
+                labels: theirs,
+                probabilities: their_p,
+                ..
+            },
+        ) = (
+            predict_any(&native, &x, width),
+            predict_any(&reference, &x, width),
+        )
+        else {
+            panic!("{kind}: not a classifier's predictions");
+        };
+        assert_eq!(ours, theirs, "{kind}");
+        assert_eq!(our_p.len(), their_p.len());
+        for (i, (a, b)) in our_p.iter().zip(&their_p).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "{kind} value {i}: {a} against {b}"
+            );
+        }
+    }
+}
+
+/// A tree node the kernel does not support (here a regressor's PROBIT transform) stays on ONNX
+/// Runtime's kernel, saying why, and the model predicts as with `TREE_KERNEL=onnxruntime`.
 #[test]
 fn an_unsupported_tree_node_falls_back_to_onnx_runtime() {
-    let dir = root().join("tests/fixtures/model-kinds/classifier-tensor");
-    let fallback = load(&dir, TreeKernel::Native);
-    let reference = load(&dir, TreeKernel::OnnxRuntime);
-    assert_eq!(fallback.native_tree_ensembles(), 0);
-    let width = fallback.layout().fields.len();
-    let x = rows(width, 64, &vec![40.0; width]);
-    let predict = |model: &Model| {
-        let layout = model.layout();
-        let mut inputs = layout.buffers(64);
-        for row in x.chunks(width) {
-            inputs.push_row(layout);
-            for (field, value) in row.iter().enumerate() {
-                let value = bike_prediction::inputs::Value::Float(f64::from(*value));
-                inputs.set(layout, field, value).unwrap();
-            }
-            inputs.finish_row();
-        }
-        format!("{:?}", model.predict(&inputs).unwrap())
+    use bike_prediction::trees::{self, Outcome, ensemble::Attributes};
+    let attributes = Attributes {
+        n_targets: Some(1),
+        post_transform: Some(b"PROBIT".to_vec()),
+        nodes_treeids: vec![0, 0, 0],
+        nodes_nodeids: vec![0, 1, 2],
+        nodes_featureids: vec![0, 0, 0],
+        nodes_modes: vec![b"BRANCH_LEQ".to_vec(), b"LEAF".to_vec(), b"LEAF".to_vec()],
+        nodes_values: vec![0.5, 0.0, 0.0],
+        nodes_truenodeids: vec![1, 0, 0],
+        nodes_falsenodeids: vec![2, 0, 0],
+        target_treeids: vec![0, 0],
+        target_nodeids: vec![1, 2],
+        target_ids: vec![0, 0],
+        target_weights: vec![0.2, 0.7],
+        ..Attributes::default()
     };
-    assert_eq!(predict(&fallback), predict(&reference));
+    let onnx = trees::regressor_model(&attributes);
+    let environment = runtime().environment();
+    let (prepared, outcomes) = trees::prepare(&onnx, environment);
+    assert!(prepared.is_none());
+    let [(_, Outcome::Left(reason))] = outcomes.as_slice() else {
+        panic!("{outcomes:?}");
+    };
+    assert!(reason.contains("PROBIT"), "{reason}");
+
+    // Through `Model`: the same file in a model directory, beside an MLmodel of one column.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), &onnx).unwrap();
+    std::fs::write(
+        dir.path().join("MLmodel"),
+        "flavors:\n  onnx:\n    data: model.onnx\n    onnx_version: 1.17.0\n\
+         signature:\n  inputs: '[{\"type\": \"float\", \"name\": \"x\", \"required\": true}]'\n\
+         \x20 outputs: '[{\"type\": \"tensor\", \"tensor-spec\": {\"dtype\": \"float32\", \"shape\": [-1, 1]}}]'\n",
+    )
+    .unwrap();
+    let fallback = load(dir.path(), TreeKernel::Native);
+    let reference = load(dir.path(), TreeKernel::OnnxRuntime);
+    assert_eq!(fallback.native_tree_ensembles(), 0);
+    let x: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    let (ours, theirs) = (predict_rows(&fallback, &x), predict_rows(&reference, &x));
+    assert_eq!(ours.len(), 64);
+    assert!(
+        ours.iter()
+            .zip(&theirs)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }
 
 /// Random small ensembles (every mode, missing-value tracks, NaN and infinite thresholds, one

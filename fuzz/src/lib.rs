@@ -1662,10 +1662,10 @@ pub fn check_trees(bytes: &[u8]) {
     )
     .expect("the rewritten model runs");
     assert_eq!(ours.len(), reference.len());
-    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+    for (ours, theirs) in ours.iter().zip(&reference) {
         assert!(
-            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-            "value {i}: {a} against ONNX Runtime's {b}"
+            ours.same_bits(theirs),
+            "{ours:?} against ONNX Runtime's {theirs:?}"
         );
     }
 }

@@ -221,6 +221,12 @@ pub struct Attributes {
     pub target_weights_f64: Vec<f64>,
     /// Whether any `*_as_tensor` attribute is present (thresholds are then `f64`).
     pub as_tensor: bool,
+    /// A `TreeEnsembleClassifier`'s: its `class_*` attributes are in the `target_*` fields.
+    pub classifier: bool,
+    /// `classlabels_int64s`.
+    pub classlabels_int64s: Vec<i64>,
+    /// `classlabels_strings`.
+    pub classlabels_strings: Vec<Vec<u8>>,
 }
 
 /// A compiled ensemble in either threshold type.
@@ -233,11 +239,38 @@ pub enum Ensemble {
 }
 
 impl Ensemble {
-    /// Compiles a regressor's attributes, or says why the node is left to ONNX Runtime.
+    /// Compiles a regressor's or a classifier's attributes ([`Attributes::classifier`]), or says
+    /// why the node is left to ONNX Runtime.
     pub fn regressor(attributes: &Attributes) -> Result<Self, Refusal> {
         match attributes.as_tensor {
             false => Compiled::new(attributes).map(Self::F32),
             true => Compiled::new(attributes).map(Self::F64),
+        }
+    }
+
+    /// A classifier's class labels, in the order of its scores; `None` for a regressor.
+    pub fn classes(&self) -> Option<&[i64]> {
+        match self {
+            Self::F32(c) => c.classes.as_deref(),
+            Self::F64(c) => c.classes.as_deref(),
+        }
+    }
+
+    /// Whether a classifier's scores are exactly ONNX Runtime's (no transform), or only close
+    /// (a softmax, whose `exp` may be another implementation's).
+    pub fn exact(&self) -> bool {
+        match self {
+            Self::F32(c) => !c.softmax,
+            Self::F64(c) => !c.softmax,
+        }
+    }
+
+    /// A classifier's labels (`rows` of them) and scores (`rows * classes`, row-major) for the
+    /// rows of `x`, as [`Self::predict`] reads them.
+    pub fn classify(&self, x: &[f32], stride: usize, labels: &mut [i64], scores: &mut [f32]) {
+        match self {
+            Self::F32(c) => c.classify(x, stride, labels, scores),
+            Self::F64(c) => c.classify(x, stride, labels, scores),
         }
     }
 
@@ -333,6 +366,10 @@ pub struct Compiled<T> {
     base: Option<Vec<T>>,
     /// One-target blocks are scored with AVX2 ([`simd`]): `f32` thresholds on a CPU with it.
     vector: bool,
+    /// A classifier's labels, by class.
+    classes: Option<Vec<i64>>,
+    /// A classifier's scores go through a softmax (`post_transform` SOFTMAX).
+    softmax: bool,
 }
 
 /// Rows evaluated together against one tree: their descents are independent, so the CPU
@@ -351,6 +388,9 @@ impl<T: Threshold> Compiled<T> {
         let values = in_t(&a.nodes_values, &a.nodes_values_f64);
         let target_weights = in_t(&a.target_weights, &a.target_weights_f64);
         let base = in_t(&a.base_values, &a.base_values_f64);
+        if a.classifier && a.aggregate_function.is_some() {
+            return Err("a classifier has no aggregate_function".to_owned());
+        }
         let aggregate = match a.aggregate_function.as_deref().unwrap_or(b"SUM") {
             b"SUM" => Aggregate::Sum,
             b"AVERAGE" => Aggregate::Average,
@@ -363,17 +403,34 @@ impl<T: Threshold> Compiled<T> {
                 ));
             }
         };
-        match a.post_transform.as_deref().unwrap_or(b"NONE") {
-            b"NONE" => {}
-            other => {
+        let softmax = match (a.classifier, a.post_transform.as_deref().unwrap_or(b"NONE")) {
+            (_, b"NONE") => false,
+            (true, b"SOFTMAX") => true,
+            (classifier, other) => {
                 return Err(format!(
-                    "post_transform {:?} of a regressor is not supported",
-                    String::from_utf8_lossy(other)
+                    "post_transform {:?} of a {} is not supported",
+                    String::from_utf8_lossy(other),
+                    if classifier {
+                        "classifier"
+                    } else {
+                        "regressor"
+                    }
                 ));
             }
-        }
-        let targets = match a.n_targets {
-            Some(n) if n > 0 => usize::try_from(n).map_err(|_| "n_targets is too large")?,
+        };
+        let classes = match a.classifier {
+            false => None,
+            true if !a.classlabels_strings.is_empty() => {
+                return Err("classifiers with string labels are not supported".to_owned());
+            }
+            true if a.classlabels_int64s.len() < 3 => {
+                return Err("classifiers of fewer than 3 classes are not supported".to_owned());
+            }
+            true => Some(a.classlabels_int64s.clone()),
+        };
+        let targets = match (&classes, a.n_targets) {
+            (Some(classes), _) => classes.len(),
+            (None, Some(n)) if n > 0 => usize::try_from(n).map_err(|_| "n_targets is too large")?,
             _ => return Err("n_targets must be positive".to_owned()),
         };
         let n = a.nodes_treeids.len();
@@ -544,6 +601,8 @@ impl<T: Threshold> Compiled<T> {
             && i32::try_from(width * BLOCK).is_ok();
         Ok(Self {
             vector,
+            classes,
+            softmax,
             nodes,
             rules,
             fast,
@@ -609,6 +668,87 @@ impl<T: Threshold> Compiled<T> {
                         self.predict_row(&x[r * stride..(r + 1) * stride], &mut scores, out);
                     }
                 }
+            }
+        }
+    }
+
+    /// See [`Ensemble::classify`].
+    fn classify(&self, x: &[f32], stride: usize, labels: &mut [i64], out: &mut [f32]) {
+        let classes = self.targets;
+        let rows = labels.len();
+        let mut block = vec![0.0f32; self.width * BLOCK];
+        let mut scores = vec![(T::ZERO, false); BLOCK * classes];
+        for start in (0..rows).step_by(BLOCK) {
+            let count = BLOCK.min(rows - start);
+            let x = &x[start * stride..(start + count) * stride];
+            scores.fill((T::ZERO, false));
+            match &self.fast {
+                Some(fast) if transpose(x, stride, self.width, &mut block) => {
+                    for tree in &self.trees {
+                        let leaves = self.leaves_block(fast, tree, &block);
+                        for (r, leaf) in leaves.into_iter().enumerate() {
+                            let scores = &mut scores[r * classes..(r + 1) * classes];
+                            self.add_weights(leaf as usize, scores);
+                        }
+                    }
+                }
+                _ => {
+                    for r in 0..count {
+                        let x = &x[r * stride..(r + 1) * stride];
+                        for tree in &self.trees {
+                            let scores = &mut scores[r * classes..(r + 1) * classes];
+                            self.add_weights(self.descend_exact(tree, x) as usize, scores);
+                        }
+                    }
+                }
+            }
+            for r in 0..count {
+                let row = start + r;
+                self.finish_classes(
+                    &mut scores[r * classes..(r + 1) * classes],
+                    &mut labels[row],
+                    &mut out[row * classes..(row + 1) * classes],
+                );
+            }
+        }
+    }
+
+    /// A classifier's label and scores from one row's class scores, as ONNX Runtime's
+    /// classifier finishes them: base values added (a class no leaf weighted takes its base
+    /// value), the label of the first class of the highest score among those with one, then
+    /// the scores, through a softmax with `post_transform` SOFTMAX.
+    fn finish_classes(&self, scores: &mut [(T, bool)], label: &mut i64, out: &mut [f32]) {
+        if let Some(base) = &self.base {
+            for ((score, has), &b) in scores.iter_mut().zip(base) {
+                *score = if *has { *score + b } else { b };
+                *has = true;
+            }
+        }
+        let mut best: Option<(usize, T)> = None;
+        for (k, &(score, has)) in scores.iter().enumerate() {
+            if has && best.is_none_or(|(_, max)| score > max) {
+                best = Some((k, score));
+            }
+        }
+        let classes = self.classes.as_deref().unwrap_or_default();
+        *label = best
+            .and_then(|(k, _)| classes.get(k))
+            .copied()
+            .unwrap_or_default();
+        for (out, &(score, _)) in out.iter_mut().zip(scores.iter()) {
+            *out = score.to_output();
+        }
+        if self.softmax {
+            let max = out
+                .iter()
+                .fold(-f32::MAX, |max, &v| if v > max { v } else { max });
+            let mut sum = 0.0f32;
+            for v in out.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for v in out.iter_mut() {
+                *v /= sum;
             }
         }
     }

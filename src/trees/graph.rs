@@ -148,21 +148,41 @@ pub fn node(
     .encode_to_vec()
 }
 
-/// A model of one graph: `node` (as written), input `input` and the float outputs `outputs`,
-/// with the versions of the model it comes from ([`versions`]).
-pub fn single_node_model(versions: &[u8], node: &[u8], input: &str, outputs: &[String]) -> Vec<u8> {
-    let float_tensor = |name: &str| ValueInfoProto {
+/// A model of one graph: `node` (as written), float input `input` of shape `[N, width]` and
+/// the `outputs` (name and `TensorProto.DataType`), with the versions of the model it comes
+/// from ([`versions`]).
+pub fn single_node_model(
+    versions: &[u8],
+    node: &[u8],
+    (input, width): (&str, usize),
+    outputs: &[(String, i32)],
+) -> Vec<u8> {
+    let tensor = |name: &str, elem_type: i32, shape: Option<TensorShapeProto>| ValueInfoProto {
         name: name.to_owned(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto { elem_type: FLOAT }),
+            tensor_type: Some(TensorTypeProto { elem_type, shape }),
         }),
+    };
+    let rows = Dimension {
+        dim_value: None,
+        dim_param: Some("N".to_owned()),
+    };
+    let columns = Dimension {
+        dim_value: Some(width as i64),
+        dim_param: None,
+    };
+    let shape = TensorShapeProto {
+        dim: vec![rows, columns],
     };
     let mut graph = Vec::new();
     put_len(&mut graph, GRAPH_NODE, node);
     let rest = GraphProto {
         name: "probe".to_owned(),
-        input: vec![float_tensor(input)],
-        output: outputs.iter().map(|o| float_tensor(o)).collect(),
+        input: vec![tensor(input, FLOAT, Some(shape))],
+        output: outputs
+            .iter()
+            .map(|(name, elem)| tensor(name, *elem, None))
+            .collect(),
     };
     graph.extend(rest.encode_to_vec());
     let mut model = versions.to_vec();
@@ -271,7 +291,13 @@ pub fn regressor_model(a: &Attributes) -> Vec<u8> {
         };
         put_len(&mut versions, MODEL_OPSET_IMPORT, &opset.encode_to_vec());
     }
-    single_node_model(&versions, &node.encode_to_vec(), "X", &["Y".to_owned()])
+    let width = a
+        .nodes_featureids
+        .iter()
+        .max()
+        .map_or(1, |&f| f.max(0) as usize + 1);
+    let outputs = [("Y".to_owned(), FLOAT)];
+    single_node_model(&versions, &node.encode_to_vec(), ("X", width), &outputs)
 }
 
 /// A decoded node; `None` if the bytes are not a node.
@@ -282,7 +308,10 @@ pub fn decode_node(bytes: &[u8]) -> Option<NodeProto> {
 impl NodeProto {
     /// The attributes of a tree-ensemble node, or why they cannot be read.
     pub fn tree_attributes(&self) -> Result<Attributes, String> {
-        let mut a = Attributes::default();
+        let mut a = Attributes {
+            classifier: self.op_type == "TreeEnsembleClassifier",
+            ..Attributes::default()
+        };
         for attribute in &self.attribute {
             let tensor = || attribute.doubles(&attribute.name);
             match attribute.name.as_str() {
@@ -302,11 +331,18 @@ impl NodeProto {
                 "nodes_missing_value_tracks_true" => a
                     .nodes_missing_value_tracks_true
                     .clone_from(&attribute.ints),
-                "target_treeids" => a.target_treeids.clone_from(&attribute.ints),
-                "target_nodeids" => a.target_nodeids.clone_from(&attribute.ints),
-                "target_ids" => a.target_ids.clone_from(&attribute.ints),
-                "target_weights" => a.target_weights.clone_from(&attribute.floats),
-                "target_weights_as_tensor" => a.target_weights_f64 = tensor()?,
+                // A classifier's votes are a regressor's targets, by another name.
+                "target_treeids" | "class_treeids" => a.target_treeids.clone_from(&attribute.ints),
+                "target_nodeids" | "class_nodeids" => a.target_nodeids.clone_from(&attribute.ints),
+                "target_ids" | "class_ids" => a.target_ids.clone_from(&attribute.ints),
+                "target_weights" | "class_weights" => {
+                    a.target_weights.clone_from(&attribute.floats)
+                }
+                "target_weights_as_tensor" | "class_weights_as_tensor" => {
+                    a.target_weights_f64 = tensor()?
+                }
+                "classlabels_int64s" => a.classlabels_int64s.clone_from(&attribute.ints),
+                "classlabels_strings" => a.classlabels_strings.clone_from(&attribute.strings),
                 // Not used for inference.
                 "nodes_hitrates" => {}
                 "nodes_hitrates_as_tensor" => {}
@@ -349,7 +385,9 @@ impl AttributeProto {
 }
 
 /// `TensorProto.DataType.FLOAT`.
-const FLOAT: i32 = 1;
+pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i32 = 7;
 /// `TensorProto.DataType.DOUBLE`.
 const DOUBLE: i32 = 11;
 /// `AttributeProto.AttributeType`: FLOAT, INT, STRING, TENSOR, FLOATS, INTS, STRINGS.
@@ -459,4 +497,21 @@ struct TypeProto {
 struct TensorTypeProto {
     #[prost(int32, tag = "1")]
     elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    dim: Vec<Dimension>,
+}
+
+/// `TensorShapeProto.Dimension`: a size, or a name for a size given at run time.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    dim_param: Option<String>,
 }

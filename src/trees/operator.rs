@@ -1,5 +1,6 @@
-//! The compiled ensembles as an ONNX Runtime custom operator: `TreeEnsemble` in the
-//! [`super::DOMAIN`] domain, whose `ensemble` attribute picks one of the session's ensembles.
+//! The compiled ensembles as ONNX Runtime custom operators in the [`super::DOMAIN`] domain:
+//! `TreeEnsemble` (a regressor's values) and `TreeEnsembleClassifier` (a classifier's labels
+//! and scores), whose `ensemble` attribute picks one of the session's ensembles.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use ort::value::TensorElementType;
 
 use super::ensemble::Ensemble;
 
-/// The operator's name in the domain.
+/// The regressor operator's name in the domain.
 pub const OP_TYPE: &str = "TreeEnsemble";
+/// The classifier operator's name in the domain.
+pub const CLASSIFIER_OP_TYPE: &str = "TreeEnsembleClassifier";
 /// The attribute holding the index of the node's ensemble.
 pub const ENSEMBLE_ATTRIBUTE: &str = "ensemble";
 
@@ -37,16 +40,58 @@ impl Operator for TreeOperator {
     }
 
     fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<TreeKernel> {
-        let index = context
-            .get::<i64>(ENSEMBLE_ATTRIBUTE)
-            .and_then(|index| usize::try_from(index).ok())
-            .filter(|&index| index < self.ensembles.len())
-            .ok_or_else(|| ort::Error::new("TreeEnsemble: no ensemble of that index"))?;
-        Ok(TreeKernel {
-            ensembles: self.ensembles.clone(),
-            index,
-        })
+        kernel(&self.ensembles, context, false)
     }
+}
+
+/// The classifier operator, holding every ensemble of one model.
+pub struct ClassifierOperator {
+    pub(super) ensembles: Arc<[Ensemble]>,
+}
+
+impl Operator for ClassifierOperator {
+    type Kernel<'attr> = TreeKernel;
+
+    fn name(&self) -> &str {
+        CLASSIFIER_OP_TYPE
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [OperatorInput::required(TensorElementType::Float32)]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [
+            OperatorOutput::required(TensorElementType::Int64),
+            OperatorOutput::required(TensorElementType::Float32),
+        ]
+    }
+
+    fn create_kernel<'attr>(&self, context: &KernelContext<'attr>) -> ort::Result<TreeKernel> {
+        kernel(&self.ensembles, context, true)
+    }
+}
+
+/// The kernel of the node whose `ensemble` attribute names one of `ensembles`, of the kind the
+/// operator is (`classifier`).
+fn kernel(
+    ensembles: &Arc<[Ensemble]>,
+    context: &KernelContext<'_>,
+    classifier: bool,
+) -> ort::Result<TreeKernel> {
+    let index = context
+        .get::<i64>(ENSEMBLE_ATTRIBUTE)
+        .and_then(|index| usize::try_from(index).ok())
+        .filter(|&index| {
+            ensembles
+                .get(index)
+                .is_some_and(|e| e.classes().is_some() == classifier)
+        })
+        .ok_or_else(|| ort::Error::new("TreeEnsemble: no ensemble of that index and kind"))?;
+    Ok(TreeKernel {
+        ensembles: ensembles.clone(),
+        index,
+    })
 }
 
 /// One node's kernel.
@@ -92,14 +137,42 @@ impl TreeKernel {
             )));
         }
         let targets = ensemble.targets();
-        let mut output = context
-            .output(0, [rows, targets])?
-            .ok_or_else(|| ort::Error::new("TreeEnsemble: no output"))?;
-        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
-        if x.len() < rows * stride || out.len() != rows * targets {
+        if x.len() < rows * stride {
             return Err(ort::Error::new("TreeEnsemble: tensor sizes do not match"));
         }
-        ensemble.predict(x, stride, out);
+        let x = &x[..rows * stride];
+        let Some(_) = ensemble.classes() else {
+            let mut output = context
+                .output(0, vec![rows as i64, targets as i64])?
+                .ok_or_else(|| ort::Error::new("TreeEnsemble: no output"))?;
+            let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+            if out.len() != rows * targets {
+                return Err(ort::Error::new("TreeEnsemble: tensor sizes do not match"));
+            }
+            ensemble.predict(x, stride, out);
+            return Ok(());
+        };
+        let mut labels = vec![0i64; rows];
+        let mut scores = context
+            .output(1, vec![rows as i64, targets as i64])?
+            .ok_or_else(|| ort::Error::new("TreeEnsembleClassifier: no scores output"))?;
+        let (_, scores) = scores.try_extract_tensor_mut::<f32>()?;
+        if scores.len() != rows * targets {
+            return Err(ort::Error::new(
+                "TreeEnsembleClassifier: tensor sizes do not match",
+            ));
+        }
+        ensemble.classify(x, stride, &mut labels, scores);
+        let mut label_output = context
+            .output(0, vec![rows as i64])?
+            .ok_or_else(|| ort::Error::new("TreeEnsembleClassifier: no label output"))?;
+        let (_, label_out) = label_output.try_extract_tensor_mut::<i64>()?;
+        if label_out.len() != rows {
+            return Err(ort::Error::new(
+                "TreeEnsembleClassifier: tensor sizes do not match",
+            ));
+        }
+        label_out.copy_from_slice(&labels);
         Ok(())
     }
 }

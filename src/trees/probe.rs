@@ -1,11 +1,12 @@
 //! The check a compiled ensemble passes before it replaces ONNX Runtime's kernel: both run the
 //! node on a probe batch, rows that put every column on both sides of each of its thresholds,
-//! with infinities and NaNs, and the outputs must be equal.
+//! with infinities and NaNs, and the outputs must be equal (a classifier's softmax scores
+//! within 1e-5 relative: its `exp` may be another implementation's).
 
 use ort::environment::Environment;
 
 use super::ensemble::Ensemble;
-use super::graph;
+use super::{Output, graph};
 
 /// Most values tried per column (each threshold gives three).
 const MAX_VALUES: usize = 8192;
@@ -24,23 +25,72 @@ pub fn probe(
     let x = rows(ensemble);
     let rows = x.len() / width;
     let input = node_proto.input.first().ok_or("the node has no input")?;
-    let model = graph::single_node_model(versions, node, input, &node_proto.output);
+    let types: Vec<(String, i32)> = match ensemble.classes() {
+        None => vec![(
+            node_proto.output.first().cloned().unwrap_or_default(),
+            graph::FLOAT,
+        )],
+        Some(_) => node_proto
+            .output
+            .iter()
+            .cloned()
+            .zip([graph::INT64, graph::FLOAT])
+            .collect(),
+    };
+    let model = graph::single_node_model(versions, node, (input, width), &types);
     let reference = super::run(&model, None, environment, &x, width)
         .map_err(|error| format!("ONNX Runtime cannot run the node alone: {error}"))?;
-    let mut ours = vec![0.0f32; rows * ensemble.targets()];
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ensemble.predict(&x, width, &mut ours)
+    let targets = ensemble.targets();
+    let ours = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut scores = vec![0.0f32; rows * targets];
+        match ensemble.classes() {
+            None => {
+                ensemble.predict(&x, width, &mut scores);
+                vec![Output::F32(scores)]
+            }
+            Some(_) => {
+                let mut labels = vec![0i64; rows];
+                ensemble.classify(&x, width, &mut labels, &mut scores);
+                vec![Output::I64(labels), Output::F32(scores)]
+            }
+        }
     }))
     .map_err(|_| "the service's kernel failed on the probe batch".to_owned())?;
     if reference.len() != ours.len() {
         return Err(format!(
-            "ONNX Runtime's kernel gives {} values for {rows} rows, this one {}",
+            "ONNX Runtime's kernel gives {} outputs, this one {}",
             reference.len(),
             ours.len()
         ));
     }
+    for (theirs, ours) in reference.iter().zip(&ours) {
+        compare(theirs, ours, targets, ensemble.exact())?;
+    }
+    Ok(())
+}
+
+/// Largest relative difference of scores allowed when they are not exact ([`Ensemble::exact`]).
+const TOLERANCE: f64 = 1e-5;
+
+/// Whether one output of both kernels agrees: labels equal, values equal (or within
+/// [`TOLERANCE`] when not `exact`); `Err` says where they differ most.
+fn compare(theirs: &Output, ours: &Output, targets: usize, exact: bool) -> Result<(), String> {
+    let (theirs, ours) = match (theirs, ours) {
+        (Output::I64(theirs), Output::I64(ours)) => {
+            return match theirs.iter().zip(ours).position(|(a, b)| a != b) {
+                None if theirs.len() == ours.len() => Ok(()),
+                None => Err("the kernels give different numbers of labels".to_owned()),
+                Some(row) => Err(format!(
+                    "the kernels differ on the probe batch: label {} against ONNX Runtime's {} at row {row}",
+                    ours[row], theirs[row]
+                )),
+            };
+        }
+        (Output::F32(theirs), Output::F32(ours)) if theirs.len() == ours.len() => (theirs, ours),
+        _ => return Err("the kernels' outputs differ in type or size".to_owned()),
+    };
     let mut worst: Option<(usize, f64, f64)> = None;
-    for (i, (&a, &b)) in reference.iter().zip(&ours).enumerate() {
+    for (i, (&a, &b)) in theirs.iter().zip(ours).enumerate() {
         if a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()) {
             continue;
         }
@@ -51,6 +101,9 @@ pub fn probe(
             difference
         };
         let relative = difference / f64::from(a).abs().max(f64::MIN_POSITIVE);
+        if !exact && relative <= TOLERANCE {
+            continue;
+        }
         if worst.is_none_or(|(_, d, _)| difference > d) {
             worst = Some((i, difference, relative));
         }
@@ -60,8 +113,8 @@ pub fn probe(
         Some((i, difference, relative)) => Err(format!(
             "the kernels differ on the probe batch: largest difference {difference:e} \
              (relative {relative:e}) at row {}, value {}",
-            i / ensemble.targets(),
-            i % ensemble.targets()
+            i / targets,
+            i % targets
         )),
     }
 }
