@@ -137,10 +137,9 @@ impl TreeKernel {
             )));
         }
         let targets = ensemble.targets();
-        if x.len() < rows * stride {
+        let Some(x) = x.get(..rows * stride) else {
             return Err(ort::Error::new("TreeEnsemble: tensor sizes do not match"));
-        }
-        let x = &x[..rows * stride];
+        };
         let Some(_) = ensemble.classes() else {
             let mut output = context
                 .output(0, vec![rows as i64, targets as i64])?

@@ -77,12 +77,17 @@ const TOLERANCE: f64 = 1e-5;
 fn compare(theirs: &Output, ours: &Output, targets: usize, exact: bool) -> Result<(), String> {
     let (theirs, ours) = match (theirs, ours) {
         (Output::I64(theirs), Output::I64(ours)) => {
-            return match theirs.iter().zip(ours).position(|(a, b)| a != b) {
+            let differing = theirs
+                .iter()
+                .zip(ours)
+                .enumerate()
+                .find(|(_, (a, b))| a != b);
+            return match differing {
                 None if theirs.len() == ours.len() => Ok(()),
                 None => Err("the kernels give different numbers of labels".to_owned()),
-                Some(row) => Err(format!(
-                    "the kernels differ on the probe batch: label {} against ONNX Runtime's {} at row {row}",
-                    ours[row], theirs[row]
+                Some((row, (theirs, ours))) => Err(format!(
+                    "the kernels differ on the probe batch: label {ours} against ONNX \
+                     Runtime's {theirs} at row {row}"
                 )),
             };
         }
