@@ -185,8 +185,9 @@ fn an_unsupported_tree_node_falls_back_to_onnx_runtime() {
 }
 
 /// Random small ensembles (every mode, missing-value tracks, NaN and infinite thresholds, one
-/// to three targets, every aggregate, base values, float and double attributes), written as
-/// ONNX models of one `TreeEnsembleRegressor` node, through both kernels on rows of values
+/// to three targets, every aggregate, base values, float and double attributes; regressors,
+/// and classifiers of three to five classes with and without a softmax), written as ONNX
+/// models of one tree-ensemble node, through both kernels on rows of values
 /// at, beside and between the thresholds, NaN and infinities: the service's kernel must be
 /// refused, or give ONNX Runtime's bits exactly.
 mod random_ensembles {
@@ -231,6 +232,9 @@ mod random_ensembles {
     #[derive(Debug, Clone)]
     struct Spec {
         width: usize,
+        /// 0: a regressor; 1, 2: a classifier of `targets + 2` classes, scores as they are or
+        /// through a softmax.
+        classifier: usize,
         targets: usize,
         aggregate: usize,
         base: usize,
@@ -259,17 +263,21 @@ mod random_ensembles {
             prop::collection::vec(prop::collection::vec(node, 1..16), 1..5),
             prop::collection::vec((0..3usize, -3.0..3.0f64), 64),
             prop::collection::vec(0..VALUES.len(), 0..120),
+            0..3usize,
         )
             .prop_map(
-                |(width, targets, aggregate, base, as_tensor, trees, weights, rows)| Spec {
-                    width,
-                    targets,
-                    aggregate,
-                    base,
-                    as_tensor,
-                    trees,
-                    weights,
-                    rows,
+                |(width, targets, aggregate, base, as_tensor, trees, weights, rows, classifier)| {
+                    Spec {
+                        width,
+                        classifier,
+                        targets,
+                        aggregate,
+                        base,
+                        as_tensor,
+                        trees,
+                        weights,
+                        rows,
+                    }
                 },
             )
     }
@@ -402,6 +410,10 @@ mod random_ensembles {
 
     /// The ONNX model of `spec`'s ensemble.
     fn model(spec: &Spec) -> Vec<u8> {
+        let classes = match spec.classifier {
+            0 => spec.targets,
+            _ => spec.targets + 2,
+        };
         let mut a: [Vec<i64>; 6] = Default::default(); // tree, node, feature, true, false, missing
         let (mut modes, mut values) = (Vec::new(), Vec::new());
         let mut targets: [Vec<i64>; 3] = Default::default(); // tree, node, id
@@ -451,7 +463,7 @@ mod random_ensembles {
                             let (target, weight) = *weight_draws.next().unwrap();
                             targets[0].push(tree as i64);
                             targets[1].push(id as i64);
-                            targets[2].push((target % spec.targets) as i64);
+                            targets[2].push((target % classes) as i64);
                             weights.push(weight);
                         }
                     }
@@ -463,21 +475,37 @@ mod random_ensembles {
         let base: Vec<f64> = match spec.base {
             0 => vec![],
             1 => vec![0.25],
-            _ => (0..spec.targets).map(|j| j as f64 - 0.5).collect(),
+            _ => (0..classes).map(|j| j as f64 - 0.5).collect(),
         };
-        let mut attribute = vec![
-            Attribute {
-                name: "aggregate_function".into(),
-                r#type: 3,
-                s: AGGREGATES[spec.aggregate].as_bytes().to_vec(),
-                ..Attribute::default()
-            },
-            Attribute {
-                name: "n_targets".into(),
-                r#type: 2,
-                i: spec.targets as i64,
-                ..Attribute::default()
-            },
+        let text = |name: &str, value: &str| Attribute {
+            name: name.into(),
+            r#type: 3,
+            s: value.as_bytes().to_vec(),
+            ..Attribute::default()
+        };
+        let mut attribute = match spec.classifier {
+            0 => vec![
+                text("aggregate_function", AGGREGATES[spec.aggregate]),
+                Attribute {
+                    name: "n_targets".into(),
+                    r#type: 2,
+                    i: spec.targets as i64,
+                    ..Attribute::default()
+                },
+            ],
+            transform => vec![
+                text("post_transform", ["NONE", "SOFTMAX"][transform - 1]),
+                ints(
+                    "classlabels_int64s",
+                    (0..classes as i64).map(|c| 10 * c + 1).collect(),
+                ),
+            ],
+        };
+        let votes = match spec.classifier {
+            0 => "target",
+            _ => "class",
+        };
+        attribute.extend([
             ints("nodes_treeids", treeids),
             ints("nodes_nodeids", nodeids),
             ints("nodes_featureids", featureids),
@@ -491,19 +519,26 @@ mod random_ensembles {
                 ..Attribute::default()
             },
             floats_or_tensor("nodes_values", values, spec.as_tensor),
-            ints("target_treeids", ttree),
-            ints("target_nodeids", tnode),
-            ints("target_ids", tid),
-            floats_or_tensor("target_weights", weights, spec.as_tensor),
-        ];
+            ints(&format!("{votes}_treeids"), ttree),
+            ints(&format!("{votes}_nodeids"), tnode),
+            ints(&format!("{votes}_ids"), tid),
+            floats_or_tensor(&format!("{votes}_weights"), weights, spec.as_tensor),
+        ]);
         if !base.is_empty() {
             attribute.push(floats_or_tensor("base_values", base, spec.as_tensor));
         }
-        let float = |name: &str| ValueInfo {
+        let tensor = |name: &str, elem_type: i32| ValueInfo {
             name: name.into(),
             r#type: Some(Type {
-                tensor_type: Some(TensorType { elem_type: 1 }),
+                tensor_type: Some(TensorType { elem_type }),
             }),
+        };
+        let (op_type, outputs) = match spec.classifier {
+            0 => ("TreeEnsembleRegressor", vec![tensor("Y", 1)]),
+            _ => (
+                "TreeEnsembleClassifier",
+                vec![tensor("L", 7), tensor("Y", 1)],
+            ),
         };
         Model {
             ir_version: 8,
@@ -520,27 +555,28 @@ mod random_ensembles {
             graph: Some(Graph {
                 node: vec![Node {
                     input: vec!["X".into()],
-                    output: vec!["Y".into()],
+                    output: outputs.iter().map(|o| o.name.clone()).collect(),
                     name: "trees".into(),
-                    op_type: "TreeEnsembleRegressor".into(),
+                    op_type: op_type.into(),
                     domain: "ai.onnx.ml".into(),
                     attribute,
                 }],
                 name: "random".into(),
-                input: vec![float("X")],
-                output: vec![float("Y")],
+                input: vec![tensor("X", 1)],
+                output: outputs,
             }),
         }
         .encode_to_vec()
     }
 
-    /// Output 0 of `onnx` for `x` (`[rows, width]`), on one thread, with `domain` registered.
+    /// A classifier's labels (`L`, if any) and the scores or values (`Y`) of `onnx` for `x`
+    /// (`[rows, width]`), on one thread, with `domain` registered.
     fn run(
         onnx: &[u8],
         x: &[f32],
         width: usize,
         domain: Option<ort::operator::OperatorDomain>,
-    ) -> ort::Result<Vec<f32>> {
+    ) -> ort::Result<(Option<Vec<i64>>, Vec<f32>)> {
         let mut builder = Session::builder(runtime().environment())?.with_intra_threads(1)?;
         if let Some(domain) = domain {
             builder = builder.with_operators(domain)?;
@@ -548,8 +584,12 @@ mod random_ensembles {
         let mut session = builder.commit_from_memory(onnx)?;
         let input = TensorRef::from_array_view(([x.len() / width, width], x))?;
         let outputs = session.run(ort::inputs![input])?;
+        let labels = match outputs.get("L") {
+            Some(labels) => Some(labels.try_extract_tensor::<i64>()?.1.to_vec()),
+            None => None,
+        };
         let (_, values) = outputs["Y"].try_extract_tensor::<f32>()?;
-        Ok(values.to_vec())
+        Ok((labels, values.to_vec()))
     }
 
     proptest! {
@@ -567,12 +607,18 @@ mod random_ensembles {
             match (&outcomes[0].1, prepared) {
                 (Outcome::Native, Some(prepared)) => {
                     let reference = reference.expect("ONNX Runtime runs what the probe ran");
-                    let ours = run(&prepared.onnx, &x, spec.width, Some(prepared.domain().unwrap()))
-                        .expect("the rewritten model runs");
+                    let (labels, ours) =
+                        run(&prepared.onnx, &x, spec.width, Some(prepared.domain().unwrap()))
+                            .expect("the rewritten model runs");
+                    let (reference_labels, reference) = reference;
+                    prop_assert_eq!(labels, reference_labels);
                     prop_assert_eq!(ours.len(), reference.len());
+                    // A softmax's `exp` may be another implementation's: 1e-5 relative.
+                    let softmax = spec.classifier == 2;
                     for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                        let close = softmax && (a - b).abs() <= 1e-5 * b.abs();
                         prop_assert!(
-                            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()) || close,
                             "value {}: {} vs ONNX Runtime {}", i, a, b
                         );
                     }
