@@ -12,9 +12,12 @@
 //! users log put preprocessing before the trees (column selection, one-hot encoding, scaling)
 //! and sometimes casts or a ZipMap after, and ONNX Runtime keeps running all of it unchanged.
 //!
-//! A node the kernel does not reproduce exactly (an attribute or mode it does not support,
-//! anything ONNX Runtime would refuse, or a probe that differs) is left to ONNX Runtime, with
-//! a log line saying why. `TREE_KERNEL=onnxruntime` leaves them all.
+//! Supported: regressors of any number of targets with every aggregate function and no
+//! `post_transform`; classifiers of three or more int64 classes, scores as they are or through
+//! a softmax. A node the kernel does not reproduce (another transform, string labels, a binary
+//! classifier, opset 5's `TreeEnsemble`, anything ONNX Runtime would refuse, or a probe that
+//! differs) is left to ONNX Runtime, with a log line saying why. `TREE_KERNEL=onnxruntime`
+//! leaves them all.
 
 pub mod ensemble;
 mod graph;
