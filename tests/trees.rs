@@ -261,7 +261,14 @@ mod random_ensembles {
             0..3usize,
             any::<bool>(),
             prop::collection::vec(prop::collection::vec(node, 1..16), 1..5),
-            prop::collection::vec((0..3usize, -3.0..3.0f64), 64),
+            // Weights of both zeros too: MIN and MAX turn a -0 score into +0.
+            prop::collection::vec(
+                (
+                    0..3usize,
+                    prop_oneof![4 => -3.0..3.0f64, 1 => Just(-0.0), 1 => Just(0.0)],
+                ),
+                64,
+            ),
             prop::collection::vec(0..VALUES.len(), 0..120),
             0..3usize,
         )

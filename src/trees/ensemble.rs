@@ -902,12 +902,13 @@ impl<T: Threshold> Compiled<T> {
         let trees = T::from_count(self.trees.len());
         for (j, (&(score, has), out)) in scores.iter().zip(out).enumerate() {
             let base = self.base.as_ref().map(|b| b[j % self.targets]);
-            // A target no leaf gave a weight to is 0, base value or not.
+            // A target no leaf gave a weight to is 0, base value or not. MIN and MAX add the
+            // score to the base value or to 0 (so a -0 score comes out +0); SUM adds the base
+            // value to the score only when there is one.
             let value = match (self.aggregate, has) {
                 (_, false) => T::ZERO,
-                (Aggregate::Sum | Aggregate::Min | Aggregate::Max, true) => {
-                    base.map_or(score, |b| score + b)
-                }
+                (Aggregate::Sum, true) => base.map_or(score, |b| score + b),
+                (Aggregate::Min | Aggregate::Max, true) => base.unwrap_or(T::ZERO) + score,
                 (Aggregate::Average, true) => base.map_or(score / trees, |b| score / trees + b),
             };
             *out = value.to_output();
