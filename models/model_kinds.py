@@ -165,12 +165,12 @@ def columns_inputs(frame, types):
 # --- the kinds --------------------------------------------------------------------------
 
 
-def lightgbm_regressor(frame, y, train, ref):
+def lightgbm_regressor(frame, y, train, ref, name="lightgbm-regressor", trees=50, leaves=15):
     """LGBMRegressor on the four inputs; a double-column signature over a float32 [N, 4] input."""
     x = frame[list(FEATURES)]
     model = lightgbm.LGBMRegressor(
-        n_estimators=50,
-        num_leaves=15,
+        n_estimators=trees,
+        num_leaves=leaves,
         random_state=SEED,
         deterministic=True,
         force_row_wise=True,
@@ -180,12 +180,12 @@ def lightgbm_regressor(frame, y, train, ref):
     model.fit(x.iloc[train], y[train])
     onnx_model = onnxmltools.convert_lightgbm(
         model,
-        name="lightgbm-regressor",
+        name=name,
         initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
         target_opset=ONNXMLTOOLS_OPSET,
     )
     return Kind(
-        "lightgbm-regressor",
+        name,
         tidy(onnx_model),
         infer_signature(x.iloc[train], y[train]),
         x.iloc[ref],
@@ -197,31 +197,7 @@ def lightgbm_regressor(frame, y, train, ref):
 def lightgbm_large(frame, y, train, ref):
     """LGBMRegressor of 100 trees of 31 leaves, LightGBM's default tree size: deep, unbalanced
     trees."""
-    x = frame[list(FEATURES)]
-    model = lightgbm.LGBMRegressor(
-        n_estimators=100,
-        num_leaves=31,
-        random_state=SEED,
-        deterministic=True,
-        force_row_wise=True,
-        n_jobs=1,
-        verbose=-1,
-    )
-    model.fit(x.iloc[train], y[train])
-    onnx_model = onnxmltools.convert_lightgbm(
-        model,
-        name="lightgbm-large",
-        initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
-        target_opset=ONNXMLTOOLS_OPSET,
-    )
-    return Kind(
-        "lightgbm-large",
-        tidy(onnx_model),
-        infer_signature(x.iloc[train], y[train]),
-        x.iloc[ref],
-        "regressor",
-        model,
-    )
+    return lightgbm_regressor(frame, y, train, ref, name="lightgbm-large", trees=100, leaves=31)
 
 
 def random_forest(frame, y, train, ref):
@@ -249,7 +225,6 @@ def random_forest(frame, y, train, ref):
 
 def xgboost_regressor(frame, y, train, ref):
     """XGBRegressor of 50 trees of depth 4, converted by onnxmltools."""
-    x = frame[list(FEATURES)].astype(np.float32)
     model = xgboost.XGBRegressor(
         n_estimators=50,
         max_depth=4,
@@ -258,22 +233,7 @@ def xgboost_regressor(frame, y, train, ref):
         n_jobs=1,
         tree_method="hist",
     )
-    # Trained on the bare array: onnxmltools maps the trees' features by the names f0, f1, ...
-    model.fit(x.iloc[train].to_numpy(), y[train])
-    onnx_model = onnxmltools.convert_xgboost(
-        model,
-        name="xgboost-regressor",
-        initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
-        target_opset=ONNXMLTOOLS_OPSET,
-    )
-    return Kind(
-        "xgboost-regressor",
-        tidy(onnx_model),
-        infer_signature(x.iloc[train], y[train]),
-        x.iloc[ref],
-        "regressor",
-        model,
-    )
+    return xgboost_kind("xgboost-regressor", model, frame, y, train, ref, "regressor")
 
 
 def columns_ridge(name, x, category, types, y, train, ref):
@@ -469,7 +429,6 @@ def optional_column(frame, y, train, ref):
 
 def xgboost_classifier(frame, levels, train, ref):
     """XGBClassifier with labels 0, 1, 2, converted by onnxmltools."""
-    x = frame[list(FEATURES)].astype(np.float32)
     classifier = xgboost.XGBClassifier(
         n_estimators=30,
         max_depth=3,
@@ -478,21 +437,28 @@ def xgboost_classifier(frame, levels, train, ref):
         n_jobs=1,
         tree_method="hist",
     )
+    return xgboost_kind("xgboost-classifier", classifier, frame, levels, train, ref, "classifier")
+
+
+def xgboost_kind(name, model, frame, target, train, ref, task):
+    """``model`` (an XGBoost estimator) trained on the four inputs as float32 and converted by
+    onnxmltools."""
+    x = frame[list(FEATURES)].astype(np.float32)
     # Trained on the bare array: onnxmltools maps the trees' features by the names f0, f1, ...
-    classifier.fit(x.iloc[train].to_numpy(), levels[train])
+    model.fit(x.iloc[train].to_numpy(), target[train])
     onnx_model = onnxmltools.convert_xgboost(
-        classifier,
-        name="xgboost-classifier",
+        model,
+        name=name,
         initial_types=[("input", MlToolsFloatTensorType([None, len(FEATURES)]))],
         target_opset=ONNXMLTOOLS_OPSET,
     )
     return Kind(
-        "xgboost-classifier",
+        name,
         tidy(onnx_model),
-        infer_signature(x.iloc[train], levels[train]),
+        infer_signature(x.iloc[train], target[train]),
         x.iloc[ref],
-        "classifier",
-        classifier,
+        task,
+        model,
     )
 
 
