@@ -74,6 +74,34 @@ fn tree_regressors_of_every_library_run_on_the_service_kernel_with_the_same_bits
     }
 }
 
+/// On several threads the kernel splits a batch between them, and every prediction keeps its
+/// bits: the same as on one thread, and as ONNX Runtime's kernel on one thread.
+#[test]
+fn batches_split_between_threads_give_the_same_bits() {
+    for dir in [
+        bundled_model("bike-demand"),
+        root().join("tests/fixtures/model-kinds/lightgbm-large"),
+    ] {
+        let threaded = runtime()
+            .load_model_with(
+                ModelArtifact::read_dir(&dir).unwrap(),
+                2,
+                TreeKernel::Native,
+            )
+            .unwrap();
+        assert_eq!(threaded.native_tree_ensembles(), 1);
+        let reference = load(&dir, TreeKernel::OnnxRuntime);
+        let x = rows(4, 5_000, &[40.0, 45.0, 100.0, 5.0]);
+        let (ours, theirs) = (predict_rows(&threaded, &x), predict_rows(&reference, &x));
+        assert!(
+            ours.iter()
+                .zip(&theirs)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert_eq!(ours.len(), 5_000);
+    }
+}
+
 /// The model's predictions on `rows` rows of `x` (`width` float columns).
 fn predict_any(model: &Model, x: &[f32], width: usize) -> Predictions {
     let layout = model.layout();

@@ -148,8 +148,10 @@ impl TreeKernel {
             if out.len() != rows * targets {
                 return Err(ort::Error::new("TreeEnsemble: tensor sizes do not match"));
             }
-            ensemble.predict(x, stride, out);
-            return Ok(());
+            let parts = out.chunks_mut(PART_ROWS * targets).collect();
+            return in_parts(context, x, stride, parts, |x, out| {
+                ensemble.predict(x, stride, out)
+            });
         };
         let mut labels = vec![0i64; rows];
         let mut scores = context
@@ -161,7 +163,13 @@ impl TreeKernel {
                 "TreeEnsembleClassifier: tensor sizes do not match",
             ));
         }
-        ensemble.classify(x, stride, &mut labels, scores);
+        let parts = labels
+            .chunks_mut(PART_ROWS)
+            .zip(scores.chunks_mut(PART_ROWS * targets))
+            .collect();
+        in_parts(context, x, stride, parts, |x, (labels, scores)| {
+            ensemble.classify(x, stride, labels, scores)
+        })?;
         let mut label_output = context
             .output(0, vec![rows as i64])?
             .ok_or_else(|| ort::Error::new("TreeEnsembleClassifier: no label output"))?;
@@ -173,5 +181,51 @@ impl TreeKernel {
         }
         label_out.copy_from_slice(&labels);
         Ok(())
+    }
+}
+
+/// Rows of one part of a batch: the batch is split in parts of this many rows, run on ONNX
+/// Runtime's intra-op threads (one after another on one thread).
+const PART_ROWS: usize = 1024;
+
+/// Runs `run(rows, output)` on each part of `x` (`stride` values a row) and its share of the
+/// outputs, `parts[i]` for rows `i * PART_ROWS ..`, on the session's intra-op threads. A
+/// part's rows are scored as they would be in one call: the split changes no bit.
+fn in_parts<O: Send>(
+    context: &ComputeContext,
+    x: &[f32],
+    stride: usize,
+    parts: Vec<O>,
+    run: impl Fn(&[f32], &mut O) + Sync,
+) -> ort::Result<()> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let count = parts.len();
+    let parts: Vec<Mutex<O>> = parts.into_iter().map(Mutex::new).collect();
+    let failed = AtomicBool::new(false);
+    let part = |i: usize| {
+        // A panic must not unwind into ONNX Runtime's thread pool.
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            let rows = x.chunks(PART_ROWS * stride).nth(i);
+            let output = parts
+                .get(i)
+                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
+            match (rows, output) {
+                (Some(rows), Some(mut output)) => run(rows, &mut output),
+                _ => failed.store(true, Ordering::Relaxed),
+            }
+        }));
+        if done.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+    };
+    match count {
+        0 => {}
+        1 => part(0),
+        _ => context.par_for(count, count, part)?,
+    }
+    match failed.load(Ordering::Relaxed) {
+        false => Ok(()),
+        true => Err(ort::Error::new("TreeEnsemble: the kernel failed")),
     }
 }
