@@ -98,7 +98,10 @@ def test_a_shard_too_slow_for_the_deadline_gets_what_it_can_and_the_rest_redeliv
     assert summary["redeliveries"] >= 1, summary
     first = batches[0]
     assert 0 < first["batchItemFailures"] < first["records"], first
-    assert all(batch["ms"] < budget_s * 1000 + 1500 for batch in batches), batches
+    # Without the budget, publishing would take 10 s. Beyond the 4 s budget, an invocation
+    # decodes and predicts up to 10,000 records on the dev build, beside other test suites on
+    # the same cores: 3 s of slack.
+    assert all(batch["ms"] < budget_s * 1000 + 3000 for batch in batches), batches
     # Every record before a re-delivery's checkpoint was on the stream (none is missing at the
     # end: those records were never delivered again); the re-delivered ones may be twice.
     report = account(stack, count)
