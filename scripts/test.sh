@@ -33,7 +33,7 @@ export MLFLOW_SERVERS="proxy s3 e2e"
 mlflow_start=$!
 # The library, the binary and the integration tests; the benches and examples are built (and
 # each bench run once) by CI (.ci/run).
-timed "build" cargo test --locked --lib --bins --tests --no-run
+timed "build" cargo test --locked --workspace --lib --bins --tests --no-run
 wait "$mlflow_start"
 eval "$(bash scripts/local/mlflow.sh env)"
 
@@ -66,7 +66,7 @@ beside tools timed "tools tests" env PYTHONDONTWRITEBYTECODE=1 .venv/tools/bin/p
 # Most integration tests wait on the local servers rather than compute: four at a time.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 status=0
-timed "cargo test" cargo test --locked --lib --bins --tests "$@" || status=$?
+timed "cargo test" cargo test --locked --workspace --lib --bins --tests "$@" || status=$?
 report e2e || status=1
 report tools || status=1
 [[ $status == 0 ]] || exit "$status"

@@ -19,7 +19,9 @@
 //! differs) is left to ONNX Runtime, with a log line saying why. `TREE_KERNEL=onnxruntime`
 //! leaves them all.
 
-pub mod ensemble;
+/// The evaluator: an ensemble compiled into flat arrays, and its evaluation
+/// (`trees-kernel/`, crate `bike_prediction_trees`).
+pub use bike_prediction_trees as ensemble;
 mod graph;
 mod operator;
 mod probe;
